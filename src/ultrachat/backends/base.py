@@ -1,0 +1,80 @@
+"""The one interface every model backend implements.
+
+A backend turns a list of chat messages plus per-call parameters into a
+:class:`Completion`. The dialogue engine only ever sees this interface, so the
+embedded model, an HTTP endpoint or a cluster engine plug in without touching it.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Literal
+
+Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
+FinishReason = Literal["stop", "length", "error"]
+
+
+@dataclass(frozen=True)
+class GenerationParams:
+    """Sampling settings for one call. ``seed`` makes a sampled call reproducible."""
+
+    temperature: float = 0.7
+    top_p: float = 0.95
+    max_tokens: int = 256
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass
+class Usage:
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+
+
+@dataclass
+class Completion:
+    text: str
+    finish_reason: FinishReason = "stop"
+    usage: Usage = field(default_factory=Usage)
+    model: str = ""
+
+
+class BackendError(RuntimeError):
+    """A failure the run cannot recover from (bad key, missing model, endpoint down)."""
+
+
+class Backend(ABC):
+    """Async chat-completion backend.
+
+    Subclasses implement :meth:`complete`; :meth:`start` and :meth:`close` are
+    optional hooks for loading weights or opening connection pools.
+
+    Example::
+
+        backend = make_backend(ModelConfig(backend="local"))
+        await backend.start()
+        out = await backend.complete([{"role": "user", "content": "Hi"}], GenerationParams())
+        print(out.text, out.finish_reason, out.usage.total_tokens)
+    """
+
+    #: name recorded in each dialogue's ``meta.models``
+    model_name: str = ""
+
+    async def start(self) -> None:  # noqa: B027 - optional hook
+        """Load weights / check the endpoint. Called once before the first call."""
+
+    async def close(self) -> None:  # noqa: B027 - optional hook
+        """Release resources."""
+
+    @abstractmethod
+    async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
+        """Return the model's reply to ``messages``."""

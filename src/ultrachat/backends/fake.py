@@ -1,0 +1,72 @@
+"""A deterministic scripted backend for unit tests. Never a user's default.
+
+With no script it answers from a hash of the messages: list requests get a numbered
+list, user-simulator requests get a question, anything else a short answer. A script
+(list of replies, or a callable) overrides that for targeted tests.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import Callable
+from typing import Union
+
+from .base import Backend, Completion, GenerationParams, Message, Usage
+
+Reply = Union[str, Completion]
+Script = Union[list[Reply], Callable[[list[Message], GenerationParams], Reply]]
+
+
+def _digest(messages: list[Message]) -> str:
+    blob = "\x1e".join(f"{m['role']}:{m['content']}" for m in messages)
+    return hashlib.sha1(blob.encode()).hexdigest()
+
+
+def default_reply(messages: list[Message], params: GenerationParams) -> str:
+    """A deterministic reply shaped like what the prompt asks for."""
+    last = messages[-1]["content"]
+    h = _digest(messages)[:8]
+    if re.search(r"\blist\b", last, re.I):
+        m = re.search(r"\b(\d{1,2})\b", last)
+        n = int(m.group(1)) if m else 5
+        return "\n".join(f"{i}. What about aspect {h}-{i} of this subject?" for i in range(1, n + 1))
+    if re.search(r"next message|follow-up", last, re.I):
+        return f"Could you explain more about point {h}?"
+    return f"Here is an answer ({h}). It covers the main facts in a few clear sentences."
+
+
+class FakeBackend(Backend):
+    """Deterministic replies, optional per-call delay (seconds) to imitate latency."""
+
+    def __init__(self, script: Script | None = None, delay: float = 0.0, model_name: str = "fake") -> None:
+        self._script = script
+        self._delay = delay
+        self.model_name = model_name
+        self.calls: list[list[Message]] = []
+
+    @classmethod
+    def from_model_string(cls, model: str) -> FakeBackend:
+        """``"fake"`` or ``"fake;delay=0.01"`` (options after ``;``)."""
+        name, _, opts = model.partition(";")
+        options = dict(kv.split("=", 1) for kv in opts.split(",") if "=" in kv)
+        return cls(delay=float(options.get("delay", 0.0)), model_name=name or "fake")
+
+    async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
+        self.calls.append(messages)
+        if self._delay:
+            await asyncio.sleep(self._delay)
+        if self._script is None:
+            reply: Reply = default_reply(messages, params)
+        elif callable(self._script):
+            reply = self._script(messages, params)
+        else:
+            reply = self._script.pop(0)
+        if isinstance(reply, Completion):
+            return reply
+        words = reply.split()
+        finish = "length" if len(words) > params.max_tokens else "stop"
+        text = " ".join(words[: params.max_tokens]) if finish == "length" else reply
+        prompt_tokens = sum(len(m["content"].split()) for m in messages)
+        return Completion(text, finish, Usage(prompt_tokens, min(len(words), params.max_tokens)), self.model_name)

@@ -1,0 +1,31 @@
+"""The ``ultrachat`` command line: a table mapping each verb group to the folder that owns it.
+
+Every module listed here has ``register(app)`` adding its commands; the commands only
+parse flags and call the Python API of their folder. Heavy imports stay inside the
+command functions so ``ultrachat --help`` is instant.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+import typer
+
+app = typer.Typer(help="Build, clean, train on, evaluate and explore UltraChat-style multi-round dialogue data.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+
+COMMANDS: list[str] = [
+    "ultrachat.generate.commands",  # generate <sector>
+    "ultrachat.data.commands",  # show
+]
+
+for _module in COMMANDS:
+    importlib.import_module(_module).register(app)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

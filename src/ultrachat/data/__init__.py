@@ -1,0 +1,1 @@
+"""Corpus formats, cleaning and statistics."""

@@ -1,0 +1,34 @@
+"""Print dialogues as a readable chat in the terminal."""
+
+from __future__ import annotations
+
+from itertools import islice
+from pathlib import Path
+
+from rich.console import Console
+from rich.panel import Panel
+from rich.text import Text
+
+from .jsonl import iter_jsonl
+
+
+def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, console: Console | None = None) -> int:
+    """Print ``n`` dialogues (or the one with ``dialogue_id``); returns how many were shown."""
+    console = console or Console()
+    items = iter_jsonl(path)
+    if dialogue_id is not None:
+        items = (d for d in items if d["id"] == dialogue_id)
+    shown = 0
+    for d in islice(items, n):
+        meta = d.get("meta", {})
+        title = f"{d['id']}  {meta.get('topic', '')}  rounds={meta.get('rounds', len(d['data']) // 2)}  " \
+                f"stop={meta.get('stop_reason', '-')}"
+        body = Text()
+        for i, turn in enumerate(d["data"]):
+            body.append("User: " if i % 2 == 0 else "Assistant: ", style="bold cyan" if i % 2 == 0 else "bold green")
+            body.append(turn + "\n\n")
+        console.print(Panel(body, title=title, title_align="left"))
+        shown += 1
+    if shown == 0:
+        raise ValueError(f"{path}: no dialogue found" + (f" with id '{dialogue_id}'" if dialogue_id else ""))
+    return shown

@@ -1,0 +1,1 @@
+"""Dialogue generation: the shared engine, the sector plug-ins and the run orchestration."""

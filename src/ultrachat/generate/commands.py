@@ -1,0 +1,76 @@
+"""``ultrachat generate <sector>``: one command per sector plug-in, all with the same flags."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from ..cliutil import console, run_guarded
+
+RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML recipe file.")]
+DialoguesOpt = Annotated[Optional[int], typer.Option(help="Number of dialogues to have in the output.")]
+OutOpt = Annotated[Optional[Path], typer.Option(help="Output folder (default: ./ultrachat-out/SECTOR).")]
+SeedOpt = Annotated[Optional[int], typer.Option(help="Seed for the whole plan.")]
+ConcOpt = Annotated[Optional[int], typer.Option(help="Dialogues in flight at once.")]
+BudgetOpt = Annotated[Optional[int], typer.Option("--max-total-tokens", help="Stop cleanly after this many tokens.")]
+MinROpt = Annotated[Optional[int], typer.Option("--min-rounds", help="Fewest rounds per dialogue.")]
+MaxROpt = Annotated[Optional[int], typer.Option("--max-rounds", help="Most rounds per dialogue.")]
+UTokOpt = Annotated[Optional[int], typer.Option("--user-max-tokens", help="max_tokens of the user simulator.")]
+ATokOpt = Annotated[Optional[int], typer.Option("--assistant-max-tokens", help="max_tokens of the assistant.")]
+UPOpt = Annotated[Optional[str], typer.Option("--user-prompts", help="User-simulator prompt set: task or persona.")]
+URLOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for both roles.")]
+ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url (or a local model dir).")]
+ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show live progress bars.")]
+
+
+def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed: int | None = None,
+                     concurrency: int | None = None, max_total_tokens: int | None = None,
+                     min_rounds: int | None = None, max_rounds: int | None = None,
+                     user_max_tokens: int | None = None, assistant_max_tokens: int | None = None,
+                     user_prompts: str | None = None, base_url: str | None = None,
+                     model: str | None = None) -> dict[str, Any]:
+    """Dotted recipe overrides for the quick flags every ``generate`` command shares."""
+    overrides: dict[str, Any] = {
+        "dialogues": dialogues, "out": str(out) if out else None, "seed": seed, "concurrency": concurrency,
+        "max_total_tokens": max_total_tokens, "dialogue.min_rounds": min_rounds,
+        "dialogue.max_rounds": max_rounds, "models.user.max_tokens": user_max_tokens,
+        "models.assistant.max_tokens": assistant_max_tokens, "dialogue.user_prompts": user_prompts,
+    }
+    for role in ("user", "assistant"):
+        if base_url:
+            overrides[f"models.{role}.backend"] = "openai"
+            overrides[f"models.{role}.base_url"] = base_url
+        if model:
+            overrides[f"models.{role}.model"] = model
+    return overrides
+
+
+def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
+    @app.command(sector, help=help_text)
+    def command(recipe: RecipeOpt = None, dialogues: DialoguesOpt = None, out: OutOpt = None, seed: SeedOpt = None,
+                concurrency: ConcOpt = None, max_total_tokens: BudgetOpt = None, min_rounds: MinROpt = None,
+                max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
+                user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
+                progress: ProgOpt = True) -> None:
+        from ..recipe import load_recipe
+        from .runner import generate
+
+        overrides = recipe_overrides(dialogues, out, seed, concurrency, max_total_tokens, min_rounds, max_rounds,
+                                     user_max_tokens, assistant_max_tokens, user_prompts, base_url, model)
+        rec = run_guarded(lambda: load_recipe(recipe, overrides))
+        summary = run_guarded(lambda: generate(sector, rec, progress=progress and sys.stderr.isatty(), console=console))
+        Console().print(summary.table())
+
+
+def register(app: typer.Typer) -> None:
+    from .runner import SECTORS
+
+    gen = typer.Typer(help="Generate dialogues for one sector (two models: a simulated user and an assistant).",
+                      no_args_is_help=True)
+    for name, cls in SECTORS.items():
+        _sector_command(gen, name, (cls.__doc__ or name).strip().splitlines()[0])
+    app.add_typer(gen, name="generate")

@@ -1,0 +1,195 @@
+"""The dialogue engine, shared by every sector.
+
+From an opening line, the assistant model and the user-simulator model alternate until
+the planned number of rounds. Each role has its own backend, system prompt and sampling
+settings. User turns are repaired without extra model calls: role prefixes stripped;
+politeness-only and role-confounded turns regenerated up to a bound, after which the
+dialogue ends with that stop reason and keeps its completed rounds. An assistant reply
+cut off by ``max_tokens`` is recorded in ``meta.truncated_turns`` (or ends the dialogue
+when ``dialogue.on_truncated = "end"``); it is never passed off as complete.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..backends import Backend, Completion, GenerationParams, Message, Usage
+from ..prompts import Prompts
+from ..recipe import DialogueConfig, ModelConfig
+from .postprocess import confounding_reason, is_politeness_only, strip_role_prefix
+from .sector import Opening, Sector, stable_seed
+
+TRANSCRIPT_TURNS = 6  # the opening plus the latest turns shown to a task-framed user model
+TRANSCRIPT_CHARS = 600  # per turn; small models lose the thread in long prompts
+
+
+@dataclass
+class Role:
+    backend: Backend
+    cfg: ModelConfig
+
+    def params(self, seed: int) -> GenerationParams:
+        return GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens, seed)
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.cfg.backend, "model": self.cfg.model}
+
+
+@dataclass
+class EngineStats:
+    """Counters the run summary prints."""
+
+    dialogues: int = 0
+    rounds: int = 0
+    stop_reasons: Counter[str] = field(default_factory=Counter)
+    regenerations: Counter[str] = field(default_factory=Counter)
+    user_attempts: int = 0
+    confounded: int = 0
+    truncated: int = 0
+    usage: dict[str, Usage] = field(default_factory=lambda: {"user": Usage(), "assistant": Usage()})
+
+    def record(self, dialogue: dict[str, Any]) -> None:
+        meta = dialogue["meta"]
+        self.dialogues += 1
+        self.rounds += meta["rounds"]
+        self.stop_reasons[meta["stop_reason"]] += 1
+        self.regenerations.update(meta["regenerations"])
+        self.truncated += len(meta["truncated_turns"])
+
+
+class DialogueEngine:
+    def __init__(self, sector: Sector, user: Role, assistant: Role, prompts: Prompts,
+                 cfg: DialogueConfig, personas: list[str], stats: EngineStats | None = None) -> None:
+        self.sector = sector
+        self.user = user
+        self.assistant = assistant
+        self.prompts = prompts
+        self.cfg = cfg
+        self.personas = personas
+        self.stats = stats or EngineStats()
+
+    # -- prompts ---------------------------------------------------------------------
+    def assistant_messages(self, turns: list[str]) -> list[Message]:
+        msgs: list[Message] = [{"role": "system", "content": self.assistant.cfg.system}] if self.assistant.cfg.system else []
+        msgs += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
+        return msgs
+
+    def user_messages(self, turns: list[str], opening: Opening, persona: str | None) -> list[Message]:
+        goal = self.sector.user_goal(opening)
+        if self.cfg.user_prompts == "persona":
+            system = self.prompts.render("user", "persona", "system", persona=persona or "a curious person", goal=goal)
+            # Roles flipped: the simulated user speaks as "assistant", the real assistant as "user".
+            msgs: list[Message] = [{"role": "system", "content": system}]
+            msgs += [{"role": "assistant" if i % 2 == 0 else "user", "content": t} for i, t in enumerate(turns)]
+            msgs[-1] = {**msgs[-1], "content": msgs[-1]["content"] + "\n\n" + self.prompts.get("user", "persona", "reminder")}
+            return msgs
+        shown = turns if len(turns) <= TRANSCRIPT_TURNS else [turns[0], *turns[-(TRANSCRIPT_TURNS - 1):]]
+        offset = len(turns) - len(shown)
+        lines = []
+        for j, text in enumerate(shown):
+            idx = 0 if j == 0 else j + offset
+            field_name = "transcript_user" if idx % 2 == 0 else "transcript_assistant"
+            clipped = text if len(text) <= TRANSCRIPT_CHARS else text[:TRANSCRIPT_CHARS].rsplit(" ", 1)[0] + " ..."
+            lines.append(self.prompts.render("user", "task", field_name, text=clipped))
+        body = self.prompts.render("user", "task", transcript="\n".join(lines), goal=goal, opening=turns[0])
+        system = self.prompts.get("user", "task", "system")
+        return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": body}]
+
+    # -- one dialogue ----------------------------------------------------------------
+    async def run(self, opening: Opening) -> dict[str, Any]:
+        """Generate one dialogue; returns the output record (``id``, ``data``, ``meta``)."""
+        rng = random.Random(opening.seed)
+        persona = rng.choice(self.personas) if self.cfg.user_prompts == "persona" and self.personas else None
+        turns = [opening.text]
+        usage = {"user": Usage(), "assistant": Usage()}
+        regen: Counter[str] = Counter()
+        truncated: list[int] = []
+        stop = "completed"
+        for rnd in range(opening.rounds):
+            reply = await self._assistant_turn(turns, opening, usage, regen)
+            if reply is None:
+                stop = "empty_reply"
+                if len(turns) > 1:
+                    turns.pop()  # keep only completed rounds
+                break
+            turns.append(reply.text)
+            if reply.finish_reason == "length":
+                truncated.append(len(turns) - 1)
+                if self.cfg.on_truncated == "end":
+                    stop = "truncated"
+                    break
+            if rnd == opening.rounds - 1:
+                break
+            user_turn, reason = await self._user_turn(turns, opening, persona, usage, regen)
+            if user_turn is None:
+                stop = reason
+                break
+            turns.append(user_turn)
+        for role, u in usage.items():
+            self.stats.usage[role].add(u)
+        record = {
+            "id": opening.id,
+            "data": turns,
+            "meta": {
+                "sector": self.sector.name,
+                **{k: v for k, v in opening.meta.items() if k not in ("k", "topic_index")},
+                "persona": persona,
+                "models": {"user": self.user.describe(), "assistant": self.assistant.describe()},
+                "params": {
+                    name: {"temperature": role.cfg.temperature, "top_p": role.cfg.top_p,
+                                                "max_tokens": role.cfg.max_tokens}
+                    for name, role in (("user", self.user), ("assistant", self.assistant))
+                },
+                "user_prompts": self.cfg.user_prompts,
+                "seed": opening.seed,
+                "rounds_planned": opening.rounds,
+                "rounds": len(turns) // 2,
+                "stop_reason": stop,
+                "regenerations": dict(regen),
+                "truncated_turns": truncated,
+                "tokens": {role: {"prompt": u.prompt_tokens, "completion": u.completion_tokens}
+                           for role, u in usage.items()},
+            },
+        }
+        self.stats.record(record)
+        return record
+
+    async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage) -> Completion:
+        out = await role.backend.complete(messages, role.params(seed))
+        usage.add(out.usage)
+        return out
+
+    async def _assistant_turn(self, turns: list[str], opening: Opening, usage: dict[str, Usage],
+                              regen: Counter[str]) -> Completion | None:
+        for attempt in range(self.cfg.max_regenerations + 1):
+            seed = stable_seed(opening.seed, len(turns), "assistant", attempt)
+            out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"])
+            out.text = strip_role_prefix(out.text) if out.text.lower().startswith(("assistant", "ai:")) else out.text.strip()
+            if out.text:
+                return out
+            regen["empty_reply"] += 1
+        return None
+
+    async def _user_turn(self, turns: list[str], opening: Opening, persona: str | None,
+                         usage: dict[str, Usage], regen: Counter[str]) -> tuple[str | None, str]:
+        reason = "role_confounding"
+        for attempt in range(self.cfg.max_regenerations + 1):
+            seed = stable_seed(opening.seed, len(turns), "user", attempt)
+            out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"])
+            text = strip_role_prefix(out.text)
+            self.stats.user_attempts += 1
+            if is_politeness_only(text):
+                regen["politeness"] += 1
+                reason = "politeness"
+                continue
+            why = "cut off by max_tokens" if out.finish_reason == "length" else confounding_reason(text, turns[-1])
+            if why:
+                self.stats.confounded += 1
+                regen["role_confounding"] += 1
+                reason = "role_confounding" if why != "empty" else "empty_reply"
+                continue
+            return text, "completed"
+        return None, reason

@@ -1,0 +1,91 @@
+"""Cheap checks on each generated turn: no extra model calls.
+
+* :func:`strip_role_prefix` removes "User:", "Assistant:", "Question:"... prefixes and
+  wrapping quotes that small models add.
+* :func:`is_politeness_only` spots user turns that only thank or greet.
+* :func:`confounding_reason` spots a simulated user that answers like the assistant
+  (role confounding). Its rules were checked against real outputs of the embedded model
+  kept in ``tests/fixtures/confounding.jsonl``.
+"""
+
+from __future__ import annotations
+
+import re
+
+_ROLE = r"(?:user|human|person|me|you|assistant|ai|bot|chatbot|gpt|smollm|question|q|answer|a|message|next message|follow[- ]up(?: question)?|response|reply)"
+_PREFIX = re.compile(rf"^\s*(?:\*\*)?{_ROLE}\s*(?:\d+)?\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*", re.I)
+_QUOTES = "\"“”'‘’"
+
+_POLITE = re.compile(
+    r"^(?:(?:thanks?|thank you|thx|many thanks|cheers|great|awesome|perfect|ok(?:ay)?|cool|got it|"
+    r"i see|you'?re welcome|no problem|bye|goodbye|have a (?:nice|good|great) (?:day|one)|"
+    r"that(?:'s| is| was) (?:great|helpful|very helpful|all|perfect)|this is (?:great|helpful)|"
+    r"you'?ve been (?:very |so )?helpful|i appreciate (?:it|that|your help)|much appreciated|"
+    r"so much|very much|a lot|for (?:the|your) (?:help|answer|information|explanation)|again)"
+    r"[\s,.!:;)]*)+$",
+    re.I,
+)
+
+# Openers an assistant uses and a user asking for help does not.
+_ASSISTANT_OPENERS = re.compile(
+    r"^\s*(?:sure|certainly|of course|absolutely|great question|good question|that'?s a (?:great|good) question|"
+    r"as an ai|i'?m an ai|i am an ai|i'?d be (?:happy|glad) to|i can help|here (?:is|are)|"
+    r"yes,? (?:it is|there are|you can)|no,? (?:it is not|you cannot)|in summary|to answer your question|"
+    r"thank you for (?:your|the) question|you'?re (?:right|welcome)|there are (?:several|many)|"
+    r"it depends|the answer is|in conclusion|hello!? (?:how can i|i'?m))",
+    re.I,
+)
+_LIST_LINE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.M)
+
+
+def strip_role_prefix(text: str) -> str:
+    """Remove leading role labels and quotes wrapping the whole message."""
+    text = text.strip()
+    for _ in range(3):
+        new = _PREFIX.sub("", text, count=1).strip()
+        if new == text:
+            break
+        text = new
+    if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES and text.count(text[0]) <= 2:
+        text = text[1:-1].strip()
+    # A simulated user sometimes goes on to write the assistant's part too.
+    text = re.split(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?:\*\*)?\s*:", text, flags=re.I)[0]
+    return text.strip()
+
+
+def is_politeness_only(text: str) -> bool:
+    """True for a turn that only thanks, greets or closes ("Thank you!", "You're welcome")."""
+    return bool(_POLITE.match(text.strip())) if text.strip() else False
+
+
+def confounding_reason(user_text: str, previous_assistant: str = "") -> str | None:
+    """Why a simulated user turn reads like an assistant's answer, or ``None``.
+
+    Rules: an assistant's opener; a structured answer (a list of 3+ items or several
+    paragraphs) with no question; a long turn with no question or request; a turn that
+    mostly repeats the assistant's previous reply.
+    """
+    text = user_text.strip()
+    if not text:
+        return "empty"
+    if _ASSISTANT_OPENERS.match(text):
+        return "assistant opener"
+    words = text.split()
+    asks = "?" in text or re.match(
+        r"^\s*(?:please|can|could|would|will|tell|explain|describe|give|show|help|what|how|why|"
+        r"which|who|where|when|is|are|do|does|should|list|write|compare|suggest|recommend|i (?:want|need|would like|wonder))\b",
+        text, re.I) is not None
+    if len(_LIST_LINE.findall(text)) >= 3 and "?" not in text:
+        return "structured answer"
+    if text.count("\n\n") >= 2 and not asks:
+        return "structured answer"
+    if len(words) > 60 and not asks:
+        return "long statement without a question"
+    if len(words) > 120:
+        return "too long for a user turn"
+    if previous_assistant:
+        prev = set(re.findall(r"\w+", previous_assistant.lower()))
+        mine = re.findall(r"\w+", text.lower())
+        if len(mine) >= 25 and sum(w in prev for w in mine) / len(mine) > 0.85 and not asks:
+            return "repeats the assistant"
+    return None

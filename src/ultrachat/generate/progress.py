@@ -1,0 +1,59 @@
+"""One live progress display for a run: a bar per stage with counts, rate, ETA and tokens."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+    TimeRemainingColumn,
+)
+
+
+class RunProgress:
+    """Stage bars created on first use. ``enabled=False`` keeps the counters silently."""
+
+    def __init__(self, enabled: bool = True, console: Console | None = None) -> None:
+        self._progress = Progress(
+            TextColumn("[bold]{task.description:<12}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("[cyan]{task.fields[rate]}"),
+            TimeElapsedColumn(),
+            TextColumn("eta"),
+            TimeRemainingColumn(),
+            TextColumn("[magenta]{task.fields[tokens]:,} tok"),
+            console=console,
+            disable=not enabled,
+        )
+        self._tasks: dict[str, TaskID] = {}
+        self.tokens: dict[str, int] = {}
+
+    def __enter__(self) -> RunProgress:
+        self._progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._progress.stop()
+
+    def _task(self, stage: str) -> TaskID:
+        if stage not in self._tasks:
+            self._tasks[stage] = self._progress.add_task(stage, total=0, tokens=0, rate="")
+            self.tokens[stage] = 0
+        return self._tasks[stage]
+
+    def add_total(self, stage: str, n: int) -> None:
+        task = self._task(stage)
+        total = self._progress.tasks[task].total or 0
+        self._progress.update(task, total=total + n)
+
+    def advance(self, stage: str, n: int = 1, tokens: int = 0) -> None:
+        task = self._task(stage)
+        self.tokens[stage] += tokens
+        speed = self._progress.tasks[task].speed
+        self._progress.update(task, advance=n, tokens=self.tokens[stage],
+                              rate=f"{speed:.2f}/s" if speed else "")

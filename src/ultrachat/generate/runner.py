@@ -1,0 +1,145 @@
+"""Run a sector end to end: plan (cached, resumable), generate dialogues, write, summarise.
+
+The Python API behind ``ultrachat generate``::
+
+    from ultrachat import load_recipe, generate
+    summary = generate("world", load_recipe(overrides={"dialogues": 5}))
+    print(summary.output, summary.stats.dialogues)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+from ..backends import BackendPool, Usage
+from ..prompts import Prompts, load_list
+from ..recipe import Recipe
+from .engine import DialogueEngine, EngineStats, Role
+from .progress import RunProgress
+from .sector import BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
+from .store import RunStore
+from .world import WorldSector
+
+SECTORS: dict[str, type[Sector]] = {"world": WorldSector}
+
+
+@dataclass
+class RunSummary:
+    sector: str
+    output: Path
+    planned: int
+    requested: int
+    already_done: int
+    stats: EngineStats
+    plan_tokens: int = 0
+    seconds: float = 0.0
+    budget_stopped: bool = False
+    notes: list[str] = field(default_factory=list)
+
+    def table(self) -> Table:
+        s = self.stats
+        t = Table(title=f"ultrachat generate {self.sector}", show_header=False)
+        t.add_row("output", str(self.output))
+        t.add_row("dialogues written now", f"{s.dialogues} (earlier runs: {self.already_done}, planned: {self.planned}/{self.requested})")
+        t.add_row("rounds", f"{s.rounds} (avg {s.rounds / s.dialogues:.2f})" if s.dialogues else "0")
+        t.add_row("stop reasons", ", ".join(f"{k}={v}" for k, v in s.stop_reasons.most_common()) or "-")
+        t.add_row("regenerations", ", ".join(f"{k}={v}" for k, v in s.regenerations.most_common()) or "0")
+        rate = s.confounded / s.user_attempts if s.user_attempts else 0.0
+        t.add_row("role confounding", f"{rate:.1%} of {s.user_attempts} user-turn attempts")
+        t.add_row("truncated replies", str(s.truncated))
+        tok = {k: u.total_tokens for k, u in s.usage.items()}
+        t.add_row("tokens", f"plan {self.plan_tokens:,}, user {tok['user']:,}, assistant {tok['assistant']:,}")
+        t.add_row("time", f"{self.seconds:.1f} s")
+        for note in self.notes:
+            t.add_row("note", note)
+        return t
+
+
+def build_sector(name: str, recipe: Recipe) -> Sector:
+    if name not in SECTORS:
+        raise ValueError(f"unknown sector '{name}' (choose from {', '.join(SECTORS)})")
+    return SECTORS[name](recipe, Prompts(recipe.language, recipe.prompts_dir))
+
+
+async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
+                         console: Console | None = None) -> RunSummary:
+    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder."""
+    started = time.monotonic()
+    sector = build_sector(sector_name, recipe)
+    out = recipe.out_dir(sector_name)
+    pool = BackendPool()
+    user = Role(pool.get(recipe.models.user), recipe.models.user)
+    assistant = Role(pool.get(recipe.models.assistant), recipe.models.assistant)
+    planner_cfg = recipe.models.planner_config()
+    planner = pool.get(planner_cfg)
+    personas = load_list("personas", recipe.language, recipe.dialogue.personas_file) \
+        if recipe.dialogue.user_prompts == "persona" else []
+    budget = TokenBudget(recipe.max_total_tokens)
+    stats = EngineStats()
+    summary = RunSummary(sector_name, out / "dialogues.jsonl", 0, recipe.dialogues, 0, stats)
+    with RunStore(out, recipe, sector_name) as store, RunProgress(progress, console) as bars:
+        try:
+            await pool.start()
+            ctx = PlanContext(store, planner, planner_cfg, bars, budget, recipe.concurrency)
+            assigned = [Opening(**o) for o in store.load_openings()]
+            try:
+                new = await sector.plan(ctx, recipe.dialogues, assigned)
+            except BudgetExhausted:
+                new, summary.budget_stopped = [], True
+            store.save_openings([o.to_json() for o in new])
+            openings = sector.wanted(assigned + new, recipe.dialogues)
+            summary.planned = len(openings)
+            summary.plan_tokens = budget.usage.total_tokens
+            if len(openings) < recipe.dialogues and not summary.budget_stopped:
+                summary.notes.append(f"the planner found only {len(openings)} distinct opening lines; "
+                                     "rerun to plan more, or raise world.max_plan_waves")
+            done = store.done_ids()
+            todo = [o for o in openings if o.id not in done]
+            summary.already_done = len(openings) - len(todo)
+            engine = DialogueEngine(sector, user, assistant, sector.prompts, recipe.dialogue, personas, stats)
+            bars.add_total("dialogues", len(todo))
+            summary.budget_stopped |= await _run_dialogues(engine, todo, store, bars, budget, recipe.concurrency)
+        finally:
+            await pool.close()
+    if summary.budget_stopped:
+        summary.notes.append(f"stopped at the token budget ({recipe.max_total_tokens:,}); rerun with a larger "
+                             "--max-total-tokens to continue")
+    summary.seconds = time.monotonic() - started
+    return summary
+
+
+async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: RunStore, bars: RunProgress,
+                         budget: TokenBudget, concurrency: int) -> bool:
+    """Generate ``todo`` with at most ``concurrency`` dialogues in flight; True if the
+    token budget stopped the run (dialogues already in flight still finish)."""
+    queue: asyncio.Queue[Opening] = asyncio.Queue()
+    for op in todo:
+        queue.put_nowait(op)
+    stopped = False
+
+    async def worker() -> None:
+        nonlocal stopped
+        while not queue.empty():
+            if budget.exhausted:
+                stopped = True
+                return
+            op = queue.get_nowait()
+            record = await engine.run(op)
+            tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
+            budget.add(Usage(tokens, 0))
+            store.save_dialogue(record)
+            bars.advance("dialogues", 1, tokens)
+
+    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)) or 1)))
+    return stopped
+
+
+def generate(sector: str, recipe: Recipe, progress: bool = True, console: Console | None = None) -> RunSummary:
+    """Synchronous wrapper of :func:`generate_async`."""
+    return asyncio.run(generate_async(sector, recipe, progress, console))

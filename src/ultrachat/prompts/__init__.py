@@ -1,0 +1,56 @@
+"""Prompts are data: TOML files per language that users read and edit.
+
+``prompts/<language>/<name>.toml`` ships with the package; a recipe's ``prompts_dir``
+holding ``<name>.toml`` files overrides individual entries (a table at a time).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+
+class PromptError(KeyError):
+    pass
+
+
+class _Missing(dict[str, Any]):
+    def __missing__(self, key: str) -> str:
+        raise PromptError(f"prompt placeholder '{{{key}}}' has no value")
+
+
+class Prompts:
+    """The prompt tables for one language, with user overrides merged in."""
+
+    def __init__(self, language: str = "en", override_dir: str | Path | None = None) -> None:
+        self.language = language
+        self._tables: dict[str, dict[str, Any]] = {}
+        base = resources.files("ultrachat.prompts") / language
+        if not base.is_dir():
+            raise PromptError(f"no built-in prompts for language '{language}'")
+        for entry in base.iterdir():
+            if entry.name.endswith(".toml"):
+                self._tables[entry.name[:-5]] = tomllib.loads(entry.read_text(encoding="utf-8"))
+        if override_dir:
+            for path in Path(override_dir).glob("*.toml"):
+                self._tables.setdefault(path.stem, {}).update(tomllib.loads(path.read_text(encoding="utf-8")))
+
+    def get(self, file: str, table: str, field: str = "template") -> str:
+        try:
+            return str(self._tables[file][table][field])
+        except KeyError:
+            raise PromptError(f"prompt '{file}.{table}.{field}' is not defined for '{self.language}'") from None
+
+    def render(self, file: str, table: str, field: str = "template", **values: Any) -> str:
+        return self.get(file, table, field).format_map(_Missing(values))
+
+
+def load_list(name: str, language: str = "en", path: str | Path | None = None) -> list[str]:
+    """A built-in list (topics, personas...) or the user's file: one item a line, '#' comments."""
+    if path:
+        text = Path(path).read_text(encoding="utf-8")
+    else:
+        text = (resources.files("ultrachat.resources") / language / f"{name}.txt").read_text(encoding="utf-8")
+    return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]

@@ -1,0 +1,188 @@
+"""The recipe: one typed, validated TOML file that describes a generation run.
+
+Every field has a default, so an empty recipe is valid; CLI flags override the file.
+Errors name the file and the offending field in one line.
+
+Example recipe::
+
+    seed = 7
+    dialogues = 100
+
+    [models.assistant]
+    backend = "openai"
+    model = "gpt-4o-mini"
+    base_url = "https://api.openai.com/v1"
+
+    [world]
+    topics = ["Astronomy", "Cooking"]
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import tomllib
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+
+class RecipeError(ValueError):
+    """A recipe that cannot be used; the message is one line naming the file and field."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelConfig(_Strict):
+    """One role's model: which backend serves it and how it samples."""
+
+    backend: Literal["local", "openai", "fake"] = "local"
+    model: str = "smollm2-135m"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    system: str = ""
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    # Limits for HTTP backends (ignored by in-process ones).
+    max_in_flight: int = Field(64, ge=1)
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+
+
+ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
+    "user": {"temperature": 0.9, "max_tokens": 64},
+    "assistant": {"temperature": 0.7, "max_tokens": 256},
+}
+
+
+class Models(_Strict):
+    """The models of each role. A role's table only needs the fields it changes: the
+    rest come from that role's defaults (the user simulator samples hotter and shorter)."""
+
+    user: ModelConfig = Field(default_factory=lambda: ModelConfig(**ROLE_DEFAULTS["user"]))
+    assistant: ModelConfig = Field(default_factory=lambda: ModelConfig(**ROLE_DEFAULTS["assistant"]))
+    # Plans topics and questions; defaults to the user model's settings.
+    planner: ModelConfig | None = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _role_defaults(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            data = dict(data)
+            for role, defaults in ROLE_DEFAULTS.items():
+                if isinstance(data.get(role), dict):
+                    data[role] = {**defaults, **data[role]}
+        return data
+
+    def planner_config(self) -> ModelConfig:
+        return self.planner or self.user.model_copy(update={"temperature": 0.8, "max_tokens": 200})
+
+
+class DialogueConfig(_Strict):
+    """How the two roles talk: round range, user-simulator prompt set, repair bounds."""
+
+    min_rounds: int | None = Field(None, ge=1)
+    max_rounds: int | None = Field(None, ge=1)
+    user_prompts: Literal["task", "persona"] = "task"
+    personas_file: str | None = None
+    max_regenerations: int = Field(2, ge=0)
+    on_truncated: Literal["mark", "end"] = "mark"
+
+    @model_validator(mode="after")
+    def _order(self) -> DialogueConfig:
+        if self.min_rounds and self.max_rounds and self.min_rounds > self.max_rounds:
+            raise ValueError("min_rounds must not exceed max_rounds")
+        return self
+
+
+class WorldConfig(_Strict):
+    """Sector 1, Questions about the World."""
+
+    topics: list[str] | None = None
+    topics_file: str | None = None
+    subtopics_per_request: int = Field(10, ge=1, le=50)
+    questions_per_subtopic: int = Field(10, ge=1, le=10)
+    related_per_question: int = Field(10, ge=1, le=10)
+    max_plan_waves: int = Field(12, ge=1)
+
+
+class Recipe(_Strict):
+    """A whole run. Fields marked *runtime* do not change outputs and are left out of
+    the fingerprint, so changing them never invalidates an output folder."""
+
+    seed: int = 0
+    language: str = "en"
+    prompts_dir: str | None = None
+    dialogues: int = Field(20, ge=1)  # runtime: a larger number extends a finished run
+    out: str | None = None  # runtime
+    concurrency: int = Field(16, ge=1)  # runtime
+    max_total_tokens: int = Field(0, ge=0)  # runtime (0 = unlimited)
+    models: Models = Field(default_factory=Models)
+    dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
+    world: WorldConfig = Field(default_factory=WorldConfig)
+
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"dialogues", "out", "concurrency", "max_total_tokens"})
+
+    def out_dir(self, sector: str) -> Path:
+        return Path(self.out) if self.out else Path("ultrachat-out") / sector
+
+    def fingerprint_payload(self, sector: str) -> dict[str, Any]:
+        """Everything that can change the outputs of ``sector`` (runtime fields excluded).
+
+        Limits such as ``max_in_flight`` or timeouts do not change what a model says, so
+        they are dropped from each model config as well.
+        """
+        data = self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
+        for cfg in data["models"].values():
+            if cfg:
+                for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries"):
+                    cfg.pop(key, None)
+        data["sector"] = sector
+        return data
+
+    def fingerprint(self, sector: str) -> str:
+        blob = json.dumps(self.fingerprint_payload(sector), sort_keys=True).encode()
+        return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _format_error(source: str, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
+    return f"{source}: field '{loc}': {first['msg']}{more}"
+
+
+def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
+    """Read a TOML recipe (or start from defaults) and apply ``overrides``.
+
+    Overrides use dotted keys, e.g. ``{"dialogues": 5, "models.user.max_tokens": 48}``;
+    ``None`` values are ignored so CLI flags left unset keep the file's value.
+    """
+    data: dict[str, Any] = {}
+    source = "recipe"
+    if path is not None:
+        source = str(path)
+        try:
+            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise RecipeError(f"{source}: file not found") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise RecipeError(f"{source}: invalid TOML: {exc}") from None
+    for dotted, value in (overrides or {}).items():
+        if value is None:
+            continue
+        node = data
+        *parents, leaf = dotted.split(".")
+        for key in parents:
+            node = node.setdefault(key, {})
+        node[leaf] = value
+    try:
+        return Recipe.model_validate(data)
+    except ValidationError as exc:
+        raise RecipeError(_format_error(source, exc)) from None
