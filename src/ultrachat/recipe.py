@@ -123,14 +123,27 @@ class Recipe(_Strict):
     out: str | None = None  # runtime
     concurrency: int = Field(16, ge=1)  # runtime
     max_total_tokens: int = Field(0, ge=0)  # runtime (0 = unlimited)
+    # runtime: replay model calls from a response cache (true = <cache root>/responses.sqlite, or a path)
+    cache: bool | str = False
     models: Models = Field(default_factory=Models)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
 
-    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset({"dialogues", "out", "concurrency", "max_total_tokens"})
+    RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
+        {"dialogues", "out", "concurrency", "max_total_tokens", "cache"})
 
     def out_dir(self, sector: str) -> Path:
         return Path(self.out) if self.out else Path("ultrachat-out") / sector
+
+    def cache_path(self) -> Path | None:
+        """The response cache file the recipe asks for, or ``None``."""
+        if self.cache is False or self.cache == "":
+            return None
+        if self.cache is True:
+            from .backends.cache import default_cache_path
+
+            return default_cache_path()
+        return Path(self.cache).expanduser()
 
     def fingerprint_payload(self, sector: str) -> dict[str, Any]:
         """Everything that can change the outputs of ``sector`` (runtime fields excluded).

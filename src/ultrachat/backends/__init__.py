@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
+
+if TYPE_CHECKING:
+    from .cache import ResponseCache
 
 __all__ = ["Backend", "BackendError", "BackendPool", "Completion", "GenerationParams", "Message", "Usage",
            "make_backend"]
@@ -30,14 +36,28 @@ class BackendPool:
     """One backend instance per distinct model, shared by every role that uses it, so the
     local micro-batcher batches user and assistant calls together."""
 
-    def __init__(self) -> None:
+    def __init__(self, cache: str | Path | None = None) -> None:
         self._backends: dict[tuple[str, str, str | None], Backend] = {}
+        # A response cache (see .cache) wraps every backend when the recipe sets ``cache``.
+        self.cache: ResponseCache | None = None
+        if cache is not None:
+            from .cache import ResponseCache
+
+            self.cache = ResponseCache(cache)
 
     def get(self, cfg: ModelConfig) -> Backend:
         key = (cfg.backend, cfg.model, cfg.base_url)
         if key not in self._backends:
-            self._backends[key] = make_backend(cfg)
+            backend = make_backend(cfg)
+            if self.cache is not None:
+                from .cache import CachingBackend
+
+                backend = CachingBackend(backend, self.cache, "|".join(k or "" for k in key))
+            self._backends[key] = backend
         return self._backends[key]
+
+    def backends(self) -> list[Backend]:
+        return list(self._backends.values())
 
     async def start(self) -> None:
         for backend in self._backends.values():
@@ -46,3 +66,5 @@ class BackendPool:
     async def close(self) -> None:
         for backend in self._backends.values():
             await backend.close()
+        if self.cache is not None:
+            self.cache.close()

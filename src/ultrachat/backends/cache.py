@@ -1,0 +1,136 @@
+"""A response cache in SQLite: rerunning a recipe replays finished model calls for free.
+
+Each call is keyed by a fingerprint of everything that decides its output: the model's
+identity (backend, model name, endpoint), the messages and the sampling parameters
+(temperature, top_p, max_tokens, stop strings and seed). Settings that do not change
+outputs (concurrency, batch size, limits, timeouts, progress) never reach the key, so
+changing them keeps every hit. Only completed calls are stored; errors are retried.
+
+The file uses WAL mode so several processes (Ray workers, two runs of different
+sectors) can share one cache; a crash loses at most the calls not yet committed.
+
+Example::
+
+    backend = CachingBackend(FakeBackend(), ResponseCache("/tmp/responses.sqlite"), "fake|fake")
+    out = await backend.complete([{"role": "user", "content": "Hi"}], GenerationParams(seed=1))
+    again = await backend.complete([{"role": "user", "content": "Hi"}], GenerationParams(seed=1))
+    assert backend.hits == 1 and again.text == out.text
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+import threading
+import time
+from pathlib import Path
+
+from .base import Backend, Completion, GenerationParams, Message, Usage
+from .local import cache_root
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+def default_cache_path() -> Path:
+    """Where ``cache = true`` in a recipe keeps responses: ``<cache root>/responses.sqlite``."""
+    return cache_root() / "responses.sqlite"
+
+
+def call_key(model_id: str, messages: list[Message], params: GenerationParams) -> str:
+    """The fingerprint of one call: identical inputs give the same key on any machine."""
+    payload = {
+        "model": model_id,
+        "messages": [[m["role"], m["content"]] for m in messages],
+        "params": [params.temperature, params.top_p, params.max_tokens, params.seed, list(params.stop)],
+    }
+    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+
+
+class ResponseCache:
+    """SQLite store of completed calls (WAL, one connection guarded by a lock)."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the local backend resolves calls from its batcher thread
+        # but every access goes through self._lock.
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
+            self._db.execute(SCHEMA)
+
+    def get(self, key: str) -> Completion | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT text, finish, prompt_tokens, completion_tokens, model FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        if row is None:
+            return None
+        text, finish, prompt, completion, model = row
+        return Completion(text, finish, Usage(prompt, completion), model)
+
+    def put(self, key: str, out: Completion) -> None:
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (key, out.model, out.text, out.finish_reason, out.usage.prompt_tokens, out.usage.completion_tokens,
+                 time.time()),
+            )
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class CachingBackend(Backend):
+    """Wraps a backend: a call whose key is cached is answered from SQLite.
+
+    ``model_id`` names the model (``backend|model|base_url``); it is part of the key, so
+    two models never share entries. ``hits``/``misses`` and ``saved`` (the usage the hits
+    would have cost) feed the run report.
+    """
+
+    def __init__(self, inner: Backend, cache: ResponseCache, model_id: str) -> None:
+        self.inner = inner
+        self.cache = cache
+        self.model_id = model_id
+        self.model_name = inner.model_name
+        self.hits = 0
+        self.misses = 0
+        self.saved = Usage()
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close(self) -> None:
+        await self.inner.close()
+
+    async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
+        key = call_key(self.model_id, messages, params)
+        hit = self.cache.get(key)
+        if hit is not None:
+            self.hits += 1
+            self.saved.add(hit.usage)
+            return hit
+        self.misses += 1
+        out = await self.inner.complete(messages, params)
+        if out.finish_reason != "error":
+            self.cache.put(key, out)
+        return out
