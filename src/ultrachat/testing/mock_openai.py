@@ -1,0 +1,237 @@
+"""A mock OpenAI-compatible chat server for tests and benchmarks (a real HTTP process).
+
+It answers ``POST /v1/chat/completions`` with the deterministic replies of the fake
+backend (numbered lists for list prompts, questions for the user simulator, short
+answers otherwise), after a configurable latency, and injects faults on demand:
+
+* ``429`` with ``Retry-After`` (seconds, or an HTTP-date with ``--retry-after-date``),
+* ``500``, ``timeout`` (the reply hangs for ``--hang-s``), ``malformed`` (a cut-off JSON
+  body with status 200) and ``drop`` (the connection is closed without a reply).
+
+Faults come from probabilities (``--fault-429 0.1 ...``), from ``--fail-after N`` (every
+request after the first N gets a 500), or from a queue set at run time with
+``POST /_control {"queue": ["429", "drop"], "reset": true}`` (the next requests take them in order).
+``GET /_stats`` returns counters and one ``[time, status, tokens]`` row per request, so tests
+can measure the rate a client really sent. With ``--api-key`` requests without that bearer
+token get 401; with ``--models a,b`` other model names get 404.
+
+Run it::
+
+    python -m ultrachat.testing.mock_openai --port 8000 --latency-ms 200 --fault-500 0.05
+    ultrachat generate world --base-url http://127.0.0.1:8000/v1 --model mock --dialogues 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import random
+import sys
+import time
+from collections import Counter, deque
+from dataclasses import dataclass, field
+from email.utils import formatdate
+from typing import Any
+
+FAULTS = ("429", "500", "timeout", "malformed", "drop")
+
+
+@dataclass
+class MockConfig:
+    """Behaviour of the mock server (mirrors the command-line flags)."""
+
+    latency_ms: float = 0.0
+    jitter_ms: float = 0.0
+    fault_rates: dict[str, float] = field(default_factory=dict)
+    retry_after: float = 1.0
+    retry_after_date: bool = False
+    hang_s: float = 30.0
+    fail_after: int = 0
+    api_key: str | None = None
+    models: tuple[str, ...] = ()
+    seed: int = 0
+
+
+def _error(status: int, message: str, kind: str, code: str | None = None) -> Any:
+    from aiohttp import web
+
+    body = {"error": {"message": message, "type": kind, "param": None, "code": code}}
+    return web.json_response(body, status=status)
+
+
+class MockOpenAI:
+    """The server's state and handlers; :meth:`app` builds the aiohttp application."""
+
+    def __init__(self, cfg: MockConfig) -> None:
+        from ..backends.fake import FakeBackend
+
+        self.cfg = cfg
+        self.rng = random.Random(cfg.seed)
+        self.queue: deque[str] = deque()
+        self.counts: Counter[str] = Counter()
+        self.log: list[tuple[float, int, int]] = []  # (monotonic time, status, total tokens)
+        self.fake = FakeBackend(model_name="mock")
+        self.served = 0
+
+    def _pick_fault(self) -> str | None:
+        if self.queue:
+            kind = self.queue.popleft()
+            return None if kind == "ok" else kind
+        if self.cfg.fail_after and self.served >= self.cfg.fail_after:
+            return "500"
+        roll = self.rng.random()
+        for kind in FAULTS:
+            rate = self.cfg.fault_rates.get(kind, 0.0)
+            if roll < rate:
+                return kind
+            roll -= rate
+        return None
+
+    def _retry_after(self) -> str:
+        if self.cfg.retry_after_date:
+            return formatdate(time.time() + self.cfg.retry_after, usegmt=True)
+        return f"{self.cfg.retry_after:g}"
+
+    async def chat(self, request: Any) -> Any:
+        from aiohttp import web
+
+        from ..backends.base import GenerationParams
+
+        self.counts["requests"] += 1
+        if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
+            return self._record(_error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+        try:
+            body = json.loads(await request.read())
+            messages, model = body["messages"], body["model"]
+        except (ValueError, KeyError, TypeError):
+            return self._record(_error(400, "body must be JSON with 'model' and 'messages'", "invalid_request_error"))
+        if self.cfg.models and model not in self.cfg.models:
+            return self._record(_error(404, f"The model `{model}` does not exist.", "invalid_request_error",
+                                       "model_not_found"))
+        fault = self._pick_fault()
+        if fault:
+            self.counts[f"fault_{fault}"] += 1
+        if fault == "drop":
+            request.transport.abort()
+            return self._record(web.Response(status=599))
+        if fault == "429":
+            resp = _error(429, "Rate limit reached; retry later.", "requests", "rate_limit_exceeded")
+            resp.headers["Retry-After"] = self._retry_after()
+            return self._record(resp)
+        if fault == "500":
+            return self._record(_error(500, "The server had an error while processing your request.", "server_error"))
+        delay = self.cfg.latency_ms + (self.rng.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
+        await asyncio.sleep(max(0.0, delay) / 1000 + (self.cfg.hang_s if fault == "timeout" else 0.0))
+        params = GenerationParams(float(body.get("temperature", 0.7)), float(body.get("top_p", 1.0)),
+                                  int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
+                                  body.get("seed"))
+        out = await self.fake.complete(messages, params)
+        self.fake.calls.clear()  # the mock keeps no history
+        self.served += 1
+        usage = {"prompt_tokens": out.usage.prompt_tokens, "completion_tokens": out.usage.completion_tokens,
+                 "total_tokens": out.usage.total_tokens}
+        reply = {"id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
+                 "model": model, "usage": usage,
+                 "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
+                              "finish_reason": out.finish_reason}]}
+        text = json.dumps(reply)
+        if fault == "malformed":
+            text = text[: len(text) // 2]
+        return self._record(web.Response(text=text, content_type="application/json"), out.usage.total_tokens)
+
+    def _record(self, resp: Any, tokens: int = 0) -> Any:
+        self.counts[str(resp.status)] += 1
+        self.log.append((time.monotonic(), resp.status, tokens))
+        return resp
+
+    async def list_models(self, request: Any) -> Any:
+        from aiohttp import web
+
+        if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        names = self.cfg.models or ("mock",)
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+
+    async def control(self, request: Any) -> Any:
+        from aiohttp import web
+
+        body = await request.json()
+        if body.get("reset"):
+            self.counts.clear()
+            self.log.clear()
+            self.queue.clear()
+        unknown = [k for k in body.get("queue", []) if k not in (*FAULTS, "ok")]
+        if unknown:
+            return _error(400, f"unknown fault(s) {unknown}", "invalid_request_error")
+        self.queue.extend(body.get("queue", []))
+        for key in ("latency_ms", "retry_after", "retry_after_date", "fail_after", "hang_s"):
+            if key in body:
+                setattr(self.cfg, key, body[key])
+        return web.json_response({"ok": True})
+
+    async def stats(self, request: Any) -> Any:
+        from aiohttp import web
+
+        return web.json_response({"counts": dict(self.counts), "log": self.log, "now": time.monotonic()})
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        app = web.Application()
+        for prefix in ("/v1", ""):
+            app.router.add_post(f"{prefix}/chat/completions", self.chat)
+            app.router.add_get(f"{prefix}/models", self.list_models)
+        app.router.add_post("/_control", self.control)
+        app.router.add_get("/_stats", self.stats)
+        return app
+
+
+async def serve(cfg: MockConfig, host: str = "127.0.0.1", port: int = 0) -> None:
+    """Serve until cancelled; prints ``listening on http://HOST:PORT/v1`` once ready."""
+    from aiohttp import web
+
+    runner = web.AppRunner(MockOpenAI(cfg).app(), access_log=None, handle_signals=True)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=1024)
+    await site.start()
+    bound = runner.addresses[0][1]
+    print(f"listening on http://{host}:{bound}/v1", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await runner.cleanup()
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
+    ap = argparse.ArgumentParser(prog="python -m ultrachat.testing.mock_openai", description=__doc__.split("\n")[0])
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--port", type=int, default=8000, help="0 picks a free port (printed on start)")
+    ap.add_argument("--latency-ms", type=float, default=0.0)
+    ap.add_argument("--jitter-ms", type=float, default=0.0, help="latency varies uniformly by +/- this much")
+    for kind in FAULTS:
+        ap.add_argument(f"--fault-{kind}", type=float, default=0.0, metavar="P", help=f"probability of a {kind} fault")
+    ap.add_argument("--retry-after", type=float, default=1.0, help="Retry-After of 429 replies, seconds")
+    ap.add_argument("--retry-after-date", action="store_true", help="send Retry-After as an HTTP-date")
+    ap.add_argument("--hang-s", type=float, default=30.0, help="how long a timeout fault hangs")
+    ap.add_argument("--fail-after", type=int, default=0, help="every request after the first N gets a 500")
+    ap.add_argument("--api-key", default=None, help="require this bearer token (401 otherwise)")
+    ap.add_argument("--models", default="", help="comma-separated model names (others get 404); default: any")
+    ap.add_argument("--seed", type=int, default=0)
+    ns = ap.parse_args(argv)
+    rates = {kind: getattr(ns, f"fault_{kind}") for kind in FAULTS}
+    cfg = MockConfig(ns.latency_ms, ns.jitter_ms, rates, ns.retry_after, ns.retry_after_date, ns.hang_s,
+                     ns.fail_after, ns.api_key, tuple(m for m in ns.models.split(",") if m), ns.seed)
+    return cfg, ns.host, ns.port
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg, host, port = parse_args(argv)
+    try:
+        asyncio.run(serve(cfg, host, port))
+    except KeyboardInterrupt:
+        pass
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
