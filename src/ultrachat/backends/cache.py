@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS responses (
 """
 
 
+class CachedCompletion(Completion):
+    """A completion replayed from the cache (cost accounting counts it as free)."""
+
+
 def default_cache_path() -> Path:
     """Where ``cache = true`` in a recipe keeps responses: ``<cache root>/responses.sqlite``."""
     return cache_root() / "responses.sqlite"
@@ -80,7 +84,7 @@ class ResponseCache:
         if row is None:
             return None
         text, finish, prompt, completion, model = row
-        return Completion(text, finish, Usage(prompt, completion), model)
+        return CachedCompletion(text, finish, Usage(prompt, completion), model)
 
     def put(self, key: str, out: Completion) -> None:
         with self._lock:

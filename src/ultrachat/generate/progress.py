@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from rich.console import Console
 from rich.progress import (
     BarColumn,
@@ -27,11 +29,15 @@ class RunProgress:
             TextColumn("eta"),
             TimeRemainingColumn(),
             TextColumn("[magenta]{task.fields[tokens]:,} tok"),
+            TextColumn("[green]{task.fields[note]}"),
             console=console,
             disable=not enabled,
         )
         self._tasks: dict[str, TaskID] = {}
         self.tokens: dict[str, int] = {}
+        self.enabled = enabled
+        #: returns a short run-wide note (cost so far) shown on the bar that advances
+        self.status: Callable[[], str] | None = None
 
     def __enter__(self) -> RunProgress:
         self._progress.start()
@@ -42,7 +48,7 @@ class RunProgress:
 
     def _task(self, stage: str) -> TaskID:
         if stage not in self._tasks:
-            self._tasks[stage] = self._progress.add_task(stage, total=0, tokens=0, rate="")
+            self._tasks[stage] = self._progress.add_task(stage, total=0, tokens=0, rate="", note="")
             self.tokens[stage] = 0
         return self._tasks[stage]
 
@@ -55,5 +61,6 @@ class RunProgress:
         task = self._task(stage)
         self.tokens[stage] += tokens
         speed = self._progress.tasks[task].speed
+        note = self.status() if self.status and self.enabled else ""
         self._progress.update(task, advance=n, tokens=self.tokens[stage],
-                              rate=f"{speed:.2f}/s" if speed else "")
+                              rate=f"{speed:.2f}/s" if speed else "", note=note)

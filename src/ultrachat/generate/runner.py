@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,13 +22,18 @@ from rich.table import Table
 from ..backends import BackendPool, Usage
 from ..prompts import Prompts, load_list
 from ..recipe import Recipe
+from .accounting import Ledger, write_report
 from .engine import DialogueEngine, EngineStats, Role
+from .entities import EntitiesSector
+from .materials import MaterialsSector
 from .progress import RunProgress
 from .sector import BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
 from .world import WorldSector
+from .writing import WritingSector
 
-SECTORS: dict[str, type[Sector]] = {"world": WorldSector}
+SECTORS: dict[str, type[Sector]] = {"world": WorldSector, "entities": EntitiesSector, "writing": WritingSector,
+                                    "materials": MaterialsSector}
 
 
 @dataclass
@@ -41,6 +48,8 @@ class RunSummary:
     seconds: float = 0.0
     budget_stopped: bool = False
     notes: list[str] = field(default_factory=list)
+    # Dialogues in the output by each meta key the sector names in ``distribution_keys``.
+    distribution: dict[str, Counter[str]] = field(default_factory=dict)
 
     def table(self) -> Table:
         s = self.stats
@@ -56,6 +65,8 @@ class RunSummary:
         tok = {k: u.total_tokens for k, u in s.usage.items()}
         t.add_row("tokens", f"plan {self.plan_tokens:,}, user {tok['user']:,}, assistant {tok['assistant']:,}")
         t.add_row("time", f"{self.seconds:.1f} s")
+        for key, counts in self.distribution.items():
+            t.add_row(f"by {key}", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         for note in self.notes:
             t.add_row("note", note)
         return t
@@ -68,22 +79,30 @@ def build_sector(name: str, recipe: Recipe) -> Sector:
 
 
 async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
-                         console: Console | None = None) -> RunSummary:
-    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder."""
+                         console: Console | None = None, pool: BackendPool | None = None,
+                         bars: RunProgress | None = None) -> RunSummary:
+    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder.
+
+    ``pool`` replaces the backends the recipe names (``ultrachat plan`` simulates with it);
+    ``bars`` is a progress display shared with other runs (``generate all``)."""
     started = time.monotonic()
     sector = build_sector(sector_name, recipe)
     out = recipe.out_dir(sector_name)
-    pool = BackendPool(recipe.cache_path())
-    user = Role(pool.get(recipe.models.user), recipe.models.user)
-    assistant = Role(pool.get(recipe.models.assistant), recipe.models.assistant)
+    pool = pool or BackendPool(recipe.cache_path())
+    ledger = Ledger()  # tokens and cost per stage and model -> live display and report.json
+    user = Role(ledger.meter(pool.get(recipe.models.user), "user", recipe.models.user), recipe.models.user)
+    assistant = Role(ledger.meter(pool.get(recipe.models.assistant), "assistant", recipe.models.assistant),
+                     recipe.models.assistant)
     planner_cfg = recipe.models.planner_config()
-    planner = pool.get(planner_cfg)
+    planner = ledger.meter(pool.get(planner_cfg), "plan", planner_cfg)
     personas = load_list("personas", recipe.language, recipe.dialogue.personas_file) \
         if recipe.dialogue.user_prompts == "persona" else []
     budget = TokenBudget(recipe.max_total_tokens)
     stats = EngineStats()
     summary = RunSummary(sector_name, out / "dialogues.jsonl", 0, recipe.dialogues, 0, stats)
-    with RunStore(out, recipe, sector_name) as store, RunProgress(progress, console) as bars:
+    display = nullcontext(bars) if bars else RunProgress(progress, console)
+    with RunStore(out, recipe, sector_name) as store, display as bars:
+        bars.status = ledger.describe
         try:
             await pool.start()
             ctx = PlanContext(store, planner, planner_cfg, bars, budget, recipe.concurrency)
@@ -105,8 +124,13 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
             engine = DialogueEngine(sector, user, assistant, sector.prompts, recipe.dialogue, personas, stats)
             bars.add_total("dialogues", len(todo))
             summary.budget_stopped |= await _run_dialogues(engine, todo, store, bars, budget, recipe.concurrency)
+            written = store.done_ids()
+            for key in getattr(sector, "distribution_keys", ("topic",)):
+                summary.distribution[key] = Counter(str(o.meta.get(key, "-")) for o in openings if o.id in written)
         finally:
             await pool.close()
+        report = write_report(out, summary, ledger, time.monotonic() - started)
+        summary.notes.append(f"model calls: {ledger.describe()}; details in {report}")
     if summary.budget_stopped:
         summary.notes.append(f"stopped at the token budget ({recipe.max_total_tokens:,}); rerun with a larger "
                              "--max-total-tokens to continue")
