@@ -112,6 +112,89 @@ class WorldConfig(_Strict):
     max_plan_waves: int = Field(12, ge=1)
 
 
+class KindRatio(_Strict):
+    """Relative shares of the three entity question kinds (the seed's 200k:250k:50k)."""
+
+    specific: float = Field(200_000, ge=0)
+    general: float = Field(250_000, ge=0)
+    meta: float = Field(50_000, ge=0)
+
+    @model_validator(mode="after")
+    def _some(self) -> KindRatio:
+        if self.specific + self.general + self.meta <= 0:
+            raise ValueError("at least one kind needs a positive share")
+        return self
+
+
+class EntitiesConfig(_Strict):
+    """Sector 1b, common real-world entities: entity -> meta questions -> specific and general questions."""
+
+    entities: list[str] | None = None
+    entities_file: str | None = None  # TXT, CSV or JSONL: one entity a row, optional type/description
+    meta_per_entity: int = Field(5, ge=1, le=20)
+    specific_per_meta: int = Field(10, ge=1, le=30)
+    general_per_meta: int = Field(20, ge=1, le=30)
+    ratio: KindRatio = Field(default_factory=KindRatio)
+    max_plan_waves: int = Field(12, ge=1)
+
+
+class WritingConfig(_Strict):
+    """Sector 2, Writing and Creation: writing types -> instructions -> detailed instructions."""
+
+    types: list[str] | None = None
+    types_file: str | None = None
+    instructions_per_type: int = Field(200, ge=1)
+    instructions_per_request: int = Field(10, ge=1, le=50)
+    expand_share: float = Field(0.8, ge=0.0, le=1.0)
+    max_plan_waves: int = Field(12, ge=1)
+
+
+MATERIAL_TASKS = ("rewriting", "continuation", "summarisation", "inference", "question answering", "translation")
+
+
+class MaterialsConfig(_Strict):
+    """Sector 3, Assistance on Existent Materials: passages -> instructions -> templated openings."""
+
+    files: list[str] | None = None  # JSONL / Parquet / plain-text files or globs; default: the bundled sample
+    dataset: str | None = None  # a Hugging Face dataset name, streamed (needs a reachable hub)
+    dataset_config: str | None = None
+    split: str = "train"
+    text_field: str = "text"
+    min_chars: int = Field(200, ge=1)
+    max_chars: int = Field(4000, ge=1)
+    sample_rate: float = Field(1.0, gt=0.0, le=1.0)  # keep this share of eligible passages (seeded)
+    instructions_per_passage: int = Field(5, ge=1, le=5)
+    tasks: list[Literal[MATERIAL_TASKS]] = Field(default_factory=lambda: list(MATERIAL_TASKS))  # type: ignore[valid-type]
+    max_passages: int = Field(0, ge=0)  # 0 = as many as the dialogues need
+
+    @model_validator(mode="after")
+    def _bounds(self) -> MaterialsConfig:
+        if self.min_chars > self.max_chars:
+            raise ValueError("min_chars must not exceed max_chars")
+        if not self.tasks:
+            raise ValueError("tasks must name at least one task")
+        return self
+
+
+class MixSector(_Strict):
+    """One sector of ``generate all``: its quota (a count, or a share of ``dialogues``) and models."""
+
+    dialogues: int | None = Field(None, ge=0)
+    share: float | None = Field(None, ge=0.0)
+    # Per-role overrides merged over the recipe's [models]; only the fields given change.
+    models: dict[Literal["user", "assistant", "planner"], ModelConfig] = Field(default_factory=dict)
+
+
+class MixConfig(_Strict):
+    """``generate all``: which sectors, and each one's quota and models. With no sectors
+    listed, every sector gets an equal share."""
+
+    sectors: dict[str, MixSector] = Field(default_factory=dict)
+
+
+SECTOR_SECTIONS = ("world", "entities", "writing", "materials")
+
+
 class Recipe(_Strict):
     """A whole run. Fields marked *runtime* do not change outputs and are left out of
     the fingerprint, so changing them never invalidates an output folder."""
@@ -128,6 +211,10 @@ class Recipe(_Strict):
     models: Models = Field(default_factory=Models)
     dialogue: DialogueConfig = Field(default_factory=DialogueConfig)
     world: WorldConfig = Field(default_factory=WorldConfig)
+    entities: EntitiesConfig = Field(default_factory=EntitiesConfig)
+    writing: WritingConfig = Field(default_factory=WritingConfig)
+    materials: MaterialsConfig = Field(default_factory=MaterialsConfig)
+    mix: MixConfig = Field(default_factory=MixConfig)
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"dialogues", "out", "concurrency", "max_total_tokens", "cache"})
@@ -151,7 +238,9 @@ class Recipe(_Strict):
         Limits such as ``max_in_flight`` or timeouts do not change what a model says, so
         they are dropped from each model config as well.
         """
-        data = self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS))
+        # Other sectors' sections and the mix table cannot change this sector's outputs.
+        skip = {"mix", *(name for name in SECTOR_SECTIONS if name != sector)}
+        data = self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS) | skip)
         for cfg in data["models"].values():
             if cfg:
                 for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries"):

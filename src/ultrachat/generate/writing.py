@@ -1,0 +1,134 @@
+"""Sector 2, Writing and Creation.
+
+writing types (the 20 built-in ones, or the recipe's) -> instructions per type (at most
+``instructions_per_type`` distinct ones, planned lazily in batches) -> a share
+(``expand_share``, default 80%) rewritten with concrete detail -> one 2-4 round dialogue
+each, in which the user simulator is reminded of the writing goal on every turn.
+
+The budget of N dialogues is spread evenly over the types (a seeded order of the types
+decides who gets the remainder). Dialogue ``k`` of a type uses instruction ``k`` (cycling
+once a type's distinct instructions are used up, each reuse expanded afresh). Its position
+in the whole run is ``k * types + rank`` (the type's place in the seeded order), so the N
+dialogues of a run hold positions 0..N-1, and position ``i`` is expanded when
+``floor((i+1)*share) > floor(i*share)``: every run holds the configured share.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+from collections import defaultdict
+from typing import Any
+
+from ..prompts import load_list
+from .entities import clean_items, text_units
+from .lists import dedupe, normalize, parse_list
+from .postprocess import strip_role_prefix
+from .sector import Opening, PlanContext, Sector, stable_seed
+from .world import quotas
+
+
+def is_expanded(k: int, share: float) -> bool:
+    """Whether dialogue ``k`` of a type gets an expanded instruction.
+
+    >>> [is_expanded(k, 0.8) for k in range(5)]
+    [False, True, True, True, True]
+    """
+    return math.floor((k + 1) * share + 1e-9) > math.floor(k * share + 1e-9)
+
+
+def one_request(reply: str) -> str:
+    """The rewritten request in a planner reply: preamble lines ("Here is...:") dropped."""
+    lines = [ln.strip() for ln in reply.strip().splitlines() if ln.strip()]
+    lines = [ln for ln in lines if not ln.endswith((":", "："))] or lines
+    return strip_role_prefix(" ".join(lines)) if lines else ""
+
+
+class WritingSector(Sector):
+    """Writing and Creation: writing types -> instructions -> detailed instructions -> 2-4 rounds."""
+
+    name = "writing"
+    rounds = (2, 4)
+    distribution_keys = ("writing_type", "expanded")
+
+    def types(self) -> list[str]:
+        cfg = self.recipe.writing
+        return cfg.types or load_list("writing_types", self.recipe.language, cfg.types_file)
+
+    def ranks(self, types: list[str]) -> list[int]:
+        """Each type's place in the seeded order :func:`~.world.quotas` gives remainders in."""
+        order = list(range(len(types)))
+        random.Random(self.recipe.seed).shuffle(order)
+        rank = [0] * len(types)
+        for r, idx in enumerate(order):
+            rank[idx] = r
+        return rank
+
+    def _id(self, type_index: int, k: int) -> str:
+        return f"writing-s{self.recipe.seed}-w{type_index:02d}-{k:05d}"
+
+    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
+        wanted = quotas(dialogues, self.types(), self.recipe.seed)
+        return [op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["type_index"])]]
+
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
+        types = self.types()
+        wanted = quotas(dialogues, types, self.recipe.seed)
+        have: dict[int, int] = defaultdict(int)
+        for op in assigned:
+            have[int(op.meta["type_index"])] += 1
+        rank = self.ranks(types)
+        jobs = [self._plan_type(ctx, i, t, have[i], wanted[i], [k * len(types) + rank[i] for k in range(wanted[i])])
+                for i, t in enumerate(types) if wanted[i] > have[i]]
+        return [op for ops in await asyncio.gather(*jobs) for op in ops]
+
+    async def _instructions(self, ctx: PlanContext, writing_type: str, count: int) -> list[str]:
+        """The first ``count`` distinct instructions of a type (fewer if the planner runs dry)."""
+        cfg = self.recipe.writing
+        pool: list[str] = []
+        seen: set[str] = set()
+        batch = 0
+        for _wave in range(cfg.max_plan_waves):
+            missing = count - len(pool)
+            if missing <= 0:
+                break
+            calls = math.ceil(missing / cfg.instructions_per_request)
+            replies = await asyncio.gather(*(self._batch(ctx, writing_type, batch + b) for b in range(calls)))
+            batch += calls
+            for items in replies:
+                pool += dedupe(items, seen)
+        return pool[:count]
+
+    async def _batch(self, ctx: PlanContext, writing_type: str, batch: int) -> list[str]:
+        n = self.recipe.writing.instructions_per_request
+        key = f"instructions|{writing_type}|{batch}"
+        prompt = self.prompts.render("writing", "instructions", n=n, writing_type=writing_type)
+        reply = await ctx.call("instructions", key, prompt, stable_seed(self.recipe.seed, key))
+        return clean_items(parse_list(reply, n), question=False)
+
+    async def _expand(self, ctx: PlanContext, writing_type: str, k: int, instruction: str) -> str | None:
+        key = f"expand|{writing_type}|{k}|{normalize(instruction)}"
+        prompt = self.prompts.render("writing", "expand", instruction=instruction, writing_type=writing_type)
+        text = one_request(await ctx.call("expand", key, prompt, stable_seed(self.recipe.seed, key)))
+        return text if 3 <= text_units(text) <= 200 and normalize(text) != normalize(instruction) else None
+
+    async def _plan_type(self, ctx: PlanContext, index: int, writing_type: str, have: int,
+                         quota: int, positions: list[int]) -> list[Opening]:
+        cfg = self.recipe.writing
+        cap = cfg.instructions_per_type
+        pool = await self._instructions(ctx, writing_type, min(quota, cap))
+        ks = [k for k in range(have, quota) if k < len(pool) or (len(pool) == cap and k >= cap)]
+        bases = [pool[k % cap] if k >= cap else pool[k] for k in ks]
+        # Reuses of an instruction (k >= cap) are always expanded so no opening repeats.
+        expand = [is_expanded(positions[k], cfg.expand_share) or k >= cap for k in ks]
+        details = await asyncio.gather(*(self._expand(ctx, writing_type, k, base)
+                                         for k, base, e in zip(ks, bases, expand, strict=True) if e))
+        it = iter(details)
+        out = []
+        for k, base, e in zip(ks, bases, expand, strict=True):
+            text = next(it) if e else None
+            meta: dict[str, Any] = {"writing_type": writing_type, "type_index": index, "k": k,
+                                    "instruction": base, "expanded": text is not None}
+            out.append(self.make_opening(self._id(index, k), text or base, meta))
+        return out
