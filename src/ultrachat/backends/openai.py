@@ -56,7 +56,7 @@ FINISH: dict[str | None, FinishReason] = {"length": "length", "content_filter": 
 def normalize_base_url(url: str | None) -> str:
     """``http://host:8000`` -> ``http://host:8000/v1``; trailing slashes dropped."""
     url = (url or DEFAULT_BASE_URL).rstrip("/")
-    if not urlsplit(url).scheme:
+    if urlsplit(url).scheme not in ("http", "https"):
         raise BackendError(f"base_url '{url}' needs a scheme, e.g. http://{url}")
     return url if urlsplit(url).path else url + "/v1"
 
@@ -176,7 +176,7 @@ class OpenAIBackend(Backend):
                     if probe:
                         raise BackendError(f"cannot reach {self.base_url}: {exc.os_error or exc}") from None
                     status, raw = 0, f"cannot connect: {exc.os_error or exc}".encode()
-                except asyncio.TimeoutError:
+                except TimeoutError:
                     status, raw = 0, f"no reply within {self.cfg.timeout_s:g} s".encode()
                 except aiohttp.ClientError as exc:
                     status, raw = 0, f"connection dropped ({type(exc).__name__})".encode()
@@ -210,7 +210,8 @@ class OpenAIBackend(Backend):
             self._tpm.adjust(estimate - usage.total_tokens)
         self._failed_in_a_row = 0
         self.stats["ok"] += 1
-        return Completion(text, FINISH.get(choice.get("finish_reason"), "stop"), usage, data.get("model") or self.model_name)
+        finish = FINISH.get(choice.get("finish_reason"), "stop")
+        return Completion(text, finish, usage, data.get("model") or self.model_name)
 
     def _check_fatal(self, status: int, raw: bytes) -> None:
         """Raise (and stop every other call) on errors that no retry can fix."""

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import random
 import sys
@@ -73,6 +74,7 @@ class MockOpenAI:
         self.log: list[tuple[float, int, int]] = []  # (monotonic time, status, total tokens)
         self.fake = FakeBackend(model_name="mock")
         self.served = 0
+        self.active = 0  # requests being handled now; ``max_active`` in the counters
 
     def _pick_fault(self) -> str | None:
         if self.queue:
@@ -94,11 +96,19 @@ class MockOpenAI:
         return f"{self.cfg.retry_after:g}"
 
     async def chat(self, request: Any) -> Any:
+        self.counts["requests"] += 1
+        self.active += 1
+        self.counts["max_active"] = max(self.counts["max_active"], self.active)
+        try:
+            return await self._chat(request)
+        finally:
+            self.active -= 1
+
+    async def _chat(self, request: Any) -> Any:
         from aiohttp import web
 
         from ..backends.base import GenerationParams
 
-        self.counts["requests"] += 1
         if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
             return self._record(_error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
         try:
@@ -123,6 +133,8 @@ class MockOpenAI:
             return self._record(_error(500, "The server had an error while processing your request.", "server_error"))
         delay = self.cfg.latency_ms + (self.rng.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
         await asyncio.sleep(max(0.0, delay) / 1000 + (self.cfg.hang_s if fault == "timeout" else 0.0))
+        if request.transport is None or request.transport.is_closing():
+            return self._record(web.Response(status=499))  # the client gave up waiting
         params = GenerationParams(float(body.get("temperature", 0.7)), float(body.get("top_p", 1.0)),
                                   int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
                                   body.get("seed"))
@@ -227,10 +239,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
 
 def main(argv: list[str] | None = None) -> None:
     cfg, host, port = parse_args(argv)
-    try:
+    with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(serve(cfg, host, port))
-    except KeyboardInterrupt:
-        pass
 
 
 if __name__ == "__main__":

@@ -1,0 +1,189 @@
+"""The OpenAI-compatible backend through real HTTP against the mock server (a subprocess)."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import time
+from collections.abc import Iterator
+from email.utils import formatdate
+
+import pytest
+
+from ultrachat.backends import BackendError, GenerationParams
+from ultrachat.backends.openai import OpenAIBackend, normalize_base_url, retry_after_seconds
+from ultrachat.recipe import ModelConfig
+from ultrachat.testing import MockServer
+
+HELLO = [{"role": "user", "content": "Hello there, how are you?"}]
+PARAMS = GenerationParams(max_tokens=20)
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[MockServer]:
+    with MockServer("--hang-s", "5") as srv:
+        yield srv
+
+
+@pytest.fixture
+def mock(server: MockServer) -> MockServer:
+    server.control(reset=True, latency_ms=0, retry_after=1.0, retry_after_date=False, fail_after=0)
+    return server
+
+
+def backend(url: str, **cfg: object) -> OpenAIBackend:
+    settings = {"backend": "openai", "base_url": url, "model": "mock", "timeout_s": 1.0, "max_retries": 3, **cfg}
+    return OpenAIBackend(ModelConfig(**settings), backoff_base_s=0.02)
+
+
+@pytest.mark.parametrize("fault", ["429", "500", "timeout", "malformed", "drop"])
+async def test_each_fault_is_retried_until_success(mock: MockServer, fault: str) -> None:
+    mock.control(retry_after=0.1)
+    b = backend(mock.url, timeout_s=0.5)
+    await b.start()
+    try:
+        mock.control(queue=[fault])
+        out = await b.complete(HELLO, PARAMS)
+    finally:
+        await b.close()
+    assert out.finish_reason == "stop" and out.text.startswith("Here is an answer")
+    assert out.usage.completion_tokens > 0
+    counts = mock.stats()["counts"]
+    assert counts[f"fault_{fault}"] == 1
+    assert b.stats["retries"] == 1 and b.stats["ok"] == 2  # the start probe and the retried call
+
+
+@pytest.mark.parametrize("date_form", [False, True])
+async def test_retry_after_is_honoured(mock: MockServer, date_form: bool) -> None:
+    # An HTTP-date has whole-second resolution, so ask for 2 s and expect at least 1 s.
+    wait, least = (2.0, 1.0) if date_form else (0.8, 0.8)
+    mock.control(retry_after=wait, retry_after_date=date_form)
+    b = backend(mock.url)
+    await b.start()
+    try:
+        mock.control(queue=["429"])
+        started = time.monotonic()
+        out = await b.complete(HELLO, PARAMS)
+        elapsed = time.monotonic() - started
+    finally:
+        await b.close()
+    assert out.finish_reason == "stop"
+    assert least <= elapsed < wait + 1.5
+
+
+def test_retry_after_parsing() -> None:
+    assert retry_after_seconds("3") == 3.0
+    assert retry_after_seconds("0.5") == 0.5
+    assert 28 <= retry_after_seconds(formatdate(time.time() + 30, usegmt=True)) <= 30  # type: ignore[operator]
+    assert retry_after_seconds(formatdate(time.time() - 30, usegmt=True)) == 0.0
+    assert retry_after_seconds("soon") is None and retry_after_seconds(None) is None
+
+
+def test_base_url_normalisation() -> None:
+    assert normalize_base_url("http://h:8000") == "http://h:8000/v1"
+    assert normalize_base_url("http://h:8000/v1/") == "http://h:8000/v1"
+    assert normalize_base_url(None) == "https://api.openai.com/v1"
+    with pytest.raises(BackendError, match="scheme"):
+        normalize_base_url("localhost:8000")
+
+
+async def test_exhausted_retries_then_circuit_breaker(mock: MockServer) -> None:
+    b = backend(mock.url, max_retries=1)
+    await b.start()
+    try:
+        mock.control(queue=["500", "500"])
+        first = await b.complete(HELLO, PARAMS)  # one request failing: an error completion, the run goes on
+        assert first.finish_reason == "error" and first.text == ""
+        assert (await b.complete(HELLO, PARAMS)).finish_reason == "stop"  # a success resets the breaker
+        mock.control(fail_after=1)  # from now on every request fails
+        results = await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(6)), return_exceptions=True)
+        errors = [r for r in results if isinstance(r, BackendError)]
+        assert errors, results
+        assert "every request" in str(errors[0]) and "HTTP 500" in str(errors[0]) and "\n" not in str(errors[0])
+        with pytest.raises(BackendError, match="every request"):  # tripped: later calls stop at once
+            await b.complete(HELLO, PARAMS)
+    finally:
+        await b.close()
+
+
+async def test_requests_per_minute_is_measured(mock: MockServer) -> None:
+    b = backend(mock.url, requests_per_minute=600)  # 10/s, bucket of 1 s
+    await b.start()
+    try:
+        mock.control(reset=True)
+        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(25)))
+    finally:
+        await b.close()
+    times = [t for t, status, _ in mock.stats()["log"] if status == 200]
+    assert len(times) == 25
+    span = times[-1] - times[0]
+    # The bucket refills at 10/s; after the start probe it holds ~9, so 25 calls need >= ~1.6 s.
+    assert span >= 1.4
+    steady = (len(times) - 10) / (times[-1] - times[10])  # after the first burst
+    assert 7.5 <= steady <= 11.5, steady
+
+
+async def test_tokens_per_minute_is_measured(mock: MockServer) -> None:
+    b = backend(mock.url, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s
+    await b.start()
+    try:
+        mock.control(reset=True)
+        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(40)))
+    finally:
+        await b.close()
+    log = [(t, tok) for t, status, tok in mock.stats()["log"] if status == 200]
+    total = sum(tok for _, tok in log)
+    span = log[-1][0] - log[0][0]
+    assert total > 500  # the server counted the tokens it served
+    # Everything but one bucket (200 tokens) had to wait for the 200 tokens/s refill.
+    assert span >= (total - 200 - 60) / 200
+    rate = sum(tok for _, tok in log[1:]) / span
+    assert 140 <= rate <= 260, rate
+
+
+async def test_max_in_flight_is_measured(mock: MockServer) -> None:
+    mock.control(latency_ms=200)
+    b = backend(mock.url, max_in_flight=3)
+    await b.start()
+    try:
+        mock.control(reset=True)
+        started = time.monotonic()
+        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(9)))
+        elapsed = time.monotonic() - started
+    finally:
+        await b.close()
+    assert mock.stats()["counts"]["max_active"] == 3
+    assert elapsed >= 0.55  # three waves of 200 ms
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def test_fail_fast_unreachable() -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendError, match="cannot reach") as err:
+        await backend(f"http://127.0.0.1:{_closed_port()}/v1").start()
+    assert time.monotonic() - started < 3 and "\n" not in str(err.value)
+
+
+async def test_fail_fast_bad_key_and_unknown_model(monkeypatch: pytest.MonkeyPatch) -> None:
+    secret = "sk-test-SECRET-value"
+    with MockServer("--api-key", secret, "--models", "good-model") as srv:
+        monkeypatch.setenv("MY_KEY", "sk-wrong-key")
+        with pytest.raises(BackendError, match=r"rejected the API key \(HTTP 401") as err:
+            await backend(srv.url, model="good-model", api_key_env="MY_KEY").start()
+        assert "sk-wrong-key" not in str(err.value) and "MY_KEY" in str(err.value)
+
+        monkeypatch.setenv("MY_KEY", secret)
+        with pytest.raises(BackendError, match=r"model 'nope' not found \(HTTP 404") as err:
+            await backend(srv.url, model="nope", api_key_env="MY_KEY").start()
+        assert secret not in str(err.value)
+
+        ok = backend(srv.url, model="good-model", api_key_env="MY_KEY")
+        await ok.start()  # the right key and model pass
+        out = await ok.complete(HELLO, PARAMS)
+        await ok.close()
+        assert out.finish_reason == "stop"

@@ -1,0 +1,72 @@
+"""`ultrachat generate world --base-url ...` as a subprocess against the mock server."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from pathlib import Path
+
+from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.testing import MockServer
+
+SECRET = "sk-endpoint-test-SECRET-4242"
+
+
+def run_cli(exe: list[str], *args: str, recipe: Path | None = None) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OPENAI_API_KEY": SECRET}
+    cmd = [*exe, "generate", "world", "--model", "mock", "--no-progress", "--min-rounds", "2", "--max-rounds", "2",
+           "--concurrency", "4", *args, *(["-r", str(recipe)] if recipe else [])]
+    return subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+
+
+def short_retries(tmp_path: Path, retries: int, timeout_s: float = 1.0) -> Path:
+    path = tmp_path / "recipe.toml"
+    role = f"max_retries = {retries}\ntimeout_s = {timeout_s}\n"
+    path.write_text(f"[models.user]\n{role}[models.assistant]\n{role}", encoding="utf-8")
+    return path
+
+
+def test_generate_world_survives_fault_mix(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    faults = ["--fault-429", "0.06", "--fault-500", "0.06", "--fault-timeout", "0.03", "--fault-malformed", "0.04",
+              "--fault-drop", "0.04", "--retry-after", "0.2", "--hang-s", "3", "--latency-ms", "10", "--seed", "3"]
+    out = tmp_path / "out"
+    with MockServer("--api-key", SECRET, *faults) as srv:
+        res = run_cli(ultrachat_exe, "--base-url", srv.url, "--dialogues", "12", "--out", str(out),
+                      recipe=short_retries(tmp_path, 6))
+        counts = srv.stats()["counts"]
+    assert res.returncode == 0, res.stderr
+    injected = {k: v for k, v in counts.items() if k.startswith("fault_")}
+    assert len(injected) == 5, injected  # every kind of fault happened during the run
+    dialogues = list(iter_jsonl(out / "dialogues.jsonl"))  # raises on any invalid line
+    assert len(dialogues) == 12 and len({d["id"] for d in dialogues}) == 12
+    for d in dialogues:
+        assert d["meta"]["stop_reason"] == "completed" and len(d["data"]) == 4 and all(d["data"])
+        assert d["meta"]["models"]["assistant"] == {"backend": "openai", "model": "mock"}
+    # The key travels only in the Authorization header: never printed, never written.
+    assert SECRET not in res.stdout + res.stderr
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert SECRET not in path.read_text(encoding="utf-8", errors="replace"), path
+
+
+def test_generate_world_stops_when_every_request_fails(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    out = tmp_path / "out"
+    # 1 probe + 24 planning calls, then room for a few dialogues before every request gets a 500.
+    with MockServer("--api-key", SECRET, "--fail-after", "40") as srv:
+        res = run_cli(ultrachat_exe, "--base-url", srv.url, "--dialogues", "12", "--out", str(out),
+                      recipe=short_retries(tmp_path, 1))
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert err.startswith("error:") and "every request to" in err and "HTTP 500" in err
+    assert len(err.splitlines()) == 1, err
+    kept = list(iter_jsonl(out / "dialogues.jsonl"))  # dialogues finished before the outage are kept, intact
+    assert 1 <= len(kept) < 12
+    assert all(d["meta"]["stop_reason"] == "completed" for d in kept)
+
+
+def test_generate_world_fails_fast_when_unreachable(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    res = run_cli(ultrachat_exe, "--base-url", "http://127.0.0.1:9/v1", "--dialogues", "3",
+                  "--out", str(tmp_path / "out"))
+    assert res.returncode != 0
+    assert res.stderr.strip().startswith("error: cannot reach http://127.0.0.1:9/v1")
+    assert len(res.stderr.strip().splitlines()) == 1
