@@ -160,7 +160,7 @@ class MaterialsConfig(_Strict):
     dataset_config: str | None = None
     split: str = "train"
     text_field: str = "text"
-    min_chars: int = Field(200, ge=1)
+    min_chars: int = Field(150, ge=1)  # ~30 English words; ~150 Chinese characters
     max_chars: int = Field(4000, ge=1)
     sample_rate: float = Field(1.0, gt=0.0, le=1.0)  # keep this share of eligible passages (seeded)
     instructions_per_passage: int = Field(5, ge=1, le=5)

@@ -25,6 +25,9 @@ UPOpt = Annotated[Optional[str], typer.Option("--user-prompts", help="User-simul
 URLOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for both roles.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url (or a local model dir).")]
 ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show live progress bars.")]
+LangOpt = Annotated[Optional[str], typer.Option("--language", help="Language of prompts and lists (en, zh).")]
+DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (openings, dialogues, calls, tokens); "
+                                      "call no model.")]
 
 
 def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed: int | None = None,
@@ -55,14 +58,27 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 concurrency: ConcOpt = None, max_total_tokens: BudgetOpt = None, min_rounds: MinROpt = None,
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
                 user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
-                progress: ProgOpt = True) -> None:
+                progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
         overrides = recipe_overrides(dialogues, out, seed, concurrency, max_total_tokens, min_rounds, max_rounds,
                                      user_max_tokens, assistant_max_tokens, user_prompts, base_url, model)
+        overrides["language"] = language
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
-        summary = run_guarded(lambda: generate(sector, rec, progress=progress and sys.stderr.isatty(), console=console))
+        if dry_run:
+            from .dryrun import dry_run as plan_only
+            from .dryrun import render
+
+            Console().print(*render(run_guarded(lambda: plan_only(sector, rec))))
+            return
+        if sector == "all":
+            from .mix import generate_all as run
+        else:
+            from functools import partial
+
+            run = partial(generate, sector)
+        summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console))
         Console().print(summary.table())
 
 
@@ -73,4 +89,6 @@ def register(app: typer.Typer) -> None:
                       no_args_is_help=True)
     for name, cls in SECTORS.items():
         _sector_command(gen, name, (cls.__doc__ or name).strip().splitlines()[0])
+    _sector_command(gen, "all", "A mixed run: every sector of the recipe's [mix] with its own quota and models, "
+                    "one output per sector plus the merged corpus.")
     app.add_typer(gen, name="generate")

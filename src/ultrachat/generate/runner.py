@@ -20,7 +20,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..backends import BackendPool, Usage
-from ..prompts import Prompts, load_list
+from ..prompts import PromptError, Prompts, load_list
 from ..recipe import Recipe
 from .accounting import Ledger, write_report
 from .engine import DialogueEngine, EngineStats, Role
@@ -78,6 +78,14 @@ def build_sector(name: str, recipe: Recipe) -> Sector:
     return SECTORS[name](recipe, Prompts(recipe.language, recipe.prompts_dir))
 
 
+def _language_system(prompts: Prompts) -> str:
+    """The prompt set's default assistant system prompt (``prompts/<lang>/assistant.toml``), if any."""
+    try:
+        return prompts.get("assistant", "assistant", "system")
+    except PromptError:
+        return ""
+
+
 async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
                          console: Console | None = None, pool: BackendPool | None = None,
                          bars: RunProgress | None = None) -> RunSummary:
@@ -93,6 +101,8 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
     user = Role(ledger.meter(pool.get(recipe.models.user), "user", recipe.models.user), recipe.models.user)
     assistant = Role(ledger.meter(pool.get(recipe.models.assistant), "assistant", recipe.models.assistant),
                      recipe.models.assistant)
+    if not assistant.cfg.system:  # e.g. Chinese prompts ask the assistant to answer in Chinese
+        assistant.cfg = assistant.cfg.model_copy(update={"system": _language_system(sector.prompts)})
     planner_cfg = recipe.models.planner_config()
     planner = ledger.meter(pool.get(planner_cfg), "plan", planner_cfg)
     personas = load_list("personas", recipe.language, recipe.dialogue.personas_file) \

@@ -1,0 +1,223 @@
+"""``ultrachat generate <sector> --dry-run``: the plan of a run, computed from the recipe alone.
+
+No model is called. The counts follow each planner's own rules (quotas, call sizes, the
+expanded share of writing instructions); materials reads as much of the corpus as the run
+needs, so a bad input file fails here too. Token figures are estimates: completions at
+their ``max_tokens`` (an upper bound) and prompts from the templates' length, growing with
+each round's history. For a measured estimate with costs and time, see ``ultrachat plan``.
+
+Example::
+
+    for plan in dry_run("writing", load_recipe(overrides={"dialogues": 1000})):
+        print(plan.sector, plan.openings, plan.calls)
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+
+from rich.table import Table
+
+from ..prompts import Prompts
+from ..recipe import Recipe
+from .engine import TRANSCRIPT_CHARS, TRANSCRIPT_TURNS
+from .entities import EntitiesSector
+from .materials import MaterialsSector, select_passages
+from .runner import build_sector
+from .world import WorldSector, quotas
+from .writing import WritingSector, is_expanded
+
+CHARS_PER_TOKEN = {"zh": 1.5, "ja": 1.5, "ko": 1.5}  # other languages: 4
+
+
+@dataclass
+class PlanReport:
+    """What a run of one sector will do."""
+
+    sector: str
+    dialogues: int
+    openings: int
+    rounds: tuple[int, int]
+    calls: Counter[str] = field(default_factory=Counter)  # per stage / role
+    prompt_tokens: Counter[str] = field(default_factory=Counter)
+    completion_tokens: Counter[str] = field(default_factory=Counter)
+    distribution: dict[str, Counter[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def total_tokens(self) -> int:
+        return sum(self.prompt_tokens.values()) + sum(self.completion_tokens.values())
+
+    def table(self) -> Table:
+        t = Table(title=f"dry run: ultrachat generate {self.sector}", show_header=False)
+        t.add_row("opening lines", f"{self.openings:,}")
+        t.add_row("dialogues", f"{self.dialogues:,} ({self.rounds[0]}-{self.rounds[1]} rounds)")
+        t.add_row("model calls", f"{sum(self.calls.values()):,} ("
+                  + ", ".join(f"{k} {v:,}" for k, v in self.calls.items()) + ")")
+        t.add_row("estimated tokens", f"≤ {self.total_tokens:,} (prompt ~{sum(self.prompt_tokens.values()):,}, "
+                  f"completion ≤ {sum(self.completion_tokens.values()):,})")
+        for key, counts in self.distribution.items():
+            t.add_row(f"by {key}", ", ".join(f"{k}={v}" for k, v in counts.items()))
+        for note in self.notes:
+            t.add_row("note", note)
+        return t
+
+
+class _Estimator:
+    """Adds planning and dialogue calls to a report with rough token counts."""
+
+    def __init__(self, recipe: Recipe, report: PlanReport) -> None:
+        self.recipe = recipe
+        self.report = report
+        self.chars = CHARS_PER_TOKEN.get(recipe.language, 4.0)
+        self.prompts = Prompts(recipe.language, recipe.prompts_dir)
+
+    def tokens(self, text_or_chars: str | float) -> int:
+        chars = len(text_or_chars) if isinstance(text_or_chars, str) else text_or_chars
+        return math.ceil(chars / self.chars)
+
+    def plan_calls(self, stage: str, calls: int, file: str, extra_chars: float = 0) -> None:
+        if calls <= 0:
+            return
+        cfg = self.recipe.models.planner_config()
+        self.report.calls[stage] += calls
+        self.report.prompt_tokens["plan"] += calls * self.tokens(len(self.prompts.get(file, stage)) + extra_chars)
+        self.report.completion_tokens["plan"] += calls * cfg.max_tokens
+
+    def dialogues(self, n: int, opening_tokens: float) -> None:
+        """Calls and tokens of ``n`` dialogues, averaged over the round range."""
+        lo, hi = self.report.rounds
+        a_max = self.recipe.models.assistant.max_tokens
+        u_max = self.recipe.models.user.max_tokens
+        shown = min(self.tokens(TRANSCRIPT_CHARS), a_max)  # the task prompt clips long turns
+        task = self.tokens(self.prompts.get("user", "task"))
+        span = hi - lo + 1
+        for rounds in range(lo, hi + 1):
+            share = n / span
+            self.report.calls["assistant"] += round(share * rounds)
+            self.report.calls["user"] += round(share * (rounds - 1))
+            history = sum(opening_tokens + i * (a_max + u_max) for i in range(rounds))
+            transcript = sum(task + min(opening_tokens, self.tokens(TRANSCRIPT_CHARS))
+                             + min(2 * i + 1, TRANSCRIPT_TURNS - 1) * (shown + u_max) / 2 for i in range(rounds - 1))
+            self.report.prompt_tokens["assistant"] += round(share * history)
+            self.report.prompt_tokens["user"] += round(share * transcript)
+            self.report.completion_tokens["assistant"] += round(share * rounds * a_max)
+            self.report.completion_tokens["user"] += round(share * (rounds - 1) * u_max)
+
+
+def _half(n: int) -> int:
+    return max(1, n // 2)
+
+
+def _world(sector: WorldSector, est: _Estimator, n: int) -> float:
+    cfg = sector.recipe.world
+    topics = sector.topics()
+    counts = quotas(n, topics, sector.recipe.seed)
+    for q in counts:
+        if q <= 0:
+            continue
+        questions = min(cfg.subtopics_per_request, math.ceil(q / _half(cfg.questions_per_subtopic)))
+        missing = q - questions * _half(cfg.questions_per_subtopic)
+        est.plan_calls("subtopics", 1, "world", 20)
+        est.plan_calls("questions", questions, "world", 60)
+        est.plan_calls("related", math.ceil(max(0, missing) / _half(cfg.related_per_question)), "world", 80)
+    est.report.distribution["topic"] = Counter({t: q for t, q in zip(topics, counts, strict=True) if q})
+    return 20
+
+
+def _entities(sector: EntitiesSector, est: _Estimator, n: int) -> float:
+    cfg = sector.recipe.entities
+    quota = sector.quotas(n)
+    specific = math.ceil(quota["specific"] / _half(cfg.specific_per_meta))
+    general = math.ceil(quota["general"] / _half(cfg.general_per_meta))
+    metas = max(math.ceil(quota["meta"] / _half(cfg.meta_per_entity)),
+                math.ceil(max(specific, general) / cfg.meta_per_entity))
+    entities = len(sector.entities())
+    if metas > entities:
+        est.report.notes.append(f"needs about {metas:,} entities; the list has {entities:,}")
+    est.plan_calls("meta", min(metas, entities), "entities", 40)
+    est.plan_calls("specific", specific, "entities", 120)
+    est.plan_calls("general", general, "entities", 120)
+    est.report.distribution["kind"] = Counter({k: v for k, v in quota.items() if v})
+    return 20
+
+
+def _writing(sector: WritingSector, est: _Estimator, n: int) -> float:
+    cfg = sector.recipe.writing
+    types = sector.types()
+    counts = quotas(n, types, sector.recipe.seed)
+    rank = sector.ranks(types)
+    expanded = 0
+    for i, q in enumerate(counts):
+        est.plan_calls("instructions", math.ceil(min(q, cfg.instructions_per_type) / cfg.instructions_per_request),
+                       "writing", 30)
+        expanded += sum(is_expanded(k * len(types) + rank[i], cfg.expand_share) or k >= cfg.instructions_per_type
+                        for k in range(q))
+    est.plan_calls("expand", expanded, "writing", 120)
+    est.report.distribution["writing_type"] = Counter({t: q for t, q in zip(types, counts, strict=True) if q})
+    est.report.distribution["expanded"] = Counter({"True": expanded, "False": n - expanded})
+    return 25 + 40 * expanded / max(1, n)
+
+
+def _materials(sector: MaterialsSector, est: _Estimator, n: int) -> float:
+    cfg = sector.recipe.materials
+    need = math.ceil(n / cfg.instructions_per_passage)
+    if cfg.max_passages:
+        need = min(need, cfg.max_passages)
+    if cfg.dataset:
+        found, chars = need, float(cfg.max_chars + cfg.min_chars) / 2
+        est.report.notes.append(f"passages are streamed from the hub dataset '{cfg.dataset}' (not read in a dry run)")
+    else:
+        lengths = [len(p.text) for p, _ in zip(select_passages(cfg, sector.recipe.language, sector.recipe.seed),
+                                               range(need), strict=False)]
+        found, chars = len(lengths), (sum(lengths) / len(lengths) if lengths else 0.0)
+        if found < need:
+            est.report.notes.append(f"the corpus holds only {found:,} usable passages; {need:,} are needed "
+                                    "(check materials.files, min_chars/max_chars and sample_rate)")
+    est.plan_calls("instructions", found, "materials", chars + 300)
+    est.report.openings = min(n, found * cfg.instructions_per_passage)
+    slots = [(p, j) for p in range(found) for j in range(cfg.instructions_per_passage)][:n]
+    templates = sector.templates()
+    est.report.distribution["task"] = Counter(sector.task_of(p, j) for p, j in slots)
+    est.report.distribution["template"] = Counter(
+        templates[(p * cfg.instructions_per_passage + j) % len(templates)][0] for p, j in slots)
+    return est.tokens(chars) + 25
+
+
+_PLANNERS = {WorldSector: _world, EntitiesSector: _entities, WritingSector: _writing, MaterialsSector: _materials}
+
+
+def plan_report(sector_name: str, recipe: Recipe) -> PlanReport:
+    """The dry-run plan of one sector for ``recipe.dialogues`` dialogues."""
+    sector = build_sector(sector_name, recipe)
+    n = recipe.dialogues
+    report = PlanReport(sector_name, n, n, sector.round_range())
+    est = _Estimator(recipe, report)
+    opening_tokens = _PLANNERS[type(sector)](sector, est, n)  # type: ignore[operator]
+    report.dialogues = min(n, report.openings)
+    est.dialogues(report.dialogues, opening_tokens)
+    return report
+
+
+def dry_run(sector_name: str, recipe: Recipe) -> list[PlanReport]:
+    """Plans of one sector, or of every sector of the mix for ``all``."""
+    if sector_name != "all":
+        return [plan_report(sector_name, recipe)]
+    from .mix import sector_recipes
+
+    return [plan_report(name, sub) for name, sub in sector_recipes(recipe)]
+
+
+def render(reports: list[PlanReport]) -> list[Table]:
+    """Tables to print: one per sector, plus the totals when there are several."""
+    tables = [r.table() for r in reports]
+    if len(reports) > 1:
+        t = Table(title="dry run: total", show_header=False)
+        t.add_row("opening lines", f"{sum(r.openings for r in reports):,}")
+        t.add_row("dialogues", f"{sum(r.dialogues for r in reports):,}")
+        t.add_row("model calls", f"{sum(sum(r.calls.values()) for r in reports):,}")
+        t.add_row("estimated tokens", f"≤ {sum(r.total_tokens for r in reports):,}")
+        tables.append(t)
+    return tables
