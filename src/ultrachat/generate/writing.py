@@ -110,6 +110,9 @@ class WritingSector(Sector):
     async def _expand(self, ctx: PlanContext, writing_type: str, k: int, instruction: str) -> str | None:
         key = f"expand|{writing_type}|{k}|{normalize(instruction)}"
         prompt = self.prompts.render("writing", "expand", instruction=instruction, writing_type=writing_type)
+        cap = self.recipe.writing.instructions_per_type
+        if k >= cap:  # a reuse: ask for other details than the earlier versions
+            prompt += self.prompts.render("writing", "expand", "again", version=k // cap + 1)
         text = one_request(await ctx.call("expand", key, prompt, stable_seed(self.recipe.seed, key)))
         return text if 3 <= text_units(text) <= 200 and normalize(text) != normalize(instruction) else None
 
