@@ -102,12 +102,17 @@ class JsonlAppender:
         blob = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs).encode()
         if not blob:
             return
+        start = os.fstat(self._fd).st_size
         view = memoryview(blob)
-        while view:
-            n = os.write(self._fd, view)
-            view = view[n:]
-        if self._fsync:
-            os.fsync(self._fd)
+        try:
+            while view:
+                n = os.write(self._fd, view)
+                view = view[n:]
+            if self._fsync:
+                os.fsync(self._fd)
+        except OSError as exc:  # disk full, file too large...: take back the partial lines
+            os.ftruncate(self._fd, start)
+            raise OSError(exc.errno, f"{exc.strerror}; nothing partial was kept", str(self.path)) from None
 
     def close(self) -> None:
         if self._fd >= 0:

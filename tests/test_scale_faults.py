@@ -1,0 +1,161 @@
+"""Fault and kill tests: 20 SIGKILLs during one run, a faulty HTTP endpoint, disk full and
+an unwritable output folder."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import multiprocessing
+import os
+import random
+import resource
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+from ultrachat.cli import app
+from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.generate.runner import generate
+from ultrachat.recipe import load_recipe
+from ultrachat.testing import MockServer
+
+FAKE = '[models.user]\nbackend = "fake"\nmodel = "fake;delay=0.005"\n' \
+       '[models.assistant]\nbackend = "fake"\nmodel = "fake;delay=0.005"\n'
+
+
+def _cli_child(argv: list[str]) -> None:
+    """The ``ultrachat`` command line inside a forked child (no interpreter start-up)."""
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the child exits right after
+    app(argv)
+
+
+def _tree_bytes(folder: Path) -> int:
+    return sum(p.stat().st_size for p in folder.rglob("*.jsonl")) if folder.exists() else 0
+
+
+def _sorted_lines(path: Path) -> list[str]:
+    return sorted(path.read_text(encoding="utf-8").splitlines())
+
+
+def test_twenty_sigkills_lose_and_duplicate_nothing(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text("concurrency = 8\n" + FAKE, encoding="utf-8")
+    n = 160
+    reference = generate("world", load_recipe(recipe, {"dialogues": n, "out": str(tmp_path / "ref")}), progress=False)
+    assert reference.stats.dialogues == n
+    out = tmp_path / "killed"
+    argv = ["generate", "world", "-r", str(recipe), "--dialogues", str(n), "--out", str(out), "--no-progress"]
+    rng = random.Random(20)
+    ctx = multiprocessing.get_context("fork")
+    kills = 0
+    while kills < 20:
+        before = _tree_bytes(out)
+        child = ctx.Process(target=_cli_child, args=(argv,))
+        child.start()
+        # Kill at a random moment once this run has made progress (a plan call, an opening
+        # or a dialogue written), so every kill interrupts real work, not the start-up.
+        deadline = time.monotonic() + 20
+        while _tree_bytes(out) == before and child.is_alive() and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0, 0.08))
+        assert child.is_alive(), f"the run finished after {kills} kills; give it more work"
+        os.kill(child.pid, signal.SIGKILL)
+        child.join()
+        assert child.exitcode == -signal.SIGKILL
+        kills += 1
+    partial = out / "dialogues.jsonl"
+    assert 0 < sum(1 for _ in partial.open()) < n  # the kills left work for the rerun
+    # The last run is the real command line, as a user would rerun it.
+    done = subprocess.run([*ultrachat_exe, *argv], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    dialogues = list(iter_jsonl(partial))  # every line valid (raises file:line otherwise)
+    ids = [d["id"] for d in dialogues]
+    assert len(ids) == len(set(ids)) == n
+    ref_ids = {d["id"] for d in iter_jsonl(tmp_path / "ref" / "dialogues.jsonl")}
+    assert set(ids) == ref_ids
+    # Deterministic fake + seeded plan: the killed-and-resumed corpus is the same corpus.
+    assert _sorted_lines(partial) == _sorted_lines(tmp_path / "ref" / "dialogues.jsonl")
+
+
+def test_fault_mix_from_the_endpoint_completes_with_valid_dialogues(tmp_path: Path,
+                                                                    ultrachat_exe: list[str]) -> None:
+    faults = ["--fault-429", "0.10", "--fault-500", "0.05", "--fault-timeout", "0.02", "--fault-malformed", "0.03",
+              "--fault-drop", "0.03", "--retry-after", "0.1", "--hang-s", "2", "--latency-ms", "5", "--seed", "10"]
+    recipe = tmp_path / "recipe.toml"
+    role = "max_retries = 10\ntimeout_s = 0.5\n"
+    recipe.write_text(f"concurrency = 16\n[models.user]\n{role}[models.assistant]\n{role}", encoding="utf-8")
+    out = tmp_path / "out"
+    with MockServer(*faults) as srv:
+        res = subprocess.run([*ultrachat_exe, "generate", "world", "-r", str(recipe), "--base-url", srv.url,
+                              "--model", "mock", "--dialogues", "24", "--max-rounds", "3", "--out", str(out),
+                              "--no-progress"], capture_output=True, text=True, timeout=120,
+                             env={**os.environ, "OPENAI_API_KEY": "unused"})
+        counts = srv.stats()["counts"]
+    assert res.returncode == 0, res.stderr
+    assert {k for k in counts if k.startswith("fault_")} == {f"fault_{k}" for k in
+                                                             ("429", "500", "timeout", "malformed", "drop")}
+    dialogues = list(iter_jsonl(out / "dialogues.jsonl"))
+    assert len(dialogues) == len({d["id"] for d in dialogues}) == 24
+    for d in dialogues:
+        assert d["meta"]["stop_reason"] == "completed" and all(t.strip() for t in d["data"])
+        assert len(d["data"]) == 2 * d["meta"]["rounds"]
+    report = json.loads((out / "report.json").read_text())
+    assert report["total"]["errors"] == 0  # every fault was absorbed by a retry
+
+
+@contextlib.contextmanager
+def _small_disk(path: Path, size: str = "80k", read_only: bool = False) -> Iterator[bool]:
+    """Mount a tiny tmpfs at ``path`` when allowed (root); yields False when not mounted."""
+    path.mkdir(parents=True, exist_ok=True)
+    opts = f"size={size}" + (",ro" if read_only else "")
+    mounted = os.geteuid() == 0 and subprocess.run(["mount", "-t", "tmpfs", "-o", opts, "tmpfs", str(path)],
+                                                   capture_output=True).returncode == 0
+    try:
+        yield mounted
+    finally:
+        if mounted:
+            subprocess.run(["umount", "-l", str(path)], check=True)
+
+
+def _limit_file_size() -> None:
+    """Without a tiny disk, a file-size limit makes writes fail the same way (EFBIG)."""
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
+
+
+def test_disk_full_fails_in_one_line_and_keeps_every_file_whole(tmp_path: Path, fake_recipe_file,
+                                                                 ultrachat_exe: list[str]) -> None:
+    disk = tmp_path / "disk"
+    with _small_disk(disk) as mounted:
+        out = disk / "out"
+        cmd = [*ultrachat_exe, "generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "100",
+               "--out", str(out), "--no-progress"]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
+                             preexec_fn=None if mounted else _limit_file_size)
+        assert res.returncode != 0
+        err = res.stderr.strip()
+        assert "\n" not in err and err.startswith("error:"), err
+        assert ("No space left on device" if mounted else "File too large") in err and str(out) in err
+        jsonl = list(out.rglob("*.jsonl"))
+        assert (out / "dialogues.jsonl").stat().st_size > 0  # the disk filled up while dialogues were written
+        for path in jsonl:  # no torn line anywhere: each file parses to the end
+            assert path.stat().st_size == 0 or path.read_bytes().endswith(b"\n"), path
+            list(iter_jsonl(path, validate=path.name == "dialogues.jsonl"))
+
+
+def test_unwritable_output_fails_in_one_line(tmp_path: Path, fake_recipe_file, ultrachat_exe: list[str]) -> None:
+    locked = tmp_path / "locked"
+    with _small_disk(locked, read_only=True) as mounted:
+        if not mounted:
+            locked.chmod(0o555)  # enough for a non-root user
+        res = subprocess.run([*ultrachat_exe, "generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "3",
+                              "--out", str(locked / "out"), "--no-progress"], capture_output=True, text=True,
+                             timeout=60)
+    assert res.returncode != 0
+    err = res.stderr.strip()
+    assert "\n" not in err and err.startswith("error:") and str(locked / "out") in err, err
+    assert "Traceback" not in res.stderr
+    assert not (locked / "out").exists()
