@@ -1,0 +1,200 @@
+"""Mixed runs, dry runs, the Chinese prompt set and crash safety of the new sectors
+(fake backend)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+import re
+import signal
+import subprocess
+import time
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ultrachat.backends import BackendPool
+from ultrachat.data.jsonl import iter_jsonl, repair_tail
+from ultrachat.generate.dryrun import dry_run
+from ultrachat.generate.mix import generate_all, sector_recipes
+from ultrachat.generate.runner import generate
+from ultrachat.recipe import load_recipe
+
+CJK = re.compile(r"[\u4e00-\u9fff]")
+
+
+def test_mix_quotas_and_per_sector_models(fake_recipe_file, tmp_path):
+    extra = """
+[mix.sectors.world]
+share = 3
+[mix.sectors.writing]
+share = 1
+[mix.sectors.materials]
+dialogues = 4
+[mix.sectors.writing.models.assistant]
+max_tokens = 17
+"""
+    rec = load_recipe(fake_recipe_file(extra=extra), {"out": str(tmp_path / "mix"), "dialogues": 10})
+    parts = dict(sector_recipes(rec))
+    assert {k: r.dialogues for k, r in parts.items()} == {"world": 8, "writing": 2, "materials": 4}
+    assert parts["writing"].models.assistant.max_tokens == 17
+    assert parts["writing"].models.assistant.backend == "fake"  # fields not overridden are kept
+    assert parts["world"].models.assistant.max_tokens == rec.models.assistant.max_tokens
+    assert parts["materials"].out == str(tmp_path / "mix" / "materials")
+    with pytest.raises(ValueError, match="unknown sector 'poetry'"):
+        sector_recipes(load_recipe(overrides={"mix.sectors.poetry.share": 1}))
+
+
+def test_generate_all_writes_each_sector_and_the_merged_corpus(fake_recipe_file, tmp_path):
+    rec = load_recipe(fake_recipe_file(), {"out": str(tmp_path / "all"), "dialogues": 8})
+    summary = generate_all(rec, progress=False)
+    assert [s.sector for s in summary.sectors] == ["world", "entities", "writing", "materials"]
+    merged = list(iter_jsonl(tmp_path / "all" / "all.jsonl"))
+    assert summary.merged_dialogues == len(merged) == 8
+    ids = [d["id"] for d in merged]
+    assert len(set(ids)) == 8
+    assert Counter(i.split("-")[0] for i in ids) == {"world": 2, "entities": 2, "writing": 2, "materials": 2}
+    for name in ("world", "entities", "writing", "materials"):
+        lines = list(iter_jsonl(tmp_path / "all" / name / "dialogues.jsonl"))
+        assert {d["meta"]["sector"] for d in lines} == {name}
+    # The same folders work with the single-sector command, and a rerun adds nothing.
+    again = generate("writing", rec.model_copy(update={"out": str(tmp_path / "all" / "writing"), "dialogues": 2}),
+                     progress=False)
+    assert again.stats.dialogues == 0 and again.already_done == 2
+
+
+def test_cli_generate_all_and_dry_run(fake_recipe_file, tmp_path, ultrachat_exe):
+    recipe = fake_recipe_file()
+    res = subprocess.run([*ultrachat_exe, "generate", "all", "-r", str(recipe), "--dialogues", "4", "--out",
+                          str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "ultrachat generate all" in res.stdout and "by kind" in res.stdout and "by template" in res.stdout
+    assert len((tmp_path / "o" / "all.jsonl").read_text().splitlines()) == 4
+    res = subprocess.run([*ultrachat_exe, "generate", "writing", "-r", str(recipe), "--dialogues", "40",
+                          "--out", str(tmp_path / "d"), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0, res.stderr
+    assert "opening lines" in res.stdout and "estimated tokens" in res.stdout and "expand 32" in res.stdout
+    assert not (tmp_path / "d").exists()
+
+
+def _forbid_models(monkeypatch):
+    def refuse(self, cfg):
+        raise AssertionError("a dry run must not build a model backend")
+
+    monkeypatch.setattr(BackendPool, "get", refuse)
+
+
+@pytest.mark.parametrize("sector", ["writing", "materials"])
+def test_dry_run_counts_match_a_real_run(fake_recipe_file, tmp_path, monkeypatch, sector):
+    rec = load_recipe(fake_recipe_file(), {"out": str(tmp_path / sector), "dialogues": 23,
+                                           "dialogue.min_rounds": 2, "dialogue.max_rounds": 2})
+    with monkeypatch.context() as m:
+        _forbid_models(m)
+        [plan] = dry_run(sector, rec)
+    generate(sector, rec, progress=False)
+    calls = Counter(json.loads(line)["stage"] for line in open(tmp_path / sector / "plan" / "calls.jsonl"))
+    planned = {k: v for k, v in plan.calls.items() if k not in ("user", "assistant")}
+    assert planned == dict(calls)
+    assert plan.openings == plan.dialogues == 23
+    assert plan.calls["assistant"] == 46 and plan.calls["user"] == 23
+    written = list(iter_jsonl(tmp_path / sector / "dialogues.jsonl"))
+    for key, counts in plan.distribution.items():
+        assert Counter(str(d["meta"][key]) for d in written) == counts
+
+
+def test_dry_run_all_and_entities_and_world(fake_recipe_file, monkeypatch):
+    _forbid_models(monkeypatch)
+    rec = load_recipe(fake_recipe_file(), {"dialogues": 1000})
+    plans = {p.sector: p for p in dry_run("all", rec)}
+    assert set(plans) == {"world", "entities", "writing", "materials"}
+    assert plans["entities"].distribution["kind"] == {"specific": 100, "general": 125, "meta": 25}
+    assert plans["world"].calls["questions"] > 0 and plans["entities"].calls["meta"] > 0
+    # The bundled sample corpus is small: the dry run says so.
+    assert any("usable passages" in n for n in plans["materials"].notes)
+    assert plans["materials"].openings < 250
+    for p in plans.values():
+        assert p.total_tokens > 0 and p.calls["assistant"] >= p.dialogues
+
+
+# -- Chinese --------------------------------------------------------------------------
+def _chinese_fake(seen: list[list[dict]]):
+    """A fake model that answers Chinese prompts the way the default fake answers English ones."""
+
+    def reply(messages, params):
+        seen.append(messages)
+        last = messages[-1]["content"]
+        h = hashlib.sha1(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:6]
+        if "编号列表" in last:
+            n = int(re.search(r"\d+", last).group(0))
+            return "\n".join(f"{i}. 关于这个话题的第{i}个问题（{h}）是什么？" for i in range(1, n + 1))
+        if "下一条消息" in last or "接下来会发送的消息" in last:
+            return f"能再具体讲讲第{h}点吗？"
+        return f"这是一个回答（{h}），用几句话讲清楚主要事实。"
+
+    return reply
+
+
+@pytest.mark.parametrize("sector", ["entities", "writing", "materials"])
+def test_chinese_run_uses_chinese_prompts_lists_and_openings(fake_recipe_file, tmp_path, monkeypatch, sector):
+    seen: list[list[dict]] = []
+    monkeypatch.setattr("ultrachat.backends.fake.default_reply", _chinese_fake(seen))
+    rec = load_recipe(fake_recipe_file(), {"out": str(tmp_path / sector), "dialogues": 4, "language": "zh",
+                                           "dialogue.min_rounds": 2, "dialogue.max_rounds": 2})
+    summary = generate(sector, rec, progress=False)
+    assert summary.stats.dialogues == 4
+    dialogues = list(iter_jsonl(tmp_path / sector / "dialogues.jsonl"))
+    for d in dialogues:
+        assert all(CJK.search(turn) for turn in d["data"]), d
+    prompts = [m for messages in seen for m in messages]
+    assert prompts and all(CJK.search(m["content"]) for m in prompts)
+    systems = {m["content"] for m in prompts if m["role"] == "system"}
+    assert systems == {"你是一个乐于助人的AI助手。请始终用简体中文回答。"}
+    if sector == "writing":
+        assert all(CJK.search(d["meta"]["writing_type"]) for d in dialogues)  # the translated type list
+    if sector == "entities":
+        assert all(CJK.search(d["meta"]["entity"]) for d in dialogues)
+    if sector == "materials":
+        assert all(CJK.search(d["meta"]["passage_head"]) for d in dialogues)
+
+
+# -- crash safety -----------------------------------------------------------------------
+def _ids_and_data(path: Path) -> dict[str, list[str]]:
+    lines = list(iter_jsonl(path))
+    ids = [d["id"] for d in lines]
+    assert len(ids) == len(set(ids)), "duplicate dialogue ids"
+    return {d["id"]: d["data"] for d in lines}
+
+
+def test_sigkill_at_random_moments_then_resume(fake_recipe_file, tmp_path, ultrachat_exe):
+    recipe = fake_recipe_file(opts=";delay=0.03")
+    flags = {"dialogues": 10, "concurrency": 2, "dialogue.max_rounds": 3}
+
+    def cmd(out: Path) -> list[str]:
+        return [*ultrachat_exe, "generate", "materials", "-r", str(recipe), "--dialogues", "10", "--concurrency",
+                "2", "--max-rounds", "3", "--out", str(out), "--no-progress"]
+
+    # The uninterrupted run, in process (the fake backend is deterministic).
+    generate("materials", load_recipe(recipe, {**flags, "out": str(tmp_path / "ref")}), progress=False)
+    expected = _ids_and_data(tmp_path / "ref" / "dialogues.jsonl")
+    assert len(expected) == 10
+    out = tmp_path / "killed"
+    rng = random.Random(7)
+    partial = []
+    for _ in range(3):
+        proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Start-up time varies with the machine's load: wait for the run's first file, then
+        # kill at a random moment of planning or of the dialogues.
+        deadline = time.monotonic() + 30
+        while not (out / "plan" / "openings.jsonl").exists() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        time.sleep(rng.uniform(0.0, 0.8))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if (out / "dialogues.jsonl").exists():
+            repair_tail(out / "dialogues.jsonl")  # what the next run does first: cut a torn last line
+            partial.append(len(_ids_and_data(out / "dialogues.jsonl")))  # every line valid, no duplicates
+    assert min(partial, default=0) < 10  # at least one kill landed before the end
+    subprocess.run(cmd(out), check=True, capture_output=True, timeout=60)
+    assert _ids_and_data(out / "dialogues.jsonl") == expected
