@@ -47,7 +47,8 @@ def test_expanded_share_is_exact_on_every_prefix():
 
 
 def test_clean_items_keeps_questions_in_english_and_chinese():
-    items = ["What is the capital of France?", "Paris", "Why?", "巴黎为什么被称为光之城？", "巴黎。", "Q: How tall is it?"]
+    items = ["What is the capital of France?", "Paris", "Why?", "巴黎为什么被称为光之城？", "巴黎。",
+             "Q: How tall is it?"]
     assert clean_items(items, question=True) == ["What is the capital of France?", "巴黎为什么被称为光之城？",
                                                   "How tall is it?"]
     assert clean_items(["Write a poem about rain", "ok", "写一首关于雨的诗"], question=False) == [
@@ -125,11 +126,11 @@ def test_entities_use_the_entity_file_and_its_details(tmp_path, fake_recipe_file
 
 
 def test_recipe_rejects_bad_sector_settings():
-    with pytest.raises(RecipeError, match="entities.ratio"):
+    with pytest.raises(RecipeError, match=r"entities\.ratio"):
         load_recipe(overrides={"entities.ratio": {"specific": 0, "general": 0, "meta": 0}})
-    with pytest.raises(RecipeError, match="materials.tasks"):
+    with pytest.raises(RecipeError, match=r"materials\.tasks"):
         load_recipe(overrides={"materials.tasks": ["poetry"]})
-    with pytest.raises(RecipeError, match="writing.expand_share"):
+    with pytest.raises(RecipeError, match=r"writing\.expand_share"):
         load_recipe(overrides={"writing.expand_share": 1.5})
 
 

@@ -94,7 +94,7 @@ def test_dry_run_counts_match_a_real_run(fake_recipe_file, tmp_path, monkeypatch
         _forbid_models(m)
         [plan] = dry_run(sector, rec)
     generate(sector, rec, progress=False)
-    calls = Counter(json.loads(line)["stage"] for line in open(tmp_path / sector / "plan" / "calls.jsonl"))
+    calls = Counter(c["stage"] for c in iter_jsonl(tmp_path / sector / "plan" / "calls.jsonl", validate=False))
     planned = {k: v for k, v in plan.calls.items() if k not in ("user", "assistant")}
     assert planned == dict(calls)
     assert plan.openings == plan.dialogues == 23
