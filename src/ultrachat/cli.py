@@ -18,6 +18,7 @@ COMMANDS: list[str] = [
     "ultrachat.generate.commands",  # generate <sector>
     "ultrachat.generate.estimate",  # plan RECIPE (calls, tokens, time, cost)
     "ultrachat.data.commands",  # show
+    "ultrachat.evaluate.commands",  # answer, eval pairwise|score, best-of-n
 ]
 
 for _module in COMMANDS:

@@ -1,0 +1,181 @@
+"""Evaluation sets and answer files in the formats users already have.
+
+Evaluation sets (prompts to answer):
+
+- ``ultra_eval`` (built in) or any ``[{"class": ..., "data": "prompt"}]`` JSON file;
+- AlpacaEval JSON: ``[{"instruction": ..., "dataset": ...}, ...]`` (``output`` ignored);
+- MT-bench style JSONL: ``{"question_id": ..., "category": ..., "turns": [...], "reference": [...]}``.
+
+Answer files are AlpacaEval ``model_outputs`` JSON: ``instruction``, ``output``,
+``generator``, ``dataset``, plus ``class``, ``id`` and, for multi-turn prompts, ``turns``
+and ``outputs``. Two answer files are matched prompt by prompt on the instruction (the
+n-th occurrence of a repeated instruction matches the n-th occurrence in the other file).
+
+Example::
+
+    items = load_eval_set("ultra_eval", per_class=2)   # 20 prompts, 2 of each class
+    answers = load_answers(Path("model_outputs.json"))
+"""
+
+from __future__ import annotations
+
+import json
+from collections import Counter
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+BUILTIN_SETS = ("ultra_eval",)
+
+
+class EvalSetError(ValueError):
+    """An evaluation set or answer file that cannot be used; names the file and record."""
+
+
+@dataclass
+class EvalItem:
+    """One prompt: its user turns (one for single-turn sets), class and optional reference."""
+
+    id: str
+    turns: list[str]
+    cls: str = ""
+    dataset: str = ""
+    reference: str | None = None
+
+    @property
+    def instruction(self) -> str:
+        return self.turns[0]
+
+
+def _records(path: Path) -> list[Any]:
+    text = path.read_text(encoding="utf-8")
+    if path.suffix == ".jsonl":
+        out = []
+        for no, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    out.append(json.loads(line))
+                except json.JSONDecodeError as exc:
+                    raise EvalSetError(f"{path}:{no}: invalid JSON ({exc.msg})") from None
+        return out
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise EvalSetError(f"{path}:{exc.lineno}: invalid JSON ({exc.msg})") from None
+    if not isinstance(data, list):
+        raise EvalSetError(f"{path}: expected a JSON list of records")
+    return data
+
+
+def _item(obj: Any, index: int, source: str, dataset: str) -> EvalItem:
+    where = f"{source}: record {index + 1}"
+    if not isinstance(obj, dict):
+        raise EvalSetError(f"{where}: not a JSON object")
+    if "turns" in obj:  # MT-bench
+        turns = obj["turns"]
+        if not isinstance(turns, list) or not turns or not all(isinstance(t, str) for t in turns):
+            raise EvalSetError(f"{where}: field 'turns' must be a non-empty list of strings")
+        ref = obj.get("reference")
+        reference = ref[-1] if isinstance(ref, list) and ref else ref if isinstance(ref, str) else None
+        qid = obj.get("question_id", index + 1)
+        return EvalItem(f"{dataset}-{qid}", list(turns), str(obj.get("category", "")), dataset, reference)
+    text = obj.get("instruction", obj.get("data"))
+    if isinstance(text, list) and text and all(isinstance(t, str) for t in text):
+        turns = text[::2]  # an UltraChat dialogue: its user turns are the even positions
+    elif isinstance(text, str) and text.strip():
+        turns = [text]
+    else:
+        raise EvalSetError(f"{where}: needs a non-empty 'instruction', 'data' or 'turns' field")
+    cls = str(obj.get("class", obj.get("dataset", ""))).strip()
+    reference = obj.get("reference") if isinstance(obj.get("reference"), str) else None
+    return EvalItem(str(obj.get("id", f"{dataset}-{index + 1:04d}")), turns, cls, dataset, reference)
+
+
+def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
+                  per_class: int | None = None) -> list[EvalItem]:
+    """Prompts from a built-in set name or a file; ``per_class`` keeps the first N of each class."""
+    if str(source) in BUILTIN_SETS:
+        name = str(source)
+        raw = json.loads((resources.files("ultrachat.resources") / f"{name}.json").read_text(encoding="utf-8"))
+        where = name
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise EvalSetError(f"evaluation set {path} not found (built-in sets: {', '.join(BUILTIN_SETS)})")
+        raw, where, name = _records(path), str(path), path.stem
+    items = [_item(obj, i, where, name) for i, obj in enumerate(raw)]
+    if per_class:
+        seen: Counter[str] = Counter()
+        kept = []
+        for item in items:
+            seen[item.cls] += 1
+            if seen[item.cls] <= per_class:
+                kept.append(item)
+        items = kept
+    if not items:
+        raise EvalSetError(f"{where}: no prompts")
+    return items[:limit] if limit else items
+
+
+# -- answer files -------------------------------------------------------------------------
+def load_answers(path: Path) -> list[dict[str, Any]]:
+    """AlpacaEval-style answer records, checked: each has ``instruction`` and ``output`` strings."""
+    if not path.is_file():
+        raise EvalSetError(f"answer file {path} not found")
+    records = _records(path)
+    for i, rec in enumerate(records):
+        if not isinstance(rec, dict):
+            raise EvalSetError(f"{path}: record {i + 1}: not a JSON object")
+        for key in ("instruction", "output"):
+            if not isinstance(rec.get(key), str):
+                raise EvalSetError(f"{path}: record {i + 1}: field '{key}' must be a string")
+    if not records:
+        raise EvalSetError(f"{path}: no answers")
+    return records
+
+
+def generator_name(records: list[dict[str, Any]], path: Path) -> str:
+    names = {r.get("generator") for r in records if r.get("generator")}
+    return str(names.pop()) if len(names) == 1 else path.stem
+
+
+def _keys(records: list[dict[str, Any]]) -> list[tuple[str, int]]:
+    seen: Counter[str] = Counter()
+    keys = []
+    for rec in records:
+        text = json.dumps(rec.get("turns") or [rec["instruction"]], ensure_ascii=False)
+        keys.append((text, seen[text]))
+        seen[text] += 1
+    return keys
+
+
+def _describe(keys: list[tuple[str, int]]) -> str:
+    shown = []
+    for text, _ in keys[:3]:
+        first = json.loads(text)[0].replace("\n", " ")
+        shown.append(repr(first[:60] + ("..." if len(first) > 60 else "")))
+    more = f" and {len(keys) - 3} more" if len(keys) > 3 else ""
+    return ", ".join(shown) + more
+
+
+def align(model: list[dict[str, Any]], other: list[dict[str, Any]], model_src: str,
+          other_src: str) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """Pair the records of two answer files prompt by prompt; both must cover the same prompts."""
+    mk, ok = _keys(model), _keys(other)
+    other_by_key = dict(zip(ok, other, strict=True))
+    missing = [k for k in mk if k not in other_by_key]
+    extra = [k for k in ok if k not in set(mk)]
+    problems = []
+    if missing:
+        problems.append(f"{other_src} lacks {len(missing)} prompt(s) that {model_src} answers: {_describe(missing)}")
+    if extra:
+        problems.append(f"{model_src} lacks {len(extra)} prompt(s) that {other_src} answers: {_describe(extra)}")
+    if problems:
+        raise EvalSetError("the answer sets cover different prompts: " + "; ".join(problems))
+    return [(rec, other_by_key[k]) for k, rec in zip(mk, model, strict=True)]
+
+
+def prompt_class(rec: dict[str, Any]) -> str:
+    """The class a record is broken down by: ``class``, else ``dataset``."""
+    return str(rec.get("class") or rec.get("dataset") or "all").strip()
