@@ -38,7 +38,7 @@ def embedded_gguf_path() -> Path:
     spec = importlib.util.find_spec(EMBEDDED_PACKAGE)
     if spec is None or not spec.submodule_search_locations:
         raise BackendError(f"the embedded model is not installed; install it with: {INSTALL_HINT}")
-    path = Path(list(spec.submodule_search_locations)[0]) / EMBEDDED_GGUF
+    path = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
     if not path.exists():
         raise BackendError(f"{path} is missing; reinstall the embedded model with: {INSTALL_HINT}")
     return path

@@ -73,18 +73,21 @@ class DialogueEngine:
 
     # -- prompts ---------------------------------------------------------------------
     def assistant_messages(self, turns: list[str]) -> list[Message]:
-        msgs: list[Message] = [{"role": "system", "content": self.assistant.cfg.system}] if self.assistant.cfg.system else []
+        system = self.assistant.cfg.system
+        msgs: list[Message] = [{"role": "system", "content": system}] if system else []
         msgs += [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(turns)]
         return msgs
 
     def user_messages(self, turns: list[str], opening: Opening, persona: str | None) -> list[Message]:
         goal = self.sector.user_goal(opening)
         if self.cfg.user_prompts == "persona":
-            system = self.prompts.render("user", "persona", "system", persona=persona or "a curious person", goal=goal)
+            system = self.prompts.render("user", "persona", "system", persona=persona or "a curious person",
+                                         goal=goal)
             # Roles flipped: the simulated user speaks as "assistant", the real assistant as "user".
             msgs: list[Message] = [{"role": "system", "content": system}]
             msgs += [{"role": "assistant" if i % 2 == 0 else "user", "content": t} for i, t in enumerate(turns)]
-            msgs[-1] = {**msgs[-1], "content": msgs[-1]["content"] + "\n\n" + self.prompts.get("user", "persona", "reminder")}
+            reminder = self.prompts.get("user", "persona", "reminder")
+            msgs[-1] = {**msgs[-1], "content": msgs[-1]["content"] + "\n\n" + reminder}
             return msgs
         shown = turns if len(turns) <= TRANSCRIPT_TURNS else [turns[0], *turns[-(TRANSCRIPT_TURNS - 1):]]
         offset = len(turns) - len(shown)
@@ -167,7 +170,8 @@ class DialogueEngine:
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(turns), "assistant", attempt)
             out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"])
-            out.text = strip_role_prefix(out.text) if out.text.lower().startswith(("assistant", "ai:")) else out.text.strip()
+            labelled = out.text.lower().startswith(("assistant", "ai:"))
+            out.text = strip_role_prefix(out.text) if labelled else out.text.strip()
             if out.text:
                 return out
             regen["empty_reply"] += 1

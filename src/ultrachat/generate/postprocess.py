@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import re
 
-_ROLE = r"(?:user|human|person|me|you|assistant|ai|bot|chatbot|gpt|smollm|question|q|answer|a|message|next message|follow[- ]up(?: question)?|response|reply)"
+_ROLE = (r"(?:user|human|person|me|you|assistant|ai|bot|chatbot|gpt|smollm|question|q|answer|a|message|"
+         r"next message|follow[- ]up(?: question)?|response|reply)")
 _PREFIX = re.compile(rf"^\s*(?:\*\*)?{_ROLE}\s*(?:\d+)?\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"“”'‘’"
 
@@ -73,7 +74,8 @@ def confounding_reason(user_text: str, previous_assistant: str = "") -> str | No
     words = text.split()
     asks = "?" in text or re.match(
         r"^\s*(?:please|can|could|would|will|tell|explain|describe|give|show|help|what|how|why|"
-        r"which|who|where|when|is|are|do|does|should|list|write|compare|suggest|recommend|i (?:want|need|would like|wonder))\b",
+        r"which|who|where|when|is|are|do|does|should|list|write|compare|suggest|recommend|"
+        r"i (?:want|need|would like|wonder))\b",
         text, re.I) is not None
     if len(_LIST_LINE.findall(text)) >= 3 and "?" not in text:
         return "structured answer"

@@ -135,13 +135,15 @@ class WorldSector(Sector):
         n = self.recipe.world.questions_per_subtopic
         key = f"questions|{topic}|{normalize(subtopic)}"
         prompt = self.prompts.render("world", "questions", n=n, topic=topic, subtopic=subtopic)
-        return _only_questions(parse_list(await ctx.call("questions", key, prompt, stable_seed(self.recipe.seed, key)), n))
+        text = await ctx.call("questions", key, prompt, stable_seed(self.recipe.seed, key))
+        return _only_questions(parse_list(text, n))
 
     async def _related(self, ctx: PlanContext, topic: str, question: str) -> list[str]:
         n = self.recipe.world.related_per_question
         key = f"related|{topic}|{normalize(question)}"
         prompt = self.prompts.render("world", "related", n=n, topic=topic, question=question)
-        return _only_questions(parse_list(await ctx.call("related", key, prompt, stable_seed(self.recipe.seed, key)), n))
+        text = await ctx.call("related", key, prompt, stable_seed(self.recipe.seed, key))
+        return _only_questions(parse_list(text, n))
 
 
 def _only_questions(items: list[str]) -> list[str]:

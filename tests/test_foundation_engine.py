@@ -1,0 +1,133 @@
+"""The dialogue engine on the scripted fake backend."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from ultrachat.backends import Completion, GenerationParams, Message, Usage
+from ultrachat.backends.fake import FakeBackend
+from ultrachat.generate.engine import DialogueEngine, Role
+from ultrachat.generate.world import WorldSector
+from ultrachat.prompts import Prompts
+from ultrachat.recipe import DialogueConfig, ModelConfig, load_recipe
+
+
+def _engine(user_script: Any, assistant_script: Any = None, **dialogue: Any) -> tuple[DialogueEngine, FakeBackend]:
+    recipe = load_recipe()
+    prompts = Prompts("en")
+    sector = WorldSector(recipe, prompts)
+    user_backend = FakeBackend(user_script)
+    assistant = FakeBackend(assistant_script)
+    engine = DialogueEngine(
+        sector,
+        Role(user_backend, ModelConfig(backend="fake", model="fake", max_tokens=64)),
+        Role(assistant, ModelConfig(backend="fake", model="fake", max_tokens=256)),
+        prompts,
+        DialogueConfig(**dialogue),
+        ["a curious tester"],
+    )
+    return engine, user_backend
+
+
+def _opening(rounds: int = 3) -> Any:
+    sector = WorldSector(load_recipe(), Prompts("en"))
+    op = sector.make_opening("world-s0-t000-00000", "How do tides work?", {"topic": "Nature", "subtopic": "Oceans"})
+    op.rounds = rounds
+    return op
+
+
+async def test_roles_alternate_for_the_planned_rounds() -> None:
+    engine, user = _engine(lambda m, p: "User: And why is that?")
+    record = await engine.run(_opening(3))
+    data = record["data"]
+    assert len(data) == 6 and data[0] == "How do tides work?"
+    assert data[2] == data[4] == "And why is that?"  # role prefix stripped
+    meta = record["meta"]
+    assert meta["stop_reason"] == "completed" and meta["rounds"] == 3 and meta["sector"] == "world"
+    assert meta["topic"] == "Nature" and meta["tokens"]["assistant"]["completion"] > 0
+    # Task-framed prompt: one message quoting the transcript, not a role-play chat.
+    assert len(user.calls[0]) == 1 and "Person: How do tides work?" in user.calls[0][0]["content"]
+    assert "Nature" in user.calls[0][0]["content"]  # the sector's goal reminder
+
+
+async def test_politeness_is_regenerated() -> None:
+    replies = iter(["Thank you!", "Thanks a lot.", "What causes spring tides?", "And neap tides?"])
+    engine, _ = _engine(lambda m, p: next(replies))
+    record = await engine.run(_opening(3))
+    assert record["data"][2] == "What causes spring tides?"
+    assert record["meta"]["regenerations"] == {"politeness": 2}
+
+
+async def test_confounding_regenerated_then_dialogue_ends_keeping_completed_rounds() -> None:
+    answer = "Sure! Tides are caused by the moon's gravity pulling on the oceans."
+    engine, user = _engine(lambda m, p: answer, max_regenerations=2)
+    record = await engine.run(_opening(4))
+    assert record["meta"]["stop_reason"] == "role_confounding"
+    assert record["meta"]["regenerations"] == {"role_confounding": 3}
+    assert len(record["data"]) == 2 and record["meta"]["rounds"] == 1  # the completed round is kept
+    assert len(user.calls) == 3
+    assert engine.stats.confounded == 3 and engine.stats.user_attempts == 3
+
+
+async def test_truncated_assistant_reply_is_marked_or_ends() -> None:
+    cut = Completion("The moon pulls the", "length", Usage(10, 256), "fake")
+    engine, _ = _engine(lambda m, p: "Why?", lambda m, p: cut)
+    record = await engine.run(_opening(2))
+    assert record["meta"]["truncated_turns"] == [1, 3] and record["meta"]["stop_reason"] == "completed"
+    engine, _ = _engine(lambda m, p: "Why?", lambda m, p: cut, on_truncated="end")
+    record = await engine.run(_opening(2))
+    assert record["meta"]["stop_reason"] == "truncated" and len(record["data"]) == 2
+
+
+async def test_user_turn_cut_by_max_tokens_is_not_kept() -> None:
+    long_user = Completion("What about the", "length", Usage(5, 64), "fake")
+    engine, _ = _engine(lambda m, p: long_user, max_regenerations=1)
+    record = await engine.run(_opening(3))
+    assert record["meta"]["stop_reason"] == "role_confounding" and len(record["data"]) == 2
+
+
+async def test_empty_assistant_reply_ends_dialogue() -> None:
+    engine, _ = _engine(lambda m, p: "Why?", lambda m, p: "   ", max_regenerations=1)
+    record = await engine.run(_opening(3))
+    assert record["meta"]["stop_reason"] == "empty_reply"
+    assert record["meta"]["regenerations"] == {"empty_reply": 2}
+
+
+async def test_persona_prompts_flip_roles_and_sample_a_persona() -> None:
+    seen: list[list[Message]] = []
+
+    def user(m: list[Message], p: GenerationParams) -> str:
+        seen.append(m)
+        return "Could you give an example?"
+
+    engine, _ = _engine(user, user_prompts="persona")
+    record = await engine.run(_opening(2))
+    assert record["meta"]["persona"] == "a curious tester"
+    msgs = seen[0]
+    assert msgs[0]["role"] == "system" and "a curious tester" in msgs[0]["content"]
+    assert [m["role"] for m in msgs[1:]] == ["assistant", "user"]  # flipped history
+
+
+async def test_calls_are_seeded_per_turn() -> None:
+    params: list[GenerationParams] = []
+
+    def user(m: list[Message], p: GenerationParams) -> str:
+        params.append(p)
+        return "Why?"
+
+    engine, _ = _engine(user)
+    await engine.run(_opening(3))
+    again, _ = _engine(lambda m, p: params.append(p) or "Why?")
+    await again.run(_opening(3))
+    assert [p.seed for p in params[:2]] == [p.seed for p in params[2:]]
+    assert params[0].seed != params[1].seed and params[0].temperature == 0.7
+
+
+@pytest.mark.parametrize("mode", ["task", "persona"])
+async def test_prompt_sets_render(mode: str) -> None:
+    engine, _ = _engine(lambda m, p: "Why?", user_prompts=mode)
+    msgs = engine.user_messages(["Q?", "A." * 400, "Q2?", "A2"], _opening(), "a tester")
+    text = " ".join(m["content"] for m in msgs)
+    assert "{" not in text  # every placeholder filled

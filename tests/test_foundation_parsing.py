@@ -1,0 +1,70 @@
+"""List parsing, normalisation/dedup and turn post-processing."""
+
+from __future__ import annotations
+
+import pytest
+
+from ultrachat.generate.lists import dedupe, normalize, parse_list
+from ultrachat.generate.postprocess import confounding_reason, is_politeness_only, strip_role_prefix
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "1. What is X?\n2. Why is Y?\n3) How does Z work?",
+        "Here are three questions:\n- What is X?\n- Why is Y?\n- How does Z work?",
+        '["What is X?", "Why is Y?", "How does Z work?"]',
+        "Sure! ```json\n[\"What is X?\", \"Why is Y?\", \"How does Z work?\"]\n```",
+        "* **What is X?**\n* **Why is Y?**\n* **How does Z work?**",
+        "1. \"What is X?\"\n2. \"Why is Y?\"\n3. \"How does Z work?\"",
+    ],
+)
+def test_parse_list_formats(text: str) -> None:
+    assert parse_list(text) == ["What is X?", "Why is Y?", "How does Z work?"]
+
+
+def test_parse_list_caps_and_drops_noise() -> None:
+    text = "1. A long item one\n2. ok\n3. Another item\n4. Third item"
+    assert parse_list(text, max_items=2) == ["A long item one", "Another item"]
+
+
+def test_normalize_and_dedupe() -> None:
+    assert normalize("  What's  the Capital of FRANCE?? ") == normalize("what s the capital of france")
+    seen: set[str] = set()
+    assert dedupe(["What is AI?", "what is ai", "Why?"], seen) == ["What is AI?", "Why?"]
+    assert dedupe(["WHY?", "How?"], seen) == ["How?"]  # state carries across calls
+
+
+@pytest.mark.parametrize(
+    ("raw", "clean"),
+    [
+        ("User: What is the speed of light?", "What is the speed of light?"),
+        ("**Question:** What is DNA?", "What is DNA?"),
+        ('"How do volcanoes form?"', "How do volcanoes form?"),
+        ("Person: Follow-up question: Why?", "Why?"),
+        ("What is rain?\nAssistant: Rain is water.", "What is rain?"),
+        ("Plain question?", "Plain question?"),
+    ],
+)
+def test_strip_role_prefix(raw: str, clean: str) -> None:
+    assert strip_role_prefix(raw) == clean
+
+
+@pytest.mark.parametrize("text", ["Thank you!", "Thanks a lot.", "You're welcome", "Great, thanks!", "ok thanks bye"])
+def test_politeness_only(text: str) -> None:
+    assert is_politeness_only(text)
+
+
+@pytest.mark.parametrize("text", ["Thanks! What about Mars?", "Can you thank them for me?", "Why is it thankless?"])
+def test_not_politeness_only(text: str) -> None:
+    assert not is_politeness_only(text)
+
+
+def test_confounding_rules() -> None:
+    assert confounding_reason("Sure! Here is how photosynthesis works: plants use light.") == "assistant opener"
+    answer = "Photosynthesis happens in leaves.\n1. Light is absorbed\n2. Water is split\n3. Sugar is made"
+    assert confounding_reason(answer) == "structured answer"
+    assert confounding_reason(" ".join(["word"] * 70) + ".") == "long statement without a question"
+    assert confounding_reason("How do leaves absorb light?") is None
+    assert confounding_reason("Tell me more about chlorophyll.") is None
+    assert confounding_reason("") == "empty"
