@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, Completion, GenerationParams, Message, Usage
+from ..backends.cache import CachedCompletion
 from ..recipe import ModelConfig
 
 PRICES_ENV = "ULTRACHAT_PRICES"
@@ -119,10 +120,10 @@ class Ledger:
     def meter(self, backend: Backend, stage: str, cfg: ModelConfig) -> MeteredBackend:
         return MeteredBackend(backend, self, stage, cfg)
 
-    def record(self, stage: str, cfg: ModelConfig, out: Completion) -> None:
-        from ..backends.cache import CachedCompletion
+    def line(self, stage: str, cfg: ModelConfig) -> LedgerLine:
+        return self.lines.setdefault((stage, model_label(cfg)), LedgerLine())
 
-        line = self.lines.setdefault((stage, model_label(cfg)), LedgerLine())
+    def record(self, line: LedgerLine, price: Price, out: Completion) -> None:
         line.calls += 1
         if out.finish_reason == "error":
             line.errors += 1
@@ -132,7 +133,7 @@ class Ledger:
             return
         line.prompt_tokens += out.usage.prompt_tokens
         line.completion_tokens += out.usage.completion_tokens
-        line.add_cost(self.prices.lookup(cfg.backend, cfg.model).cost(out.usage, self.discount))
+        line.add_cost(price.cost(out.usage, self.discount))
 
     def total(self) -> LedgerLine:
         out = LedgerLine()
@@ -163,13 +164,14 @@ class MeteredBackend(Backend):
     def __init__(self, inner: Backend, ledger: Ledger, stage: str, cfg: ModelConfig) -> None:
         self.inner = inner
         self.ledger = ledger
-        self.stage = stage
-        self.cfg = cfg
         self.model_name = inner.model_name
+        # Resolved once: a price lookup per call would cost more than a fake model call.
+        self._line = ledger.line(stage, cfg)
+        self._price = ledger.prices.lookup(cfg.backend, cfg.model)
 
     async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
         out = await self.inner.complete(messages, params)
-        self.ledger.record(self.stage, self.cfg, out)
+        self.ledger.record(self._line, self._price, out)
         return out
 
 

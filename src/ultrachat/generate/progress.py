@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 
 from rich.console import Console
@@ -36,6 +37,7 @@ class RunProgress:
         self._tasks: dict[str, TaskID] = {}
         self.tokens: dict[str, int] = {}
         self.enabled = enabled
+        self._shown: dict[str, float] = {}  # stage -> when its rate and note were last computed
         #: returns a short run-wide note (cost so far) shown on the bar that advances
         self.status: Callable[[], str] | None = None
 
@@ -60,7 +62,14 @@ class RunProgress:
     def advance(self, stage: str, n: int = 1, tokens: int = 0) -> None:
         task = self._task(stage)
         self.tokens[stage] += tokens
+        now = time.monotonic()
+        # rich's speed sums every sample of the last 30 s: at thousands of advances a second,
+        # computing it on each advance would dominate the run, so the texts refresh 4x/s.
+        if not self.enabled or now - self._shown.get(stage, 0.0) < 0.25:
+            self._progress.update(task, advance=n, tokens=self.tokens[stage])
+            return
+        self._shown[stage] = now
         speed = self._progress.tasks[task].speed
-        note = self.status() if self.status and self.enabled else ""
+        note = self.status() if self.status else ""
         self._progress.update(task, advance=n, tokens=self.tokens[stage],
                               rate=f"{speed:.2f}/s" if speed else "", note=note)

@@ -30,6 +30,7 @@ from .progress import RunProgress
 from .sector import BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
 from .world import WorldSector
+from .writer import GroupCommit
 from .writing import WritingSector
 
 SECTORS: dict[str, type[Sector]] = {"world": WorldSector, "entities": EntitiesSector, "writing": WritingSector,
@@ -156,6 +157,7 @@ async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: Run
     for op in todo:
         queue.put_nowait(op)
     stopped = False
+    commit = GroupCommit(store.save_dialogues)  # one fsync per group of finished dialogues
 
     async def worker() -> None:
         nonlocal stopped
@@ -167,10 +169,13 @@ async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: Run
             record = await engine.run(op)
             tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
             budget.add(Usage(tokens, 0))
-            store.save_dialogue(record)
+            commit.add(record)
             bars.advance("dialogues", 1, tokens)
 
-    await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)) or 1)))
+    try:
+        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)) or 1)))
+    finally:
+        await commit.flush()  # finished dialogues are kept even when a backend error stops the run
     return stopped
 
 

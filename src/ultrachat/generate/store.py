@@ -118,5 +118,9 @@ class RunStore:
         return {d["id"] for d in iter_jsonl(self.dialogues_path)}
 
     def save_dialogue(self, dialogue: dict[str, Any]) -> None:
+        self.save_dialogues([dialogue])
+
+    def save_dialogues(self, dialogues: list[dict[str, Any]]) -> None:
+        """Append several dialogues with one write + fsync (group commit, see ``writer``)."""
         assert self._dialogues is not None
-        self._dialogues.write([dialogue])
+        self._dialogues.write(dialogues)
