@@ -48,9 +48,9 @@ def test_expanded_share_is_exact_on_every_prefix():
 
 def test_clean_items_keeps_questions_in_english_and_chinese():
     items = ["What is the capital of France?", "Paris", "Why?", "巴黎为什么被称为光之城？", "巴黎。",
-             "Q: How tall is it?"]
+             "Q: How tall is it?", "How to climb Mount Fuji.", "The best way to visit.", "富士山有多高"]
     assert clean_items(items, question=True) == ["What is the capital of France?", "巴黎为什么被称为光之城？",
-                                                  "How tall is it?"]
+                                                  "How tall is it?", "How to climb Mount Fuji?", "富士山有多高？"]
     assert clean_items(["Write a poem about rain", "ok", "写一首关于雨的诗"], question=False) == [
         "Write a poem about rain", "写一首关于雨的诗"]
 

@@ -3,8 +3,10 @@
 The ``[mix]`` recipe table names the sectors and each one's quota (a count, or a share of
 ``dialogues``; equal shares when nothing is given) and models (fields merged over the
 recipe's ``[models]``). Each sector runs into ``<out>/<sector>/`` exactly as
-``generate <sector>`` would (same ids, fingerprint, lock and resume), one after another;
-then every sector's dialogues are merged into ``<out>/all.jsonl``.
+``generate <sector>`` would (same ids, fingerprint, lock and resume). The sectors run at
+the same time on one set of backends, so the embedded model's micro-batcher batches calls
+of every sector together; ``max_total_tokens`` is split over the sectors in proportion to
+their quotas. Then every sector's dialogues are merged into ``<out>/all.jsonl``.
 
 Example recipe::
 
@@ -30,6 +32,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
+from ..backends import BackendPool
 from ..recipe import MixConfig, MixSector, Models, Recipe
 from .entities import house_quotas
 from .progress import RunProgress
@@ -133,24 +136,36 @@ def merge_outputs(target: Path, parts: list[Path]) -> int:
     return lines
 
 
+class _SharedPool(BackendPool):
+    """One set of backends for every sector of the mix. Each sector's run closes its pool
+    when it ends; this one stays open for the others until the mix closes it."""
+
+    async def close(self) -> None:
+        return None
+
+    async def close_shared(self) -> None:
+        await super().close()
+
+
 async def generate_all_async(recipe: Recipe, progress: bool = True, console: Console | None = None) -> MixSummary:
-    """Run every sector of the mix in turn under one progress display, then merge."""
+    """Run every sector of the mix at once under one progress display, then merge."""
     parts = sector_recipes(recipe)
     root = recipe.out_dir("all")
     root.mkdir(parents=True, exist_ok=True)
     summary = MixSummary(root, root / MERGED)
-    used = 0
-    with RunProgress(progress, console) as bars:
-        for name, sub in parts:
-            if recipe.max_total_tokens:
-                if used >= recipe.max_total_tokens:
-                    summary.notes.append(f"token budget reached before sector '{name}'; rerun with a larger "
-                                         "--max-total-tokens to continue")
-                    break
-                sub = sub.model_copy(update={"max_total_tokens": recipe.max_total_tokens - used})
-            result = await generate_async(name, sub, progress, console, bars=_SectorBars(bars, name))
-            used += result.plan_tokens + sum(u.total_tokens for u in result.stats.usage.values())
-            summary.sectors.append(result)
+    if recipe.max_total_tokens:
+        total = sum(sub.dialogues for _, sub in parts)
+        parts = [(name, sub.model_copy(update={"max_total_tokens": max(1, recipe.max_total_tokens * sub.dialogues
+                                                                          // total)}))
+                 for name, sub in parts]
+    pool = _SharedPool(recipe.cache_path())
+    try:
+        with RunProgress(progress, console) as bars:
+            runs = [generate_async(name, sub, progress, console, pool=pool, bars=_SectorBars(bars, name))
+                    for name, sub in parts]
+            summary.sectors = list(await asyncio.gather(*runs))
+    finally:
+        await pool.close_shared()
     outputs = [Path(sub.out_dir(name)) / "dialogues.jsonl" for name, sub in parts]
     summary.merged_dialogues = merge_outputs(summary.merged, outputs)
     return summary
