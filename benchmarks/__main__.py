@@ -18,6 +18,7 @@ from pathlib import Path
 
 # name -> module; each team adds its line here.
 SECTIONS: dict[str, str] = {
+    "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from ..cliutil import console, run_guarded
+from ..cliutil import console, fail, run_guarded
 
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML recipe file.")]
 DialoguesOpt = Annotated[Optional[int], typer.Option(help="Number of dialogues to have in the output.")]
@@ -24,6 +24,9 @@ ATokOpt = Annotated[Optional[int], typer.Option("--assistant-max-tokens", help="
 UPOpt = Annotated[Optional[str], typer.Option("--user-prompts", help="User-simulator prompt set: task or persona.")]
 URLOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for both roles.")]
 ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url (or a local model dir).")]
+RayOpt = Annotated[Optional[str], typer.Option("--ray", help="Shard dialogues over a Ray cluster: local, auto or "
+                                               "HOST:PORT (needs ultrachat[cluster]).")]
+RayWOpt = Annotated[Optional[int], typer.Option("--ray-workers", help="Ray workers (default: one per cluster CPU).")]
 ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show live progress bars.")]
 LangOpt = Annotated[Optional[str], typer.Option("--language", help="Language of prompts and lists (en, zh).")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (openings, dialogues, calls, tokens); "
@@ -58,7 +61,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 concurrency: ConcOpt = None, max_total_tokens: BudgetOpt = None, min_rounds: MinROpt = None,
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
                 user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
-                progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False) -> None:
+                progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
+                ray_workers: RayWOpt = None) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
@@ -72,7 +76,15 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
 
             Console().print(*render(run_guarded(lambda: plan_only(sector, rec))))
             return
-        if sector == "all":
+        if ray:
+            from functools import partial
+
+            from .distributed import generate_ray
+
+            if sector == "all":
+                fail("--ray runs one sector at a time; run each sector with --ray")
+            run = partial(generate_ray, sector, address=ray, workers=ray_workers)
+        elif sector == "all":
             from .mix import generate_all as run
         else:
             from functools import partial

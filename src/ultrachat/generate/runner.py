@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -87,29 +88,42 @@ def _language_system(prompts: Prompts) -> str:
         return ""
 
 
-async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
-                         console: Console | None = None, pool: BackendPool | None = None,
-                         bars: RunProgress | None = None) -> RunSummary:
-    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder.
-
-    ``pool`` replaces the backends the recipe names (``ultrachat plan`` simulates with it);
-    ``bars`` is a progress display shared with other runs (``generate all``)."""
-    started = time.monotonic()
-    sector = build_sector(sector_name, recipe)
-    out = recipe.out_dir(sector_name)
-    pool = pool or BackendPool(recipe.cache_path())
-    ledger = Ledger()  # tokens and cost per stage and model -> live display and report.json
+def build_engine(sector: Sector, recipe: Recipe, pool: BackendPool, ledger: Ledger,
+                 stats: EngineStats) -> DialogueEngine:
+    """The dialogue engine of ``recipe`` on ``pool``'s backends (each Ray worker builds one too)."""
     user = Role(ledger.meter(pool.get(recipe.models.user), "user", recipe.models.user), recipe.models.user)
     assistant = Role(ledger.meter(pool.get(recipe.models.assistant), "assistant", recipe.models.assistant),
                      recipe.models.assistant)
     if not assistant.cfg.system:  # e.g. Chinese prompts ask the assistant to answer in Chinese
         assistant.cfg = assistant.cfg.model_copy(update={"system": _language_system(sector.prompts)})
-    planner_cfg = recipe.models.planner_config()
-    planner = ledger.meter(pool.get(planner_cfg), "plan", planner_cfg)
     personas = load_list("personas", recipe.language, recipe.dialogue.personas_file) \
         if recipe.dialogue.user_prompts == "persona" else []
-    budget = TokenBudget(recipe.max_total_tokens)
+    return DialogueEngine(sector, user, assistant, sector.prompts, recipe.dialogue, personas, stats)
+
+
+#: ``(engine, todo, store, bars, budget, concurrency) -> stopped by the budget``
+DialogueRunner = Callable[[DialogueEngine, list[Opening], RunStore, RunProgress, TokenBudget, int],
+                          Awaitable[bool]]
+
+
+async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
+                         console: Console | None = None, pool: BackendPool | None = None,
+                         bars: RunProgress | None = None, dialogue_runner: DialogueRunner | None = None) -> RunSummary:
+    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder.
+
+    ``pool`` replaces the backends the recipe names (``ultrachat plan`` simulates with it);
+    ``bars`` is a progress display shared with other runs (``generate all``);
+    ``dialogue_runner`` replaces the local dialogue loop (``--ray`` shards it over a cluster)."""
+    started = time.monotonic()
+    sector = build_sector(sector_name, recipe)
+    out = recipe.out_dir(sector_name)
+    pool = pool or BackendPool(recipe.cache_path())
+    ledger = Ledger()  # tokens and cost per stage and model -> live display and report.json
     stats = EngineStats()
+    engine = build_engine(sector, recipe, pool, ledger, stats)
+    planner_cfg = recipe.models.planner_config()
+    planner = ledger.meter(pool.get(planner_cfg), "plan", planner_cfg)
+    budget = TokenBudget(recipe.max_total_tokens)
     summary = RunSummary(sector_name, out / "dialogues.jsonl", 0, recipe.dialogues, 0, stats)
     display = nullcontext(bars) if bars else RunProgress(progress, console)
     with RunStore(out, recipe, sector_name) as store, display as bars:
@@ -132,9 +146,9 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
             done = store.done_ids()
             todo = [o for o in openings if o.id not in done]
             summary.already_done = len(openings) - len(todo)
-            engine = DialogueEngine(sector, user, assistant, sector.prompts, recipe.dialogue, personas, stats)
             bars.add_total("dialogues", len(todo))
-            summary.budget_stopped |= await _run_dialogues(engine, todo, store, bars, budget, recipe.concurrency)
+            summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
+                engine, todo, store, bars, budget, recipe.concurrency)
             written = store.done_ids()
             for key in getattr(sector, "distribution_keys", ("topic",)):
                 summary.distribution[key] = Counter(str(o.meta.get(key, "-")) for o in openings if o.id in written)
@@ -169,7 +183,7 @@ async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: Run
             record = await engine.run(op)
             tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
             budget.add(Usage(tokens, 0))
-            commit.add(record)
+            await commit.add(record)
             bars.advance("dialogues", 1, tokens)
 
     try:

@@ -10,7 +10,7 @@ that is simply regenerated on the rerun (its id is not in the file yet).
 Example::
 
     commit = GroupCommit(store.save_dialogues)
-    commit.add(record)        # returns at once
+    await commit.add(record)  # returns at once (waits only when max_pending records queue up)
     await commit.flush()      # everything added is on disk (or the write error is raised)
 """
 
@@ -24,19 +24,24 @@ from typing import Any
 class GroupCommit:
     """Batches :meth:`add` calls into ``write(batch)`` calls run in a thread, one at a time."""
 
-    def __init__(self, write: Callable[[list[dict[str, Any]]], None]) -> None:
+    def __init__(self, write: Callable[[list[dict[str, Any]]], None], max_pending: int = 4096) -> None:
         self._write = write
+        self.max_pending = max_pending
         self._pending: list[dict[str, Any]] = []
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self.groups = 0  # number of writes, for benchmarks
 
-    def add(self, record: dict[str, Any]) -> None:
+    async def add(self, record: dict[str, Any]) -> None:
         if self._error is not None:
             raise self._error
         self._pending.append(record)
         if self._task is None or self._task.done():
             self._task = asyncio.create_task(self._drain())
+        if len(self._pending) >= self.max_pending:
+            # Back-pressure: callers that never yield (an instant backend) would otherwise
+            # queue the whole run in memory and write nothing until the end.
+            await asyncio.wait({self._task})
 
     async def _drain(self) -> None:
         while self._pending:

@@ -1,0 +1,180 @@
+"""Scale a run out over a Ray cluster: ``ultrachat generate world --ray ADDRESS``.
+
+The driver plans exactly as a local run does (same output folder, lock, fingerprint and
+plan cache), then shards the opening lines still to do over Ray tasks. Each task builds
+the recipe's dialogue engine on its node and streams finished dialogues back in batches;
+the driver alone appends them to ``dialogues.jsonl`` with the local run's crash-safe group
+commit. The exactly-once guarantee is therefore the local one: a dialogue is done once its
+line is on disk; a killed driver or worker loses only the dialogues in flight, which the
+rerun regenerates, and no id is ever written twice.
+
+Every call of one dialogue is made by one worker, so an engine replica on that worker
+(vLLM on its GPU) keeps the dialogue's growing prefix in its cache. ``concurrency`` in the
+recipe applies per worker. Addresses: ``local`` starts a private Ray instance on this
+machine; ``auto`` joins the cluster this node belongs to; ``HOST:PORT`` or
+``ray://HOST:10001`` names one.
+
+Example::
+
+    summary = generate_ray("world", load_recipe("recipe.toml"), address="local", workers=4)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import queue
+import threading
+from collections.abc import Iterator
+from typing import Any
+
+from ..backends import BackendPool, Usage
+from ..recipe import Recipe
+from .accounting import Ledger, LedgerLine, MeteredBackend
+from .engine import DialogueEngine, EngineStats
+from .progress import RunProgress
+from .sector import Opening, TokenBudget
+from .store import RunStore
+
+
+def shard_of(dialogue_id: str, shards: int) -> int:
+    """Stable shard of an id: the same on every machine and rerun."""
+    return int.from_bytes(hashlib.sha256(dialogue_id.encode()).digest()[:8], "big") % shards
+
+
+class _Sink:
+    """Stands in for the run store inside a worker: batches go to the streaming generator."""
+
+    def __init__(self, out: queue.Queue[tuple[str, Any]]) -> None:
+        self.out = out
+
+    def save_dialogues(self, batch: list[dict[str, Any]]) -> None:
+        self.out.put(("batch", batch))
+
+
+def run_shard(recipe_data: dict[str, Any], sector_name: str, openings: list[dict[str, Any]]) -> Iterator[Any]:
+    """A Ray task: generate ``openings`` and yield lists of finished dialogue records, then
+    a final ``{"ledger": ...}`` with this worker's calls, tokens and cost per stage."""
+    from .runner import _run_dialogues, build_engine, build_sector
+
+    recipe = Recipe.model_validate(recipe_data)
+    out: queue.Queue[tuple[str, Any]] = queue.Queue()
+    ledger = Ledger()
+
+    async def work() -> None:
+        pool = BackendPool(recipe.cache_path())
+        engine = build_engine(build_sector(sector_name, recipe), recipe, pool, ledger, EngineStats())
+        try:
+            await pool.start()
+            await _run_dialogues(engine, [Opening(**o) for o in openings], _Sink(out),  # type: ignore[arg-type]
+                                 RunProgress(enabled=False), TokenBudget(0), recipe.concurrency)
+        finally:
+            await pool.close()
+
+    def thread() -> None:
+        try:
+            asyncio.run(work())
+            out.put(("done", None))
+        except BaseException as exc:  # re-raised in the task, so Ray reports it to the driver
+            out.put(("error", exc))
+
+    # The event loop runs in a thread so this generator can hand batches to Ray as they come.
+    threading.Thread(target=thread, name="ultrachat-shard", daemon=True).start()
+    while True:
+        kind, payload = out.get()
+        if kind == "batch":
+            yield payload
+        elif kind == "error":
+            raise payload
+        else:
+            yield {"ledger": {f"{stage}\x1f{model}": line.__dict__ for (stage, model), line in ledger.lines.items()}}
+            return
+
+
+class RayDialogues:
+    """A ``dialogue_runner`` for :func:`ultrachat.generate.runner.generate_async` that shards
+    the dialogues over Ray workers (``workers``: default one per CPU of the cluster)."""
+
+    def __init__(self, address: str, recipe: Recipe, sector_name: str, workers: int | None = None,
+                 num_gpus: float = 0.0) -> None:
+        self.address = address
+        self.recipe = recipe
+        self.sector_name = sector_name
+        self.workers = workers
+        self.num_gpus = num_gpus
+
+    def _init(self) -> int:
+        try:
+            import ray
+        except ImportError:
+            raise ValueError("--ray needs Ray: pip install 'ultrachat[cluster]'") from None
+        if not ray.is_initialized():
+            if self.address == "local":
+                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+            else:
+                ray.init(address=self.address, log_to_driver=False)
+        return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
+
+    async def __call__(self, engine: DialogueEngine, todo: list[Opening], store: RunStore, bars: RunProgress,
+                       budget: TokenBudget, concurrency: int) -> bool:
+        from .writer import GroupCommit
+
+        if not todo:
+            return False
+        import ray
+
+        n = min(self._init(), len(todo))
+        shards: list[list[dict[str, Any]]] = [[] for _ in range(n)]
+        for op in todo:
+            shards[shard_of(op.id, n)].append(op.to_json())
+        task = ray.remote(run_shard).options(num_cpus=1, num_gpus=self.num_gpus, max_retries=0)
+        data = self.recipe.model_dump(mode="json")
+        streams = [task.remote(data, self.sector_name, shard) for shard in shards if shard]
+        commit = GroupCommit(store.save_dialogues)
+        ledger = engine.assistant.backend.ledger if isinstance(engine.assistant.backend, MeteredBackend) else None
+        stopped = False
+
+        async def consume(stream: Any) -> None:
+            nonlocal stopped
+            async for ref in stream:
+                item = await ref
+                if isinstance(item, dict):
+                    if ledger is not None:
+                        for key, fields in item["ledger"].items():
+                            stage, model = key.split("\x1f")
+                            ledger.lines.setdefault((stage, model), LedgerLine()).merge(LedgerLine(**fields))
+                    continue
+                for record in item:
+                    engine.stats.record(record)
+                    tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
+                    budget.add(Usage(tokens, 0))
+                    await commit.add(record)
+                    bars.advance("dialogues", 1, tokens)
+                if budget.exhausted and not stopped:
+                    stopped = True
+                    for s in streams:  # dialogues in flight are lost, like a kill: the rerun redoes them
+                        ray.cancel(s, force=True)
+
+        try:
+            results = await asyncio.gather(*(consume(s) for s in streams), return_exceptions=True)
+        finally:
+            await commit.flush()
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors and not stopped:
+            raise _unwrap(errors[0])
+        return stopped
+
+
+def _unwrap(exc: BaseException) -> BaseException:
+    """A worker's own exception (say a BackendError) instead of Ray's wrapper around it."""
+    cause = getattr(exc, "cause", None)
+    return cause if isinstance(cause, BaseException) else exc
+
+
+def generate_ray(sector_name: str, recipe: Recipe, address: str = "local", workers: int | None = None,
+                 progress: bool = True, console: Any = None) -> Any:
+    """Plan locally, generate the dialogues on a Ray cluster; returns the run summary."""
+    from .runner import generate_async
+
+    runner = RayDialogues(address, recipe, sector_name, workers)
+    return asyncio.run(generate_async(sector_name, recipe, progress, console, dialogue_runner=runner))
