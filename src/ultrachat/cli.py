@@ -18,7 +18,10 @@ COMMANDS: list[str] = [
     "ultrachat.generate.commands",  # generate <sector>
     "ultrachat.generate.estimate",  # plan RECIPE (calls, tokens, time, cost)
     "ultrachat.data.commands",  # show
+    "ultrachat.train.commands",  # train, train-config, delta make|recover
+    "ultrachat.chat.commands",  # chat
     "ultrachat.evaluate.commands",  # answer, eval pairwise|score, best-of-n
+    "ultrachat.explore.commands",  # explore DATA... (index + web UI)
 ]
 
 for _module in COMMANDS:
