@@ -18,6 +18,8 @@ from pathlib import Path
 
 # name -> module; each team adds its line here.
 SECTIONS: dict[str, str] = {
+    "orchestration": "benchmarks.orchestration",  # engine + writer + aiohttp backend vs the openai client
+    "embedded": "benchmarks.embedded",  # embedded model: single stream vs micro-batched tokens/s
     "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
 }
 
