@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 HEAD_BYTES = 4096  # bytes hashed to recognise a replaced file
 BATCH_LINES = 4000  # lines per transaction: bounds memory and the work a kill can lose
 TITLE_CHARS = 160
@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS files(
     id INTEGER PRIMARY KEY, path TEXT UNIQUE NOT NULL,
     offset INTEGER NOT NULL DEFAULT 0,  -- bytes indexed so far (whole lines only)
-    lines INTEGER NOT NULL DEFAULT 0, head TEXT NOT NULL DEFAULT '');
+    lines INTEGER NOT NULL DEFAULT 0,
+    head TEXT NOT NULL DEFAULT '', head_len INTEGER NOT NULL DEFAULT 0);  -- hash of the first head_len bytes
 CREATE TABLE IF NOT EXISTS dialogues(
     rowid INTEGER PRIMARY KEY, id TEXT NOT NULL,
     dup INTEGER NOT NULL,  -- 0 for the first dialogue with this id, 1 for the next...
@@ -131,9 +132,9 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
-def _head(path: Path, upto: int) -> str:
+def _head(path: Path, size: int) -> str:
     with open(path, "rb") as fh:
-        return hashlib.sha1(fh.read(min(HEAD_BYTES, upto))).hexdigest()
+        return hashlib.sha1(fh.read(size)).hexdigest()
 
 
 def _model_name(meta: dict[str, Any]) -> str | None:
@@ -214,11 +215,11 @@ def _stale(conn: sqlite3.Connection, files: list[Path]) -> str:
     if conn.execute("SELECT value FROM kv WHERE key = 'schema'").fetchone() != (SCHEMA_VERSION,):
         return "new index format"
     wanted = {str(p) for p in files}
-    for path, offset, head in conn.execute("SELECT path, offset, head FROM files"):
+    for path, offset, head, head_len in conn.execute("SELECT path, offset, head, head_len FROM files"):
         if path not in wanted:
             return f"{path} is no longer among the inputs"
         p = Path(path)
-        if offset and (p.stat().st_size < offset or _head(p, offset) != head):
+        if offset and (p.stat().st_size < offset or _head(p, head_len) != head):
             return f"{path} changed since it was indexed"
     return ""
 
@@ -264,7 +265,8 @@ def sync_index(paths: list[Path], index: Path, progress: bool = True, map_points
 def _index_file(conn: sqlite3.Connection, fid: int, path: Path, offset: int, lines: int, report: SyncReport,
                 advance: Callable[[int], None], on_batch: Callable[[int], None] | None) -> int:
     if offset == 0:
-        conn.execute("UPDATE files SET head = ? WHERE id = ?", (_head(path, HEAD_BYTES), fid))
+        size = min(HEAD_BYTES, path.stat().st_size)
+        conn.execute("UPDATE files SET head = ?, head_len = ? WHERE id = ?", (_head(path, size), size, fid))
     added = 0
     batch = _Batch()
     end = offset
