@@ -1,0 +1,1 @@
+"""``ultrachat chat``: a streaming multi-turn terminal chat (see :mod:`.session`)."""

@@ -1,0 +1,91 @@
+"""``ultrachat chat MODEL``: the terminal loop around :class:`~.session.ChatSession`."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import TYPE_CHECKING, Annotated, Optional
+
+import typer
+
+from ..cliutil import console, fail, run_guarded
+
+if TYPE_CHECKING:
+    from .session import ChatSession
+
+HELP = "commands: /reset (forget the conversation), /save FILE, /system TEXT, /exit"
+
+
+def _loop(session: ChatSession) -> None:
+    from .session import ChatError
+
+    out = sys.stdout
+    while True:
+        try:
+            line = input("You: ").strip()
+        except (EOFError, KeyboardInterrupt):
+            out.write("\n")
+            return
+        if not line:
+            continue
+        command, _, arg = line.partition(" ")
+        if command == "/exit":
+            return
+        if command == "/reset":
+            session.reset()
+            out.write("[conversation reset]\n")
+        elif command == "/save":
+            if not arg.strip():
+                out.write("[usage: /save FILE]\n")
+            else:
+                session.save(arg.strip())
+                out.write(f"[saved {len(session.history) // 2} rounds to {arg.strip()}]\n")
+        elif command == "/system":
+            session.system = arg.strip()
+            out.write(f"[system prompt {'set' if session.system else 'cleared'}]\n")
+        elif command.startswith("/") and command[1:].isalpha():
+            out.write(f"[unknown command {command}; {HELP}]\n")
+        else:
+            out.write("Assistant: ")
+            out.flush()
+            try:
+                for piece in session.send(line):
+                    out.write(piece)
+                    out.flush()
+            except KeyboardInterrupt:
+                out.write(" [interrupted]")
+            except ChatError as exc:
+                out.write(f"[error: {exc}]")
+            out.write("\n")
+        out.flush()
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("chat", help="Chat with a model in the terminal, streaming (local folder, smollm2-135m, or endpoint).")
+    def chat(
+        model: Annotated[Optional[str], typer.Argument(help="Model folder or smollm2-135m (or --base-url).")] = None,
+        base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible URL (…/v1).")] = None,
+        endpoint_model: Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url.")] = None,
+        api_key_env: Annotated[str, typer.Option(help="Env var holding the endpoint's API key.")] = "OPENAI_API_KEY",
+        system: Annotated[Optional[str], typer.Option(help="System prompt (default: the model's).")] = None,
+        template: Annotated[str, typer.Option(help="auto (recorded at training), chat or ultralm.")] = "auto",
+        temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
+        top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 0.95,
+        max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 2000,
+    ) -> None:
+        from .session import ChatSession, EndpointChatModel, LocalChatModel
+
+        if base_url:
+            name = endpoint_model or model
+            if not name:
+                fail("--base-url needs --model NAME (the model name at the endpoint)")
+            backend = EndpointChatModel(base_url, str(name), os.environ.get(api_key_env))
+        elif model:
+            backend = run_guarded(lambda: LocalChatModel(model, template))
+        else:
+            fail("give a MODEL folder (or smollm2-135m), or --base-url URL --model NAME")
+        session = ChatSession(backend, system, temperature, top_p, max_new_tokens)
+        console.print(f"chatting with {backend.name} (template {backend.template}); {HELP}", highlight=False)
+        if sys.stdin.isatty():
+            import readline  # noqa: F401 - line editing and history for input()
+        _loop(session)

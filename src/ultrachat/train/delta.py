@@ -1,0 +1,286 @@
+"""Delta weights: ``delta = tuned - base`` and ``recovered = base + delta``, tensor by tensor.
+
+Both directions stream: tensors are read one at a time with ``safe_open`` and written out
+in shards of at most ``shard_size`` bytes, so a 13B model never needs two copies in memory.
+
+Exactness: the delta of a 16-bit tensor is stored in float32 and that of a float32 tensor in
+float64, where the difference of two values is exact (barring extreme exponent gaps), so
+``base + delta`` rounds back to the tuned tensor bit for bit. The manifest records, per tensor,
+the shape, dtypes, the SHA-256 of the base tensor it was made against and of the tensor that
+recovery must produce; recovery checks both, so a wrong base or a damaged delta is named.
+
+Example::
+
+    make_delta("llama-13b", "ultralm-13b", "ultralm-13b-delta")
+    recover_delta("llama-13b", "ultralm-13b-delta", "ultralm-13b-recovered")
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from ..data.jsonl import write_json_atomic
+
+MANIFEST = "delta-manifest.json"
+FORMAT = "ultrachat-delta/1"
+_WEIGHTS = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt)$|.*\.safetensors\.index\.json$")
+_UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
+          "GIB": 2**30, "TIB": 2**40}
+
+
+class DeltaError(ValueError):
+    """Mismatched models, a wrong base or a damaged delta; the message names the tensor."""
+
+
+def parse_size(text: str | int) -> int:
+    """``"2GB"`` -> 2_000_000_000; ``"512MiB"`` -> 536870912; plain integers are bytes."""
+    m = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([KMGT]?I?B?)\s*", str(text).upper())
+    if not m or m.group(2) not in _UNITS:
+        raise DeltaError(f"shard size '{text}' is not a size like 2GB or 500MiB")
+    return int(float(m.group(1)) * _UNITS[m.group(2)])
+
+
+def tensor_sha256(tensor: Any) -> str:
+    """SHA-256 of a tensor's raw bytes (any dtype, bfloat16 included)."""
+    import torch
+
+    return hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+
+
+def _wide(dtype: Any) -> Any:
+    """The dtype a delta of ``dtype`` is stored in (``None``: not a float tensor, stored as is)."""
+    import torch
+
+    if dtype in (torch.float16, torch.bfloat16):
+        return torch.float32
+    if dtype in (torch.float32, torch.float64):
+        return torch.float64
+    return None
+
+
+def weight_index(model_dir: Path, prefix: str = "model") -> dict[str, Path]:
+    """Tensor name -> safetensors shard of a model (or delta) folder."""
+    from safetensors import safe_open
+
+    index = model_dir / f"{prefix}.safetensors.index.json"
+    if index.exists():
+        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+        return {name: model_dir / shard for name, shard in weight_map.items()}
+    files = sorted(model_dir.glob(f"{prefix}*.safetensors"))
+    if not files:
+        raise DeltaError(f"{model_dir}: no {prefix}*.safetensors weights (save the model with save_pretrained)")
+    out: dict[str, Path] = {}
+    for f in files:
+        with safe_open(str(f), framework="pt") as handle:
+            out.update(dict.fromkeys(handle.keys(), f))
+    return out
+
+
+def _architecture(model_dir: Path) -> dict[str, Any]:
+    path = model_dir / "config.json"
+    if not path.exists():
+        raise DeltaError(f"{model_dir}: no config.json (not a Hugging Face model folder)")
+    cfg = json.loads(path.read_text(encoding="utf-8"))
+    return {"model_type": cfg.get("model_type"), "architectures": cfg.get("architectures")}
+
+
+class _Reader:
+    """Open shards lazily and keep them open: tensors are read one at a time."""
+
+    def __init__(self, index: dict[str, Path]) -> None:
+        self.index = index
+        self._stack = contextlib.ExitStack()
+        self._open: dict[Path, Any] = {}
+
+    def get(self, name: str) -> Any:
+        from safetensors import safe_open
+
+        shard = self.index[name]
+        if shard not in self._open:
+            self._open[shard] = self._stack.enter_context(safe_open(str(shard), framework="pt"))
+        return self._open[shard].get_tensor(name)
+
+    def names_by_shard(self) -> Iterator[str]:
+        """Names in shard order, so each shard is read from start to end once."""
+        yield from sorted(self.index, key=lambda n: (str(self.index[n]), n))
+
+    def close(self) -> None:
+        self._stack.close()
+
+
+class _ShardWriter:
+    """Buffer tensors up to ``max_bytes``, then write a shard; ``finish`` names them HF-style."""
+
+    def __init__(self, folder: Path, prefix: str, max_bytes: int) -> None:
+        self.folder, self.prefix, self.max_bytes = folder, prefix, max_bytes
+        self.buffer: dict[str, Any] = {}
+        self.size = 0
+        self.shards: list[tuple[Path, list[str]]] = []
+        self.total = 0
+
+    def add(self, name: str, tensor: Any) -> None:
+        nbytes = tensor.numel() * tensor.element_size()
+        if self.buffer and self.size + nbytes > self.max_bytes:
+            self._flush()
+        self.buffer[name] = tensor.contiguous()
+        self.size += nbytes
+        self.total += nbytes
+
+    def _flush(self) -> None:
+        from safetensors.torch import save_file
+
+        path = self.folder / f"{self.prefix}-part{len(self.shards) + 1:05d}.safetensors"
+        save_file(self.buffer, str(path), metadata={"format": "pt"})
+        self.shards.append((path, list(self.buffer)))
+        self.buffer, self.size = {}, 0
+
+    def finish(self) -> None:
+        if self.buffer or not self.shards:
+            self._flush()
+        n = len(self.shards)
+        if n == 1:
+            self.shards[0][0].rename(self.folder / f"{self.prefix}.safetensors")
+            return
+        weight_map = {}
+        for i, (path, names) in enumerate(self.shards, 1):
+            final = f"{self.prefix}-{i:05d}-of-{n:05d}.safetensors"
+            path.rename(self.folder / final)
+            weight_map.update(dict.fromkeys(names, final))
+        write_json_atomic(self.folder / f"{self.prefix}.safetensors.index.json",
+                          {"metadata": {"total_size": self.total}, "weight_map": weight_map})
+
+
+def _staging(out: Path) -> Path:
+    """A fresh ``OUT.partial`` folder; ``OUT`` itself appears only when complete."""
+    if out.exists() and any(out.iterdir()):
+        raise DeltaError(f"{out} already exists and is not empty")
+    tmp = out.with_name(out.name + ".partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    return tmp
+
+
+def _copy_side_files(src: Path, dst: Path, skip: set[str]) -> None:
+    """Config, tokenizer, template and training record: everything but weights and run folders."""
+    for f in src.iterdir():
+        if f.is_file() and not _WEIGHTS.match(f.name) and f.name not in skip and f.name != "training_args.bin":
+            shutil.copy2(f, dst / f.name)
+
+
+def _publish(tmp: Path, out: Path) -> None:
+    if out.exists():
+        out.rmdir()  # empty, checked by _staging
+    tmp.rename(out)
+
+
+def _progress(total: int, label: str, enabled: bool) -> Any:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
+                   transient=True)
+    return bar, bar.add_task(label, total=total)
+
+
+def make_delta(base: str | Path, tuned: str | Path, out: str | Path, shard_size: str | int = "2GB",
+               progress: bool = False) -> dict[str, Any]:
+    """Write ``tuned - base`` to ``out`` with its manifest; returns the manifest."""
+    base, tuned, out = Path(base), Path(tuned), Path(out)
+    arch_b, arch_t = _architecture(base), _architecture(tuned)
+    if arch_b != arch_t:
+        raise DeltaError(f"architectures differ: base {base} is {arch_b}, tuned {tuned} is {arch_t}")
+    base_r, tuned_r = _Reader(weight_index(base)), _Reader(weight_index(tuned))
+    missing = sorted(set(tuned_r.index) - set(base_r.index))
+    extra = sorted(set(base_r.index) - set(tuned_r.index))
+    if missing or extra:
+        name, where = (missing[0], "base") if missing else (extra[0], "tuned")
+        raise DeltaError(f"tensor '{name}' is missing from the {where} model "
+                         f"({len(missing) + len(extra)} names differ): the architectures differ")
+    tmp = _staging(out)
+    writer = _ShardWriter(tmp, "delta", parse_size(shard_size))
+    tensors: dict[str, Any] = {}
+    bar, task = _progress(len(tuned_r.index), "delta make", progress)
+    try:
+        with bar:
+            for name in tuned_r.names_by_shard():
+                t, b = tuned_r.get(name), base_r.get(name)
+                if t.shape != b.shape:
+                    raise DeltaError(f"tensor '{name}': shape {tuple(b.shape)} in base vs {tuple(t.shape)} in tuned")
+                wide = _wide(t.dtype)
+                if wide is None:  # integer buffers: stored as they are
+                    delta, result = t, t
+                else:
+                    delta = t.to(wide) - b.to(wide)
+                    result = (b.to(wide) + delta).to(t.dtype)
+                writer.add(name, delta)
+                tensors[name] = {"shape": list(t.shape), "dtype": str(t.dtype).removeprefix("torch."),
+                                 "op": "copy" if wide is None else "add", "base_sha256": tensor_sha256(b),
+                                 "sha256": tensor_sha256(result), "exact": bool((result == t).all())}
+                bar.advance(task)
+        writer.finish()
+    finally:
+        base_r.close()
+        tuned_r.close()
+    _copy_side_files(tuned, tmp, set())
+    manifest = {"format": FORMAT, "architecture": arch_t, "tensors": tensors}
+    write_json_atomic(tmp / MANIFEST, manifest)
+    _publish(tmp, out)
+    return manifest
+
+
+def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_size: str | int = "2GB",
+                  progress: bool = False) -> int:
+    """Write ``base + delta`` to ``out``, verifying every checksum; returns the tensor count."""
+    import torch
+
+    base, delta, out = Path(base), Path(delta), Path(out)
+    try:
+        manifest = json.loads((delta / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise DeltaError(f"{delta}: no {MANIFEST} (not a delta made by `ultrachat delta make`)") from None
+    if manifest.get("format") != FORMAT:
+        raise DeltaError(f"{delta}/{MANIFEST}: unknown format {manifest.get('format')!r}")
+    arch = _architecture(base)
+    if arch != manifest["architecture"]:
+        raise DeltaError(f"architectures differ: base {base} is {arch}, the delta was made for "
+                         f"{manifest['architecture']}")
+    base_r, delta_r = _Reader(weight_index(base)), _Reader(weight_index(delta, "delta"))
+    entries: dict[str, Any] = manifest["tensors"]
+    for name in entries:
+        if name not in base_r.index:
+            raise DeltaError(f"tensor '{name}' is missing from the base model {base}: the architectures differ")
+        if name not in delta_r.index:
+            raise DeltaError(f"tensor '{name}' is missing from the delta {delta}: the delta is incomplete")
+    tmp = _staging(out)
+    writer = _ShardWriter(tmp, "model", parse_size(shard_size))
+    bar, task = _progress(len(entries), "delta recover", progress)
+    try:
+        with bar:
+            for name in delta_r.names_by_shard():
+                entry = entries[name]
+                d, b = delta_r.get(name), base_r.get(name)
+                if list(b.shape) != entry["shape"]:
+                    raise DeltaError(f"tensor '{name}': shape {tuple(b.shape)} in base vs {tuple(entry['shape'])} "
+                                     "in the delta")
+                if tensor_sha256(b) != entry["base_sha256"]:
+                    raise DeltaError(f"tensor '{name}': the base model differs from the one the delta was made "
+                                     "against (checksum mismatch)")
+                dtype = getattr(torch, entry["dtype"])
+                result = d if entry["op"] == "copy" else (b.to(d.dtype) + d).to(dtype)
+                if tensor_sha256(result) != entry["sha256"]:
+                    raise DeltaError(f"tensor '{name}': recovered checksum mismatch (the delta is damaged)")
+                writer.add(name, result)
+                bar.advance(task)
+        writer.finish()
+    finally:
+        base_r.close()
+        delta_r.close()
+    _copy_side_files(delta, tmp, {MANIFEST})
+    _publish(tmp, out)
+    return len(entries)
