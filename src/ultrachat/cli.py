@@ -17,6 +17,7 @@ app = typer.Typer(help="Build, clean, train on, evaluate and explore UltraChat-s
 COMMANDS: list[str] = [
     "ultrachat.generate.commands",  # generate <sector>
     "ultrachat.generate.estimate",  # plan RECIPE (calls, tokens, time, cost)
+    "ultrachat.backends.batch",  # batch status|cancel (provider batch jobs)
     "ultrachat.data.commands",  # show
     "ultrachat.train.commands",  # train, train-config, delta make|recover
     "ultrachat.chat.commands",  # chat

@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """One role's model: which backend serves it and how it samples."""
 
-    backend: Literal["local", "openai", "fake"] = "local"
+    backend: Literal["local", "openai", "openai_batch", "fake"] = "local"
     model: str = "smollm2-135m"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"
@@ -53,6 +53,9 @@ class ModelConfig(_Strict):
     tokens_per_minute: int = Field(0, ge=0)
     timeout_s: float = Field(120.0, gt=0)
     max_retries: int = Field(6, ge=0)
+    # Batch APIs (backend = "openai_batch"): quiet time before a batch is sent, poll interval.
+    batch_wait_s: float = Field(2.0, ge=0)
+    batch_poll_s: float = Field(30.0, gt=0)
 
 
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -243,7 +246,8 @@ class Recipe(_Strict):
         data = self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS) | skip)
         for cfg in data["models"].values():
             if cfg:
-                for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries"):
+                for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries",
+                            "batch_wait_s", "batch_poll_s"):
                     cfg.pop(key, None)
         data["sector"] = sector
         return data

@@ -29,6 +29,10 @@ def make_backend(cfg: ModelConfig) -> Backend:
         from .openai import OpenAIBackend
 
         return OpenAIBackend(cfg)
+    if cfg.backend == "openai_batch":
+        from .batch import BatchBackend
+
+        return BatchBackend(cfg)
     raise BackendError(f"unknown backend '{cfg.backend}'")
 
 

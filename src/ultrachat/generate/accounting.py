@@ -123,7 +123,7 @@ class Ledger:
     def line(self, stage: str, cfg: ModelConfig) -> LedgerLine:
         return self.lines.setdefault((stage, model_label(cfg)), LedgerLine())
 
-    def record(self, line: LedgerLine, price: Price, out: Completion) -> None:
+    def record(self, line: LedgerLine, price: Price, out: Completion, discount: float = 1.0) -> None:
         line.calls += 1
         if out.finish_reason == "error":
             line.errors += 1
@@ -133,7 +133,7 @@ class Ledger:
             return
         line.prompt_tokens += out.usage.prompt_tokens
         line.completion_tokens += out.usage.completion_tokens
-        line.add_cost(price.cost(out.usage, self.discount))
+        line.add_cost(price.cost(out.usage, self.discount * discount))
 
     def total(self) -> LedgerLine:
         out = LedgerLine()
@@ -168,10 +168,11 @@ class MeteredBackend(Backend):
         # Resolved once: a price lookup per call would cost more than a fake model call.
         self._line = ledger.line(stage, cfg)
         self._price = ledger.prices.lookup(cfg.backend, cfg.model)
+        self._discount = ledger.prices.batch_discount if cfg.backend == "openai_batch" else 1.0
 
     async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
         out = await self.inner.complete(messages, params)
-        self.ledger.record(self._line, self._price, out)
+        self.ledger.record(self._line, self._price, out, self._discount)
         return out
 
 
