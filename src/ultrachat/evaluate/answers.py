@@ -49,7 +49,7 @@ async def answer_item(item: EvalItem, backend: Backend, cfg: ModelConfig, params
     outputs, finish, tokens = [], "stop", 0
     for turn in item.turns:
         messages.append({"role": "user", "content": turn})
-        out = await backend.complete(messages, params)
+        out = await backend.complete(list(messages), params)  # a snapshot: the list grows below
         outputs.append(out.text)
         messages.append({"role": "assistant", "content": out.text})
         tokens += out.usage.completion_tokens

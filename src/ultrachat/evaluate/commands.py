@@ -45,7 +45,9 @@ def _model_config(backend: str | None, model: str | None, base_url: str | None, 
         if not model:
             fail("--model is required with --base-url (the model name the endpoint serves)")
         backend = "openai"
-    fields = {"backend": backend or "local", "model": model or "smollm2-135m", "base_url": base_url}
+    backend = backend or "local"
+    fields = {"backend": backend, "model": model or ("fake" if backend == "fake" else "smollm2-135m"),
+              "base_url": base_url}
     return run_guarded(lambda: ModelConfig(**fields, **{k: v for k, v in sampling.items() if v is not None}))
 
 
