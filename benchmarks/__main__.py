@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "orchestration": "benchmarks.orchestration",  # engine + writer + aiohttp backend vs the openai client
     "embedded": "benchmarks.embedded",  # embedded model: single stream vs micro-batched tokens/s
     "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
+    "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -194,7 +194,7 @@ function renderStats() {
 
 // ---------- map ----------
 
-const view = { scale: 1, ox: 0, oy: 0, hover: -1, drag: null, grid: null };
+const view = { scale: 1, base: 1, ox: 0, oy: 0, hover: -1, drag: null, grid: null };
 
 function colourKey() { return $("colour-by").value; }
 
@@ -207,6 +207,7 @@ function resetView() {
   const c = $("map-canvas");
   const size = Math.min(c.clientWidth, c.clientHeight);
   view.scale = size * 0.45;
+  view.base = view.scale;
   view.ox = c.clientWidth / 2;
   view.oy = c.clientHeight / 2;
   drawMap();
@@ -228,7 +229,8 @@ function drawMap() {
   ctx.clearRect(0, 0, c.clientWidth, c.clientHeight);
   const m = state.map;
   if (!m) return;
-  const r = Math.max(1.5, Math.min(5, view.scale / 250));
+  // Dot size: big for small samples, small for 20k points; grows a little as you zoom in.
+  const r = Math.min(10, Math.max(2, 300 / Math.sqrt(m.x.length)) * Math.max(1, Math.sqrt(view.scale / view.base)));
   for (let i = 0; i < m.x.length; i++) {
     const [sx, sy] = toScreen(i);
     if (sx < -5 || sy < -5 || sx > c.clientWidth + 5 || sy > c.clientHeight + 5) continue;
