@@ -39,7 +39,7 @@ class _Strict(BaseModel):
 class ModelConfig(_Strict):
     """One role's model: which backend serves it and how it samples."""
 
-    backend: Literal["local", "openai", "openai_batch", "fake"] = "local"
+    backend: Literal["local", "openai", "openai_batch", "vllm", "fake"] = "local"
     model: str = "smollm2-135m"
     base_url: str | None = None
     api_key_env: str = "OPENAI_API_KEY"

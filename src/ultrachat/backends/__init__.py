@@ -33,6 +33,10 @@ def make_backend(cfg: ModelConfig) -> Backend:
         from .batch import BatchBackend
 
         return BatchBackend(cfg)
+    if cfg.backend == "vllm":
+        from .vllm import VLLMBackend
+
+        return VLLMBackend(cfg)
     raise BackendError(f"unknown backend '{cfg.backend}'")
 
 

@@ -116,9 +116,21 @@ class Ledger:
         self.prices = prices or Prices.load()
         self.discount = discount
         self.lines: dict[tuple[str, str], LedgerLine] = {}
+        self._backends: dict[str, Backend] = {}
 
     def meter(self, backend: Backend, stage: str, cfg: ModelConfig) -> MeteredBackend:
+        self._backends[model_label(cfg)] = backend
         return MeteredBackend(backend, self, stage, cfg)
+
+    def engine_reports(self) -> dict[str, Any]:
+        """Backend-specific figures (the vLLM prefix cache hit rate) by model, if any."""
+        out = {}
+        for label, backend in self._backends.items():
+            while not hasattr(backend, "report") and hasattr(backend, "inner"):
+                backend = backend.inner  # through the response cache
+            if hasattr(backend, "report"):
+                out[label] = backend.report()
+        return out
 
     def line(self, stage: str, cfg: ModelConfig) -> LedgerLine:
         return self.lines.setdefault((stage, model_label(cfg)), LedgerLine())
@@ -152,7 +164,10 @@ class Ledger:
         stages: dict[str, dict[str, Any]] = {}
         for (stage, model), line in sorted(self.lines.items()):
             stages.setdefault(stage, {})[model] = asdict(line)
-        return {"stages": stages, "total": asdict(self.total()), "prices": self.prices.source}
+        data = {"stages": stages, "total": asdict(self.total()), "prices": self.prices.source}
+        if reports := self.engine_reports():
+            data["engines"] = reports
+        return data
 
 
 class MeteredBackend(Backend):

@@ -176,5 +176,6 @@ def generate_ray(sector_name: str, recipe: Recipe, address: str = "local", worke
     """Plan locally, generate the dialogues on a Ray cluster; returns the run summary."""
     from .runner import generate_async
 
-    runner = RayDialogues(address, recipe, sector_name, workers)
+    gpus = 1.0 if "vllm" in {recipe.models.user.backend, recipe.models.assistant.backend} else 0.0
+    runner = RayDialogues(address, recipe, sector_name, workers, num_gpus=gpus)  # a vLLM engine per GPU worker
     return asyncio.run(generate_async(sector_name, recipe, progress, console, dialogue_runner=runner))

@@ -21,6 +21,7 @@ from rich.console import Console
 from rich.table import Table
 
 from ..backends import BackendPool, Usage
+from ..backends.vllm import DIALOGUE
 from ..prompts import PromptError, Prompts, load_list
 from ..recipe import Recipe
 from .accounting import Ledger, write_report
@@ -180,6 +181,7 @@ async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: Run
                 stopped = True
                 return
             op = queue.get_nowait()
+            DIALOGUE.set(op.id)  # engines with per-replica caches keep a dialogue on one replica
             record = await engine.run(op)
             tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
             budget.add(Usage(tokens, 0))
