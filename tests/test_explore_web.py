@@ -43,7 +43,7 @@ def corpus(folder: Path) -> int:
                                "models": {"assistant": {"model": "smollm2-135m"}}}})
     (folder / "dialogues.jsonl").write_text("".join(json.dumps(d) + "\n" for d in lines), encoding="utf-8")
     plain = [{"id": "xss-1", "data": [XSS, "I will not run <script>alert(1)</script> **ever**."]},
-             {"id": "plain-2", "data": ["Tides again?", "Yes, tides."]}]
+             {"id": "plain/2 ?", "data": ["Tides again?", "Yes, tides."]}]
     (folder / "plain.jsonl").write_text("".join(json.dumps(d) + "\n" for d in plain), encoding="utf-8")
     return len(lines) + len(plain)
 
@@ -86,6 +86,8 @@ def test_api_search_dialogue_stats_map(server: str) -> None:
     assert plain["total"] == 13  # the plain {id, data} line is found too
     _, _, d = get(f"{server}api/dialogues/writing-003")
     assert d["data"][2] == "Tell me more." and d["meta"]["topic"] == "Code" and d["line"] == 4
+    _, _, odd = get(f"{server}api/dialogues/plain%2F2%20%3F")  # ids are free text: slashes, spaces...
+    assert odd["data"] == ["Tides again?", "Yes, tides."] and odd["meta"] == {}
     _, _, stats = get(f"{server}api/stats")
     assert stats["dialogues"] == 50 and ["world", 24] in stats["sectors"] and [None, 2] in stats["sectors"]
     assert dict(stats["rounds_hist"])["2"] == 48 and dict(stats["rounds_hist"])["1"] == 2  # plain lines: 2 turns

@@ -114,7 +114,7 @@ def make_app(index: Path, allowed_hosts: set[str] | None = None) -> web.Applicat
     app = web.Application(middlewares=[guard])
     app.router.add_get("/", page)
     app.router.add_get("/api/search", api_search)
-    app.router.add_get("/api/dialogues/{id}", api_dialogue)
+    app.router.add_get("/api/dialogues/{id:.+}", api_dialogue)  # ids may contain "/"
     app.router.add_get("/api/stats", api_stats)
     app.router.add_get("/api/map", api_map)
     app.router.add_static("/static", STATIC, follow_symlinks=False)
