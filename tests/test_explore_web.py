@@ -162,6 +162,7 @@ def test_browser_search_filter_open(page) -> None:
     assert pg.locator(".bubble.assistant").count() == 2
     assert "Nature" in pg.inner_text("#d-meta")
     assert pg.get_attribute("#d-permalink", "href") == "#/d/world-000"
+    pg.screenshot(path=str(ARTIFACTS / "explore-dialogue.png"))
 
 
 def test_browser_renders_markup_as_text(page, server: str) -> None:
@@ -177,6 +178,7 @@ def test_browser_renders_markup_as_text(page, server: str) -> None:
     pg.goto(f"{server}#/d/writing-003")
     wait_view(pg, "/d/writing-003")
     assert pg.locator(".bubble.assistant pre code").first.inner_text() == "items.reverse()"
+    pg.screenshot(path=str(ARTIFACTS / "explore-code.png"))
     pg.goto(f"{server}#/search?q=onerror")
     pg.wait_for_function("document.querySelectorAll('#results li').length === 1")
     assert "<img src=x" in pg.inner_text("#results .snippet")
@@ -190,6 +192,7 @@ def test_browser_stats_and_map(page, server: str) -> None:
     wait_view(pg, "/stats")
     assert pg.locator(".card-value").first.inner_text() == "50"
     assert pg.locator(".chart").count() == 7
+    pg.screenshot(path=str(ARTIFACTS / "explore-stats.png"), full_page=True)
     pg.click("nav a[data-view=map]")
     wait_view(pg, "/map")
     assert pg.get_attribute("#map-canvas", "data-points") == "50"
