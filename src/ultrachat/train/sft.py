@@ -78,8 +78,9 @@ def _jsonl_records(path: str, stamp: str) -> Iterator[dict[str, Any]]:
 def load_dialogues(paths: list[str]) -> tuple[Any, Any]:
     """Load and concatenate dialogue sources -> ``(train, held_out_or_None)`` datasets.
 
-    Accepts UltraChat JSONL, JSONL with ``messages``, Parquet files, and folders written by
-    ``Dataset.save_to_disk`` (a ``DatasetDict``'s ``test``/``test_sft`` split is the held-out one).
+    Accepts UltraChat JSONL, JSONL with ``messages``, Parquet files, folders written by
+    ``save_to_disk`` and Parquet split folders (``ultrachat export --format hf|parquet``); a
+    ``test``/``test_sft`` split is the held-out one.
     """
     import datasets
 
@@ -89,7 +90,9 @@ def load_dialogues(paths: list[str]) -> tuple[Any, Any]:
         if not path.exists():
             raise FileNotFoundError(f"{raw}: no such file or folder")
         if path.is_dir():
-            loaded = datasets.load_from_disk(str(path))
+            saved = (path / "dataset_dict.json").exists() or (path / "state.json").exists()
+            # save_to_disk folders, or Parquet split folders (`ultrachat export --format parquet`)
+            loaded = datasets.load_from_disk(str(path)) if saved else datasets.load_dataset(str(path))
             if isinstance(loaded, datasets.DatasetDict):
                 train_split = next((s for s in ("train", "train_sft") if s in loaded), next(iter(loaded)))
                 trains.append(loaded[train_split])
@@ -228,7 +231,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
-        gradient_accumulation_steps=cfg.grad_accum, gradient_checkpointing=cfg.gradient_checkpointing,
+        gradient_accumulation_steps=cfg.grad_accum, activation_checkpointing=cfg.gradient_checkpointing,
         bf16=precision == "bf16", fp16=precision == "fp16",
         eval_strategy="steps" if eval_ds is not None else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,

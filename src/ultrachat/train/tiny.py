@@ -45,3 +45,23 @@ def make_tiny_model(out: str | Path, texts: Iterable[str], vocab_size: int = 512
     model.save_pretrained(out)
     tok.save_pretrained(out)
     return out
+
+
+_CITIES = [("France", "Paris"), ("Spain", "Madrid"), ("Italy", "Rome"), ("Japan", "Tokyo"), ("Peru", "Lima"),
+           ("Egypt", "Cairo"), ("Kenya", "Nairobi"), ("Chile", "Santiago"), ("Norway", "Oslo"), ("Cuba", "Havana")]
+
+
+def toy_dialogues(n: int, rounds: int = 3) -> list[dict[str, object]]:
+    """``n`` UltraChat dialogues with a learnable pattern (capital-city questions).
+
+    >>> toy_dialogues(1, rounds=1)[0]["data"]
+    ['What is the capital of France?', 'The capital of France is Paris.']
+    """
+    out = []
+    for i in range(n):
+        data: list[str] = []
+        for r in range(rounds):
+            country, city = _CITIES[(i + r) % len(_CITIES)]
+            data += [f"What is the capital of {country}?", f"The capital of {country} is {city}."]
+        out.append({"id": f"toy-{i}", "data": data})
+    return out
