@@ -159,9 +159,10 @@ def measure(n: int, workdir: Path) -> str:
 def run(sizes: tuple[int, ...] = SIZES) -> str:
     with tempfile.TemporaryDirectory(prefix="explore-bench-") as tmp:
         parts = [f"## Explorer (`ultrachat explore`)\n\nCommand: `python -m benchmarks explore` (sizes "
-                 f"{', '.join(f'{n:,}' for n in sizes)}; {QUERIES_PER_CLASS} queries per class, {BASELINE_QUERIES} for the baseline; one search = "
-                 "ranked page of 20 with snippets read from the JSONL file). CPU cores: "
-                 f"{os.cpu_count()}.\n"]
+                 f"{', '.join(f'{n:,}' for n in sizes)}; {QUERIES_PER_CLASS} queries per class, "
+                 f"{BASELINE_QUERIES} for the baseline; one search = ranked page of 20 with snippets read from "
+                 f"the JSONL file). CPU cores: {os.cpu_count()}; load average at the start: "
+                 f"{os.getloadavg()[0]:.1f} (other jobs share this machine: latencies are upper bounds).\n"]
         parts += [measure(n, Path(tmp)) for n in sizes]
     return "\n".join(parts)
 

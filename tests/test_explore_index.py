@@ -165,3 +165,16 @@ def test_any_text_is_a_valid_query(corpus: sqlite3.Connection, q: str) -> None:
 def test_bad_parameters_are_query_errors(params: dict[str, str]) -> None:
     with pytest.raises(s.QueryError):
         s.Query.parse(params)
+
+
+def test_cli_index_only_and_one_line_errors(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    data, db = tmp_path / "a.jsonl", tmp_path / "i.sqlite"
+    write(data, [dialogue(i) for i in range(3)])
+    ok = subprocess.run([*ultrachat_exe, "explore", str(data), "--index", str(db), "--index-only"],
+                        capture_output=True, text=True, check=False)
+    assert ok.returncode == 0 and "3 dialogues (3 new" in ok.stderr
+    assert connect(db, readonly=True).execute("SELECT count(*) FROM map").fetchone()[0] == 3
+    bad = subprocess.run([*ultrachat_exe, "explore", str(tmp_path / "nope.jsonl"), "--index-only"],
+                         capture_output=True, text=True, check=False)
+    assert bad.returncode == 2 and "nope.jsonl: no such file or folder" in bad.stderr
+    assert len(bad.stderr.strip().splitlines()) == 1

@@ -30,6 +30,8 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
     import asyncio
     import contextlib
 
+    from rich.markup import escape
+
     from .index import default_index_path, sync_index
 
     if not 0 <= port <= 65535:
@@ -39,12 +41,12 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
     index = index or default_index_path(data)
     report = sync_index(data, index, map_points=map_points)
     if report.rebuilt:
-        console.print(f"rebuilt the index: {report.rebuilt}", highlight=False)
+        console.print(f"rebuilt the index: {report.rebuilt}", markup=False, highlight=False, soft_wrap=True)
     console.print(f"index {index}: {report.total:,} dialogues ({report.added:,} new, {report.seconds:.1f} s)",
-                  highlight=False)
+                  markup=False, highlight=False, soft_wrap=True)
     if report.skipped_count:
         console.print(f"[yellow]skipped {report.skipped_count:,} lines that are not dialogues[/], e.g. "
-                      f"{report.skipped[0]}", highlight=False, markup=True)
+                      f"{escape(report.skipped[0])}", highlight=False, markup=True, soft_wrap=True)
     if not serve:
         return
     from .server import LOOPBACK
@@ -52,7 +54,7 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
 
     if host not in LOOPBACK:
         console.print(f"[yellow]warning:[/] serving on {host}: anyone who can reach this address can read the data",
-                      markup=True, highlight=False)
+                      markup=True, highlight=False, soft_wrap=True)
 
     def ready(url: str) -> None:
         # stdout, flushed: scripts and tests read the URL from here (port 0 picks a free port).
