@@ -20,6 +20,7 @@ import math
 import random
 import re
 from collections import defaultdict
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -116,6 +117,17 @@ def _entity_from_row(row: dict[str, Any], where: str) -> Entity:
     return Entity(name, str(row.get("type") or "").strip(), str(row.get("description") or "").strip())
 
 
+def jsonl_rows(path: Path, fh: Iterable[str]) -> Iterator[tuple[int, Any]]:
+    """``(line number, value)`` of each non-blank JSON line; bad JSON raises ``file:line``."""
+    for no, raw in enumerate(fh, 1):
+        if not raw.strip():
+            continue
+        try:
+            yield no, json.loads(raw)
+        except json.JSONDecodeError as exc:
+            raise InvalidLine(f"{path}:{no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+
+
 def read_entities(path: str | Path) -> list[Entity]:
     """Entities from a TXT (one name a line, '#' comments), CSV (header with ``name``,
     optional ``type``, ``description``) or JSONL file (objects with the same fields, or
@@ -136,13 +148,7 @@ def read_entities(path: str | Path) -> list[Entity]:
                 if any((v or "").strip() for v in row.values() if isinstance(v, str)):
                     out.append(_entity_from_row(row, f"{path}:{reader.line_num}"))
         elif suffix in (".jsonl", ".json", ".ndjson"):
-            for no, raw in enumerate(fh, 1):
-                if not raw.strip():
-                    continue
-                try:
-                    obj = json.loads(raw)
-                except json.JSONDecodeError as exc:
-                    raise InvalidLine(f"{path}:{no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+            for no, obj in jsonl_rows(path, fh):
                 if isinstance(obj, str):
                     obj = {"name": obj}
                 if not isinstance(obj, dict):

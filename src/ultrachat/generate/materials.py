@@ -18,7 +18,6 @@ import asyncio
 import glob
 import hashlib
 import itertools
-import json
 import math
 import random
 from collections.abc import Iterator
@@ -30,7 +29,7 @@ from typing import Any
 from ..data.jsonl import InvalidLine
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
-from .entities import clean_items
+from .entities import clean_items, jsonl_rows
 from .lists import normalize, parse_list
 from .sector import Opening, PlanContext, Sector, stable_seed
 
@@ -45,13 +44,7 @@ class Passage:
 
 def _jsonl_passages(path: Path, field: str) -> Iterator[Passage]:
     with open(path, encoding="utf-8") as fh:
-        for no, raw in enumerate(fh, 1):
-            if not raw.strip():
-                continue
-            try:
-                obj = json.loads(raw)
-            except json.JSONDecodeError as exc:
-                raise InvalidLine(f"{path}:{no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+        for no, obj in jsonl_rows(path, fh):
             text = obj if isinstance(obj, str) else obj.get(field) if isinstance(obj, dict) else None
             if not isinstance(text, str):
                 raise InvalidLine(f"{path}:{no}: no text field '{field}' (set materials.text_field)")
