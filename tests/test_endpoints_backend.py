@@ -53,6 +53,19 @@ async def test_each_fault_is_retried_until_success(mock: MockServer, fault: str)
     assert b.stats["retries"] == 1 and b.stats["ok"] == 2  # the start probe and the retried call
 
 
+async def test_rejected_request_is_not_retried(mock: MockServer) -> None:
+    b = backend(mock.url)
+    await b.start()
+    try:
+        mock.control(queue=["400"])
+        rejected = await b.complete(HELLO, PARAMS)  # one bad prompt: an empty error reply, the run goes on
+        assert (await b.complete(HELLO, PARAMS)).finish_reason == "stop"
+    finally:
+        await b.close()
+    assert rejected.finish_reason == "error" and rejected.text == ""
+    assert b.stats["retries"] == 0 and mock.stats()["counts"]["400"] == 1
+
+
 @pytest.mark.parametrize("date_form", [False, True])
 async def test_retry_after_is_honoured(mock: MockServer, date_form: bool) -> None:
     # An HTTP-date has whole-second resolution, so ask for 2 s and expect at least 1 s.

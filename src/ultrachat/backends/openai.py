@@ -49,6 +49,7 @@ from .ratelimit import RateLimiter
 DEFAULT_BASE_URL = "https://api.openai.com/v1"
 RETRY_STATUS = frozenset({408, 409, 425, 429})  # plus every 5xx
 BREAKER_REQUESTS = 3
+PROBE_RETRIES = 2  # the start probe gives up sooner: a dead endpoint should fail fast
 MAX_RETRY_AFTER_S = 300.0
 FINISH: dict[str | None, FinishReason] = {"length": "length", "content_filter": "error"}
 
@@ -97,6 +98,7 @@ class OpenAIBackend(Backend):
         self.backoff_base_s = backoff_base_s
         self.backoff_max_s = backoff_max_s
         self._session: Any = None
+        self._start_lock = asyncio.Lock()
         self._slots = asyncio.Semaphore(cfg.max_in_flight)
         self._rpm = RateLimiter(cfg.requests_per_minute) if cfg.requests_per_minute else None
         self._tpm = RateLimiter(cfg.tokens_per_minute) if cfg.tokens_per_minute else None
@@ -117,8 +119,11 @@ class OpenAIBackend(Backend):
     async def start(self) -> None:
         """Open the connection pool and send one tiny request, so an unreachable endpoint,
         a rejected key or an unknown model stops the run before any work is done."""
-        if self._session is not None:
-            return
+        async with self._start_lock:
+            if self._session is None:
+                await self._open()
+
+    async def _open(self) -> None:
         import aiohttp
 
         timeout = aiohttp.ClientTimeout(total=self.cfg.timeout_s, sock_connect=min(10.0, self.cfg.timeout_s))
@@ -156,7 +161,8 @@ class OpenAIBackend(Backend):
     async def _send(self, body: bytes, estimate: int, probe: bool = False) -> Completion:
         import aiohttp
 
-        for attempt in range(self.cfg.max_retries + 1):
+        retries = min(self.cfg.max_retries, PROBE_RETRIES) if probe else self.cfg.max_retries
+        for attempt in range(retries + 1):
             if self._fatal:
                 raise BackendError(self._fatal)
             if self._rpm:
@@ -190,12 +196,11 @@ class OpenAIBackend(Backend):
             else:
                 reason = f"HTTP {status}: {_one_line(raw)}" if status else raw.decode()
                 self._check_fatal(status, raw)
-                if status and status not in RETRY_STATUS and status < 500:
-                    self._last_error = reason
-                    break  # another 4xx: this request will not succeed on retry
             self._last_error = reason
             self.stats[f"failed: {reason.split(':')[0]}"] += 1
-            if attempt < self.cfg.max_retries:
+            if 400 <= status < 500 and status not in RETRY_STATUS:
+                break  # another 4xx: this request will not succeed on retry
+            if attempt < retries:
                 self.stats["retries"] += 1
                 await asyncio.sleep(self._backoff(attempt, wait))
         return self._give_up(probe)
@@ -221,7 +226,7 @@ class OpenAIBackend(Backend):
                            f"check the {self.cfg.api_key_env} environment variable")
         elif status == 404:
             self._fatal = (f"{self.base_url}: model '{self.cfg.model}' not found (HTTP 404: {detail}); "
-                           "check the model name (GET /models lists what the server has)")
+                           "check the model name (GET /models lists what the server has) and base_url")
         elif status == 429 and b"insufficient_quota" in raw:
             self._fatal = f"{self.base_url}: quota exhausted (HTTP 429: {detail})"
         if self._fatal:
@@ -238,7 +243,8 @@ class OpenAIBackend(Backend):
         self._failed_in_a_row += 1
         self.stats["gave_up"] += 1
         if not probe and self._failed_in_a_row >= BREAKER_REQUESTS:
-            self._fatal = (f"every request to {self.base_url} is failing ({self._failed_in_a_row} requests in a row "
-                           f"failed after {self.cfg.max_retries} retries each; last: {self._last_error}); stopping")
+            self._fatal = (f"every request to {self.base_url} is failing ({self._failed_in_a_row} requests in a "
+                           f"row failed, each after up to {self.cfg.max_retries} retries; last: {self._last_error}); "
+                           "stopping")
             raise BackendError(self._fatal)
         return Completion("", "error", Usage(), self.model_name)

@@ -6,7 +6,8 @@ answers otherwise), after a configurable latency, and injects faults on demand:
 
 * ``429`` with ``Retry-After`` (seconds, or an HTTP-date with ``--retry-after-date``),
 * ``500``, ``timeout`` (the reply hangs for ``--hang-s``), ``malformed`` (a cut-off JSON
-  body with status 200) and ``drop`` (the connection is closed without a reply).
+  body with status 200), ``drop`` (the connection is closed without a reply) and ``400``
+  (a request rejected for its content, which no retry fixes).
 
 Faults come from probabilities (``--fault-429 0.1 ...``), from ``--fail-after N`` (every
 request after the first N gets a 500), or from a queue set at run time with
@@ -37,7 +38,7 @@ from typing import Any
 
 import typer
 
-FAULTS = ("429", "500", "timeout", "malformed", "drop")
+FAULTS = ("429", "500", "timeout", "malformed", "drop", "400")
 
 
 @dataclass
@@ -131,6 +132,9 @@ class MockOpenAI:
             resp = _error(429, "Rate limit reached; retry later.", "requests", "rate_limit_exceeded")
             resp.headers["Retry-After"] = self._retry_after()
             return self._record(resp)
+        if fault == "400":
+            return self._record(_error(400, "The prompt was rejected by the content filter.", "invalid_request_error",
+                                       "content_filter"))
         if fault == "500":
             return self._record(_error(500, "The server had an error while processing your request.", "server_error"))
         delay = self.cfg.latency_ms + (self.rng.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
