@@ -86,3 +86,27 @@ def test_bad_judge_config_and_missing_file(answered, tmp_path) -> None:
     assert res.exit_code == 2 and "needs a judge with kind" in res.stderr
     res = run("answer", str(tmp_path / "nope.json"), "--backend", "fake")
     assert res.exit_code == 2 and "nope.json not found" in res.stderr
+
+
+def test_answers_and_judge_over_http_endpoint(tmp_path) -> None:
+    """A real OpenAI-compatible server process on 127.0.0.1 as the answering model and the judge."""
+    import sys
+
+    server = subprocess.Popen([sys.executable, "-m", "ultrachat.testing.mock_openai", "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert line.startswith("listening on "), line
+        url = line.split()[-1]
+        res = run("answer", "--limit", "3", "--base-url", url, "--model", "mock", "--out", str(tmp_path / "m.json"))
+        assert res.exit_code == 0, res.output
+        records = json.loads((tmp_path / "m.json").read_text())
+        assert [r["generator"] for r in records] == ["mock"] * 3 and all(r["output"] for r in records)
+        res = run("eval", "score", str(tmp_path / "m.json"), "--judge-base-url", url, "--judge-model", "mock",
+                  "--out", str(tmp_path / "sc"))
+        assert res.exit_code == 0, res.output
+        report = json.loads((tmp_path / "sc" / "report.json").read_text())
+        assert report["judge"]["base_url"] == url and report["models"][0]["overall"]["n"] == 3
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

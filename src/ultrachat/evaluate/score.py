@@ -13,6 +13,7 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -71,8 +72,10 @@ def score_eval(model_paths: list[Path], judge: JudgeConfig, judge_cfg: ModelConf
     out.mkdir(parents=True, exist_ok=True)
 
     async def body(backend: Backend, cache: CallCache, bars: RunProgress) -> dict[str, list[dict[str, Any]]]:
-        return {m.name: await score_async(m.records, backend, judge, cache, judge_id, refs[m.name], concurrency,
-                                          bars) for m in models}
+        share = max(1, concurrency // len(models))  # all models at once, so their calls batch together
+        rows = await asyncio.gather(*(score_async(m.records, backend, judge, cache, judge_id, refs[m.name], share,
+                                                  bars) for m in models))
+        return {m.name: r for m, r in zip(models, rows, strict=True)}
 
     scored = with_judge_backend(judge_cfg, out / "judgments.jsonl", progress, body)
     return {
