@@ -230,3 +230,16 @@ def test_reports_written_and_escaped(tmp_path, judge_backend) -> None:
     page = paths["html"].read_text()
     assert "<script>alert" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "data:image/png;base64," in page
+
+
+def test_report_without_matplotlib_skips_only_the_chart(tmp_path, judge_backend, monkeypatch) -> None:
+    import sys
+
+    mine = write_answers(tmp_path / "mine.json", ["GOOD"], "mine")
+    ref = write_answers(tmp_path / "ref.json", ["x"], "ref")
+    report = pairwise_eval([mine], ref, load_judge("pairwise"), FAKE_JUDGE, tmp_path / "o")
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # as on a core-only install
+    paths = write_report(report, tmp_path / "o")
+    assert paths["png"] is None and not (tmp_path / "o" / "report.png").exists()
+    assert "matplotlib is not installed" in (tmp_path / "o" / "report.html").read_text()
+    assert (tmp_path / "o" / "report.json").exists()

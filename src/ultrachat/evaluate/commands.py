@@ -75,7 +75,8 @@ def _show(report: dict[str, Any], out: Path) -> None:
     stdout = Console()
     for table in leaderboard(report):
         stdout.print(table)
-    console.print(f"report: {paths['json']}  chart: {paths['png']}  page: {paths['html']}")
+    chart = paths["png"] or "skipped (pip install 'ultrachat[data]' for matplotlib)"
+    console.print(f"report: {paths['json']}  chart: {chart}  page: {paths['html']}")
 
 
 def answer(eval_set: EvalSetArg = "ultra_eval",

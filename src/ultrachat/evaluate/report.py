@@ -115,26 +115,33 @@ def _html_table(header: list[str], rows: list[list[str]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
-def html_page(report: dict[str, Any], png: Path) -> str:
+def html_page(report: dict[str, Any], png: Path | None) -> str:
     """A self-contained page: both tables and the chart inlined (every text escaped)."""
-    image = base64.b64encode(png.read_bytes()).decode()
     title = html.escape(f"ultrachat eval {report['kind']}: judge {report['judge']['model']}")
+    image = (f"<img alt='bar chart' src='data:image/png;base64,{base64.b64encode(png.read_bytes()).decode()}'>"
+             if png else "<p>(no chart: matplotlib is not installed)</p>")
     return (
         f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title><style>"
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}td:first-child{text-align:left}"
         f"</style></head><body><h1>{title}</h1>"
         f"<h2>Leaderboard</h2>{_html_table(*leaderboard_rows(report))}"
-        f"<h2>Per class</h2>{_html_table(*class_rows(report))}"
-        f"<img alt='bar chart' src='data:image/png;base64,{image}'></body></html>"
+        f"<h2>Per class</h2>{_html_table(*class_rows(report))}{image}</body></html>"
     )
 
 
-def write_report(report: dict[str, Any], out: Path, stem: str = "report") -> dict[str, Path]:
-    """Write ``<stem>.json``, ``<stem>.png`` and ``<stem>.html`` into ``out``."""
+def write_report(report: dict[str, Any], out: Path, stem: str = "report") -> dict[str, Path | None]:
+    """Write ``<stem>.json``, ``<stem>.png`` and ``<stem>.html`` into ``out``.
+
+    Without matplotlib (the ``data`` extra) the chart is skipped and ``png`` is ``None``.
+    """
     out.mkdir(parents=True, exist_ok=True)
-    paths = {"json": out / f"{stem}.json", "png": out / f"{stem}.png", "html": out / f"{stem}.html"}
-    write_json_atomic(paths["json"], report)
-    bar_chart(report, paths["png"])
-    paths["html"].write_text(html_page(report, paths["png"]), encoding="utf-8")
+    paths: dict[str, Path | None] = {"json": out / f"{stem}.json", "png": out / f"{stem}.png",
+                                     "html": out / f"{stem}.html"}
+    write_json_atomic(out / f"{stem}.json", report)
+    try:
+        bar_chart(report, out / f"{stem}.png")
+    except ImportError:
+        paths["png"] = None
+    (out / f"{stem}.html").write_text(html_page(report, paths["png"]), encoding="utf-8")
     return paths
