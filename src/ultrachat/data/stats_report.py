@@ -33,7 +33,7 @@ def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
 
 def stats_table(result: dict[str, Any]) -> Table:
     table = Table(title="Corpus statistics (columns of the UltraChat paper's Table 4)", caption=PAPER_SOURCE)
-    table.add_column("Dataset")
+    table.add_column("Dataset", no_wrap=True)
     for label in COLUMNS.values():
         table.add_column(label, justify="right")
     for i, row in enumerate(rows(result)):

@@ -1,0 +1,172 @@
+"""filter, dedup and decontaminate on small corpora: rules, reports, outputs, bad input."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from ultrachat.data.decontaminate import BUILTIN, decontaminate
+from ultrachat.data.dedup import DedupConfig, dedup_corpus, planted_recall
+from ultrachat.data.filter import FilterConfig, filter_corpus, load_filter_config, truecase
+from ultrachat.data.jsonl import InvalidLine
+from ultrachat.data.synth import write_corpus
+
+
+def write(path: Path, items: list[dict | str]) -> Path:
+    path.write_text("".join((x if isinstance(x, str) else json.dumps(x)) + "\n" for x in items), encoding="utf-8")
+    return path
+
+
+def lines(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+GOOD = "What are the main causes of coastal erosion along sandy beaches?"
+ANSWER = "Waves, currents and storms move sand offshore; rising sea levels make it worse."
+
+
+def test_filter_rules_repairs_and_report(tmp_path: Path) -> None:
+    src = write(tmp_path / "in.jsonl", [
+        {"id": "ok", "data": [GOOD, ANSWER, "And how do dunes help?", "Dunes store sand and absorb wave energy."]},
+        {"id": "ai", "data": [GOOD, "As an AI language model, I cannot visit beaches."]},
+        {"id": "feel", "data": [GOOD, ANSWER, "Do you like beaches?", "I don't have opinions about beaches."]},
+        {"id": "empty", "data": [GOOD, "  "]},
+        {"id": "polite", "data": [GOOD, ANSWER, "Thank you so much!", "You're welcome!"]},
+        {"id": "case", "data": ["hello. how are you? i need help with sand.", "Sure. what do you need?"]},
+        {"id": "dangling", "data": [GOOD, ANSWER, "One more question?"]},
+        {"id": "thanks-first", "data": ["Thanks!", "You're welcome."]},
+    ])
+    report = filter_corpus(src, tmp_path / "out", FilterConfig(), progress=False)
+    kept = {d["id"]: d for d in lines(tmp_path / "out" / "kept.jsonl")}
+    rejected = {d["id"]: d["reject"] for d in lines(tmp_path / "out" / "rejected.jsonl")}
+    assert set(kept) == {"ok", "polite", "case", "dangling"}
+    assert rejected["ai"]["rule"] == "disclaimer" and "As an AI language model" in rejected["ai"]["reason"]
+    assert rejected["feel"]["rule"] == "disclaimer"
+    assert rejected["empty"]["rule"] == "empty_turns"
+    assert rejected["thanks-first"]["rule"] == "polite_turns"
+    assert kept["polite"]["data"] == [GOOD, ANSWER] and kept["polite"]["meta"]["filter"]["repairs"] == ["polite_turns"]
+    assert kept["case"]["data"] == ["Hello. How are you? I need help with sand.", "Sure. What do you need?"]
+    assert kept["dangling"]["data"] == [GOOD, ANSWER]
+    assert "meta" not in kept["ok"]  # untouched dialogues are written unchanged
+    assert report["rules"]["disclaimer"]["rejected"] == 2 and report["rules"]["truecase"]["repaired"] == 1
+    assert report["total"] == 8 and report["kept"] == 4
+    assert json.loads((tmp_path / "out" / "report.json").read_text())["rules"] == report["rules"]
+
+
+def test_filter_config_from_recipe_table(tmp_path: Path) -> None:
+    cfg_file = tmp_path / "recipe.toml"
+    cfg_file.write_text('seed = 3\n[filter]\nmin_rounds = 2\nmax_turn_chars = 100\ntruecase = "off"\n')
+    cfg = load_filter_config(cfg_file, {"max_rounds": 3})
+    assert (cfg.min_rounds, cfg.max_rounds, cfg.max_turn_chars, cfg.truecase) == (2, 3, 100, "off")
+    src = write(tmp_path / "in.jsonl", [{"id": "1", "data": [GOOD, ANSWER]},
+                                       {"id": "2", "data": [GOOD, ANSWER + " " + ANSWER, GOOD, ANSWER]},
+                                       {"id": "3", "data": [GOOD, ANSWER, "why?", "Because."]}])
+    report = filter_corpus(src, tmp_path / "o", cfg, progress=False)
+    reasons = {d["id"]: d["reject"]["rule"] for d in lines(tmp_path / "o" / "rejected.jsonl")}
+    assert reasons == {"1": "rounds", "2": "length"} and report["kept"] == 1
+    cfg_file.write_text("[filter]\nmin_rounds = -1\n")
+    with pytest.raises(ValueError, match=r"recipe.toml: field 'filter.min_rounds'"):
+        load_filter_config(cfg_file)
+
+
+def test_truecase_leaves_code_urls_and_abbreviations() -> None:
+    abbr = FilterConfig().patterns["abbreviations"]
+    assert truecase("use `x = 1. y` here. then e.g. this", abbr) == "Use `x = 1. y` here. Then e.g. this"
+    assert truecase("see https://a.io/x. ok and iPhone. iPad", abbr) == "See https://a.io/x. ok and iPhone. iPad"
+    assert truecase("```\nfor i in x:\n    pass\n```", abbr) == "```\nfor i in x:\n    pass\n```"
+
+
+def test_malformed_line_stops_with_location_or_goes_to_rejects(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    src = write(tmp_path / "in.jsonl", [{"id": "1", "data": [GOOD, ANSWER]}, "{not json", {"id": "3", "data": []},
+                                       {"id": "4", "data": [GOOD, ANSWER]}])
+    with pytest.raises(InvalidLine, match=r"in.jsonl:2: invalid JSON"):
+        filter_corpus(src, tmp_path / "a", FilterConfig(), progress=False)
+    assert not (tmp_path / "a" / "kept.jsonl").exists()  # a failed run publishes nothing
+    report = filter_corpus(src, tmp_path / "b", FilterConfig(), skip_invalid=True, progress=False)
+    invalid = lines(tmp_path / "b" / "invalid.jsonl")
+    assert [(r["line"], r["raw"]) for r in invalid] == [(2, "{not json"), (3, '{"id": "3", "data": []}')]
+    assert "non-empty list" in invalid[1]["reason"] and report["kept"] == 2 and report["invalid"] == 2
+    run = subprocess.run([*ultrachat_exe, "dedup", str(src), "--out", str(tmp_path / "c"), "--no-progress"],
+                         capture_output=True, text=True, timeout=120)
+    assert run.returncode != 0 and "in.jsonl:2: invalid JSON" in run.stderr and "Traceback" not in run.stderr
+
+
+def test_outputs_never_overwrite_the_input(tmp_path: Path) -> None:
+    src = write(tmp_path / "kept.jsonl", [{"id": "1", "data": [GOOD, ANSWER]}])
+    before = src.read_bytes()
+    with pytest.raises(ValueError, match="refusing to overwrite an input"):
+        filter_corpus(src, tmp_path, FilterConfig(), progress=False)
+    assert src.read_bytes() == before
+
+
+@pytest.fixture(scope="module")
+def planted(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    path = tmp_path_factory.mktemp("synth") / "synth.jsonl"
+    write_corpus(path, 600, near_rate=0.12, exact_rate=0.04, seed=3)
+    return path
+
+
+@pytest.mark.parametrize("engine", ["rensa", "datasketch"])
+def test_dedup_finds_planted_copies(planted: Path, tmp_path: Path, engine: str) -> None:
+    truth = {"exact": 0, "near": 0}
+    for d in lines(planted):
+        if p := d["meta"].get("planted"):
+            truth[p["kind"]] += 1
+    report = dedup_corpus(planted, tmp_path, DedupConfig(engine=engine), progress=False)
+    found = planted_recall(tmp_path / "removed.jsonl")
+    assert found["exact"] == truth["exact"] and found["false_positives"] == 0
+    assert found["near"] / truth["near"] >= 0.75, (found, truth)
+    kept_ids = [d["id"] for d in lines(tmp_path / "kept.jsonl")]
+    assert report["kept"] == len(kept_ids) and report["total"] == 600
+    clusters = lines(tmp_path / "clusters.jsonl")
+    assert sum(len(c["removed"]) for c in clusters) == report["removed"]
+    assert all(c["kept"] in set(kept_ids) for c in clusters)
+    # The first occurrence is kept: every removed copy points at a source that came before it.
+    order = {d["id"]: i for i, d in enumerate(lines(planted))}
+    assert all(order[r["duplicate"]["of"]] < order[r["id"]] for r in lines(tmp_path / "removed.jsonl"))
+
+
+def test_dedup_banding_choice_matters(planted: Path, tmp_path: Path) -> None:
+    """A banding tuned for Jaccard 0.8 misses most 5-10%-edited copies that 32x4 catches."""
+    assert DedupConfig(threshold=0.8).banding() == (8, 16)
+    strict = dedup_corpus(planted, tmp_path / "s", DedupConfig(threshold=0.8), progress=False)
+    loose = dedup_corpus(planted, tmp_path / "l", DedupConfig(bands=32), progress=False)
+    assert strict["near"] < loose["near"] / 3
+    exact = dedup_corpus(planted, tmp_path / "e", DedupConfig(near=False, scope="opening"), progress=False)
+    assert exact["near"] == 0 and exact["exact"] >= loose["exact"]
+    with pytest.raises(ValueError, match="must divide"):
+        DedupConfig(bands=30).banding()
+
+
+def test_decontaminate_builtin_and_files(tmp_path: Path) -> None:
+    evalset = json.loads((Path(__file__).parents[1] / "src/ultrachat/resources/ultra_eval.json").read_text())
+    leaked = evalset[0]["data"]
+    src = write(tmp_path / "in.jsonl", [
+        {"id": "clean", "data": [GOOD, ANSWER]},
+        {"id": "leak", "data": ["Please help: " + leaked.upper(), ANSWER]},
+        {"id": "leak-answer", "data": [GOOD, "Here is the quiz question: how many legs does a spider have in total?"]},
+    ])
+    report = decontaminate(src, tmp_path / "b", [BUILTIN], remove=True, progress=False)
+    matches = lines(tmp_path / "b" / "matches.jsonl")
+    assert {m["id"] for m in matches} == {"leak"} and matches[0]["eval_text"] == leaked
+    assert matches[0]["eval_class"] == "Vicuna" and len(matches[0]["ngram"].split()) == 13
+    assert [d["id"] for d in lines(tmp_path / "b" / "kept.jsonl")] == ["clean", "leak-answer"]
+    assert report["eval_prompts"] + report["eval_prompts_too_short"] == len(evalset)
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    q = "how many legs does a spider have in total"
+    pq.write_table(pa.table({"question": [q, "short one"]}), tmp_path / "quiz.parquet")
+    write(tmp_path / "quiz.jsonl", [{"item": {"q": q}}])
+    for name, field in (("quiz.parquet", "question"), ("quiz.jsonl", "item.q")):
+        r = decontaminate(src, tmp_path / f"out-{name}", [str(tmp_path / name)], field=field, progress=False)
+        assert r["contaminated_dialogues"] == 1 and r["removed"] == 0, name
+        assert lines(tmp_path / f"out-{name}" / "matches.jsonl")[0]["id"] == "leak-answer"
+    assert decontaminate(src, tmp_path / "u", [str(tmp_path / "quiz.jsonl")], field="item.q", scope="user",
+                         progress=False)["contaminated_dialogues"] == 0
+    with pytest.raises(ValueError, match=r"quiz.jsonl:1: no text in field 'nope'"):
+        decontaminate(src, tmp_path / "x", [str(tmp_path / "quiz.jsonl")], field="nope", progress=False)

@@ -1,0 +1,143 @@
+"""export/import round trips, loading with datasets and TRL, released-file import, split-long."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from ultrachat.cli import app
+from ultrachat.data.formats import export_corpus, import_corpus
+from ultrachat.data.split import ROUND_TEMPLATE, plan_pieces, split_long
+
+DIALOGUES = [
+    {"id": "w-1", "data": ["What is a tide?", "The periodic rise and fall of the sea.", "Why twice a day?",
+                           "Earth rotates through two tidal bulges."],
+     "meta": {"sector": "world", "topic": "Nature", "rounds": 2, "nested": {"a": [1, 2.5, None]}}},
+    {"id": "w-2", "data": ["Écris un haïku 🌊", "Vagues sur la grève\nle sel garde la mémoire\ndu vent de la nuit"]},
+    {"id": "w-3", "data": ["Explain \"quotes\" and\ttabs", "Sure: `code`, \\ backslash, </s> tokens."],
+     "meta": {}},
+] + [{"id": f"n-{i}", "data": [f"Question {i}?", f"Answer {i}."], "meta": {"i": i}} for i in range(20)]
+
+
+@pytest.fixture
+def corpus(tmp_path: Path) -> Path:
+    path = tmp_path / "in.jsonl"
+    path.write_text("".join(json.dumps(d, ensure_ascii=False) + "\n" for d in DIALOGUES), encoding="utf-8")
+    return path
+
+
+def read(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
+
+
+@pytest.mark.parametrize("fmt,name", [("hf", "ds"), ("parquet", "pq"), ("sharegpt", "s.json"), ("openai", "o.jsonl")])
+def test_round_trip_is_byte_identical(corpus: Path, tmp_path: Path, fmt: str, name: str) -> None:
+    export_corpus(corpus, fmt, tmp_path / name, progress=False)
+    report = import_corpus(tmp_path / name, tmp_path / "back.jsonl", progress=False)
+    assert report["format"] == fmt and report["dialogues"] == len(DIALOGUES)
+    assert (tmp_path / "back.jsonl").read_bytes() == corpus.read_bytes()
+
+
+def test_hf_splits_load_and_round_trip(corpus: Path, tmp_path: Path) -> None:
+    import datasets
+
+    report = export_corpus(corpus, "hf", tmp_path / "ds", test_fraction=0.3, splits=("train_sft", "test_sft"),
+                           progress=False)
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    assert set(ds) == {"train_sft", "test_sft"} and ds["test_sft"].num_rows == report["splits"]["test_sft"] > 0
+    row = ds["train_sft"][0]
+    assert set(ds["train_sft"].column_names) == {"prompt", "prompt_id", "messages", "id", "meta"}
+    assert row["messages"][0] == {"role": "user", "content": row["prompt"]} and len(row["prompt_id"]) == 64
+    import_corpus(tmp_path / "ds", tmp_path / "back.jsonl", progress=False)
+    assert sorted(read(tmp_path / "back.jsonl"), key=lambda d: d["id"]) == sorted(DIALOGUES, key=lambda d: d["id"])
+    # The split of a dialogue depends only on its id and the seed.
+    again = export_corpus(corpus, "parquet", tmp_path / "pq", test_fraction=0.3, progress=False)
+    assert again["splits"] == {"train": report["splits"]["train_sft"], "test": report["splits"]["test_sft"]}
+    loaded = datasets.load_dataset(str(tmp_path / "pq"))
+    assert {s: loaded[s].num_rows for s in loaded} == again["splits"]
+
+
+def test_trl_sft_accepts_the_trl_layout(corpus: Path, tmp_path: Path, embedded_model_dir: Path) -> None:
+    """TRL's SFTTrainer applies the embedded tokenizer's chat template to ``messages`` as exported."""
+    import datasets
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+    from trl import SFTConfig, SFTTrainer
+
+    export_corpus(corpus, "hf", tmp_path / "ds", test_fraction=0.2, layout="trl", progress=False)
+    ds = datasets.load_from_disk(str(tmp_path / "ds"))
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
+                                         num_attention_heads=2, num_key_value_heads=2))
+    args = SFTConfig(output_dir=str(tmp_path / "trl"), max_length=128, report_to=[], use_cpu=True, bf16=False)
+    trainer = SFTTrainer(model=model, args=args, train_dataset=ds["train"], processing_class=tok)
+    first = trainer.train_dataset[0]
+    text = tok.decode(first["input_ids"])
+    expected = tok.apply_chat_template(ds["train"][0]["messages"], tokenize=False)
+    assert text.startswith(expected[:60]) and ds["train"][0]["messages"][0]["content"] in text
+
+
+def test_import_released_and_foreign_files(tmp_path: Path) -> None:
+    released = tmp_path / "ultrachat_release.jsonl"
+    released.write_text('{"id": 0, "data": ["Hi, what is rain?", "Water falling from clouds."]}\n')
+    import_corpus(released, tmp_path / "a.jsonl", progress=False)
+    assert read(tmp_path / "a.jsonl") == [{"id": "0", "data": ["Hi, what is rain?", "Water falling from clouds."]}]
+
+    share = tmp_path / "share.json"
+    good = [{"from": "system", "value": "Be brief."}, {"from": "human", "value": "Hi"},
+            {"from": "gpt", "value": "Hello"}]
+    bad = [{"from": "gpt", "value": "I start"}]
+    share.write_text(json.dumps([{"conversations": good}, {"id": "bad", "conversations": bad}], indent=2))
+    with pytest.raises(ValueError, match=r"share.json\[1\]: turn 0 is from 'assistant'"):
+        import_corpus(share, tmp_path / "b.jsonl", progress=False)
+    report = import_corpus(share, tmp_path / "c.jsonl", skip_invalid=True, progress=False)
+    assert report["dialogues"] == 1 and report["invalid"] == 1
+    assert read(tmp_path / "c.jsonl")[0]["meta"] == {"system": "Be brief."}
+    assert read(tmp_path / "c.invalid.jsonl")[0]["where"].endswith("share.json[1]")
+
+
+def test_export_refuses_existing_output_and_cli_round_trip(corpus: Path, tmp_path: Path) -> None:
+    (tmp_path / "taken").mkdir()
+    (tmp_path / "taken" / "x").write_text("keep me")
+    runner = CliRunner()
+    res = runner.invoke(app, ["export", str(corpus), "--format", "parquet", "--out", str(tmp_path / "taken")])
+    assert res.exit_code == 2 and "already exists" in res.output
+    assert (tmp_path / "taken" / "x").read_text() == "keep me"
+    res = runner.invoke(app, ["export", str(corpus), "-f", "openai", "-o", str(tmp_path / "o.jsonl"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert set(read(tmp_path / "o.jsonl")[0]) == {"messages"}  # upload-ready: ids and meta live in the sidecar
+    res = runner.invoke(app, ["import", str(tmp_path / "o.jsonl"), "-o", str(tmp_path / "back.jsonl"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert read(tmp_path / "back.jsonl") == DIALOGUES
+
+
+def test_plan_pieces_respects_round_boundaries() -> None:
+    assert plan_pieces([500, 600, 700, 800], 2048) == [(0, 3), (3, 4)]
+    assert plan_pieces([3000, 10], 2048) == [(0, 1), (1, 2)]
+    assert plan_pieces([10, 10], 2048) == [(0, 2)]
+
+
+def test_split_long_with_embedded_tokenizer(tmp_path: Path, embedded_model_dir: Path) -> None:
+    from transformers import AutoTokenizer
+
+    long_answer = " ".join(f"Point {i} explains one more detail of the topic." for i in range(12))
+    d = {"id": "long", "data": [x for i in range(6) for x in (f"Question {i}: tell me more?", long_answer)],
+         "meta": {"topic": "t"}}
+    src = tmp_path / "in.jsonl"
+    src.write_text(json.dumps(d) + "\n" + json.dumps({"id": "short", "data": ["Hi?", "Hello."]}) + "\n")
+    report = split_long(src, tmp_path / "out", max_tokens=400, progress=False)
+    pieces = read(tmp_path / "out" / "split.jsonl")
+    assert report["split"] == 1 and report["pieces"] == len(pieces) and pieces[-1]["id"] == "short"
+    long_pieces = pieces[:-1]
+    assert len(long_pieces) >= 2 and [x for p in long_pieces for x in p["data"]] == d["data"]
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    for k, p in enumerate(long_pieces):
+        assert p["id"] == f"long_{k}" and len(p["data"]) % 2 == 0 and p["meta"]["topic"] == "t"
+        assert p["meta"]["split"]["of"] == "long" and p["meta"]["split"]["parts"] == len(long_pieces)
+        rendered = "".join(ROUND_TEMPLATE.format(user=p["data"][i], assistant=p["data"][i + 1])
+                           for i in range(0, len(p["data"]), 2))
+        assert len(tok(rendered, add_special_tokens=False)["input_ids"]) + 1 <= 400
+    tight = split_long(src, tmp_path / "tight", max_tokens=60, progress=False)
+    assert tight["oversize_rounds"] == 6 and len(read(tmp_path / "tight" / "oversize.jsonl")) == 6
