@@ -157,14 +157,22 @@ class _ShardWriter:
                           {"metadata": {"total_size": self.total}, "weight_map": weight_map})
 
 
-def _staging(out: Path) -> Path:
-    """A fresh ``OUT.partial`` folder; ``OUT`` itself appears only when complete."""
+@contextlib.contextmanager
+def _staged(out: Path) -> Iterator[Path]:
+    """A fresh ``OUT.partial`` folder, renamed to ``OUT`` on success and removed on failure."""
     if out.exists() and any(out.iterdir()):
         raise DeltaError(f"{out} already exists and is not empty")
     tmp = out.with_name(out.name + ".partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    return tmp
+    try:
+        yield tmp
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if out.exists():
+        out.rmdir()  # empty, checked above
+    tmp.rename(out)
 
 
 def _copy_side_files(src: Path, dst: Path, skip: set[str]) -> None:
@@ -172,12 +180,6 @@ def _copy_side_files(src: Path, dst: Path, skip: set[str]) -> None:
     for f in src.iterdir():
         if f.is_file() and not _WEIGHTS.match(f.name) and f.name not in skip and f.name != "training_args.bin":
             shutil.copy2(f, dst / f.name)
-
-
-def _publish(tmp: Path, out: Path) -> None:
-    if out.exists():
-        out.rmdir()  # empty, checked by _staging
-    tmp.rename(out)
 
 
 def _progress(total: int, label: str, enabled: bool) -> Any:
@@ -202,12 +204,11 @@ def make_delta(base: str | Path, tuned: str | Path, out: str | Path, shard_size:
         name, where = (missing[0], "base") if missing else (extra[0], "tuned")
         raise DeltaError(f"tensor '{name}' is missing from the {where} model "
                          f"({len(missing) + len(extra)} names differ): the architectures differ")
-    tmp = _staging(out)
-    writer = _ShardWriter(tmp, "delta", parse_size(shard_size))
     tensors: dict[str, Any] = {}
     bar, task = _progress(len(tuned_r.index), "delta make", progress)
-    try:
-        with bar:
+    with _staged(out) as tmp, bar:
+        writer = _ShardWriter(tmp, "delta", parse_size(shard_size))
+        try:
             for name in tuned_r.names_by_shard():
                 t, b = tuned_r.get(name), base_r.get(name)
                 if t.shape != b.shape:
@@ -223,14 +224,13 @@ def make_delta(base: str | Path, tuned: str | Path, out: str | Path, shard_size:
                                  "op": "copy" if wide is None else "add", "base_sha256": tensor_sha256(b),
                                  "sha256": tensor_sha256(result), "exact": bool((result == t).all())}
                 bar.advance(task)
+        finally:
+            base_r.close()
+            tuned_r.close()
         writer.finish()
-    finally:
-        base_r.close()
-        tuned_r.close()
-    _copy_side_files(tuned, tmp, set())
-    manifest = {"format": FORMAT, "architecture": arch_t, "tensors": tensors}
-    write_json_atomic(tmp / MANIFEST, manifest)
-    _publish(tmp, out)
+        _copy_side_files(tuned, tmp, set())
+        manifest = {"format": FORMAT, "architecture": arch_t, "tensors": tensors}
+        write_json_atomic(tmp / MANIFEST, manifest)
     return manifest
 
 
@@ -257,11 +257,10 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
             raise DeltaError(f"tensor '{name}' is missing from the base model {base}: the architectures differ")
         if name not in delta_r.index:
             raise DeltaError(f"tensor '{name}' is missing from the delta {delta}: the delta is incomplete")
-    tmp = _staging(out)
-    writer = _ShardWriter(tmp, "model", parse_size(shard_size))
     bar, task = _progress(len(entries), "delta recover", progress)
-    try:
-        with bar:
+    with _staged(out) as tmp, bar:
+        writer = _ShardWriter(tmp, "model", parse_size(shard_size))
+        try:
             for name in delta_r.names_by_shard():
                 entry = entries[name]
                 d, b = delta_r.get(name), base_r.get(name)
@@ -277,10 +276,9 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
                     raise DeltaError(f"tensor '{name}': recovered checksum mismatch (the delta is damaged)")
                 writer.add(name, result)
                 bar.advance(task)
+        finally:
+            base_r.close()
+            delta_r.close()
         writer.finish()
-    finally:
-        base_r.close()
-        delta_r.close()
-    _copy_side_files(delta, tmp, {MANIFEST})
-    _publish(tmp, out)
+        _copy_side_files(delta, tmp, {MANIFEST})
     return len(entries)
