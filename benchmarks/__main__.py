@@ -22,6 +22,8 @@ SECTIONS: dict[str, str] = {
     "embedded": "benchmarks.embedded",  # embedded model: single stream vs micro-batched tokens/s
     "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
     "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
+    "dedup": "benchmarks.dedup",  # rensa vs datasketch: throughput, recall on planted copies, RSS (100k)
+    "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
