@@ -161,3 +161,14 @@ def test_embedded_model_as_policy_and_judge(tmp_path, tiny_reward_model) -> None
     judged = [json.loads(x) for x in (tmp_path / "out" / "judgments.jsonl").read_text().splitlines()]
     assert 1 <= len(judged) <= 4 and all(j["raw"][0] and j["attempts"] == 1 for j in judged)
     assert all(j["verdict"] in ("A", "B", "tie", None) for j in judged)
+
+
+def test_reference_coverage_checked_before_sampling(tmp_path, fake_world) -> None:
+    from ultrachat.evaluate.evalset import EvalSetError
+
+    items = load_eval_set("ultra_eval", per_class=1, limit=3)
+    ref = tmp_path / "ref.json"
+    ref.write_text(json.dumps([{"instruction": items[0].instruction, "output": "r"}]))
+    with pytest.raises(EvalSetError, match=r"ref\.json lacks 2 prompt"):
+        best_of_n(items, POLICY, BestOfNSettings(n=2, reference=ref, judge_cfg=JUDGE), tmp_path / "o")
+    assert sum(len(x.calls) for x in fake_world) == 0

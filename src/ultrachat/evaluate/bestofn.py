@@ -55,10 +55,12 @@ class RewardModelScorer:
     for a model with several labels).
     """
 
-    def __init__(self, path: Path, batch_size: int = 8, max_length: int = 2048) -> None:
+    def __init__(self, path: Path, cache: CallCache | None = None, batch_size: int = 8,
+                 max_length: int = 2048) -> None:
         if not (path / "config.json").is_file():
             raise ValueError(f"reward model {path} is not a Hugging Face model folder (no config.json)")
         self.path = path
+        self.cache = cache
         self.batch_size = batch_size
         self.max_length = max_length
         self._model: Any = None
@@ -100,10 +102,17 @@ class RewardModelScorer:
         return out
 
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]:
+        key = fingerprint({"scorer": self.identity(), "turns": item.turns, "candidates": candidates})
+        hit = self.cache.get(key) if self.cache is not None else None
+        if hit is not None:
+            return list(hit["scores"])
         async with self._lock:  # one forward pass at a time; the batch holds all N candidates
             await asyncio.to_thread(self._load)
             texts = [self.render(conversation(item, c)) for c in candidates]
-            return list(await asyncio.to_thread(self.score_texts, texts))
+            scores = await asyncio.to_thread(self.score_texts, texts)
+        if self.cache is not None:
+            self.cache.put(key, {"scores": scores})
+        return list(scores)
 
 
 @dataclass
@@ -160,7 +169,7 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
         raise JudgeConfigError(f"{pair_judge.source}: the comparison judge needs kind = \"pairwise\"")
     scorer: Scorer
     if s.reward_model is not None:
-        scorer = RewardModelScorer(s.reward_model)
+        scorer = RewardModelScorer(s.reward_model, caches["scores"])
     else:
         score_judge = load_judge(s.score_judge)
         if score_judge.kind != "score":
@@ -177,15 +186,7 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
     by_item = [samples[i * s.n:(i + 1) * s.n] for i in range(len(items))]
 
     async def score_item(i: int) -> list[float | None]:
-        candidates = [r["outputs"] for r in by_item[i]]
-        if isinstance(scorer, JudgeScorer):  # judgments are cached one by one already
-            return await scorer.score(items[i], candidates)
-        key = fingerprint({"scorer": scorer.identity(), "turns": items[i].turns, "candidates": candidates})
-        hit = caches["scores"].get(key)
-        if hit is None:
-            hit = {"scores": await scorer.score(items[i], candidates)}
-            caches["scores"].put(key, hit)
-        return list(hit["scores"])
+        return await scorer.score(items[i], [r["outputs"] for r in by_item[i]])
 
     scores = await gather_limited(range(len(items)), score_item, max(1, s.concurrency // s.n), bars, "scoring")
     gen = s.generator or default_generator(policy_cfg)
@@ -248,7 +249,11 @@ def best_of_n(items: list[EvalItem], policy_cfg: ModelConfig, settings: BestOfNS
         raise ValueError("--n must be at least 2 (N=1 is the baseline it is compared with)")
     if policy_cfg.temperature <= 0:
         raise ValueError("best-of-n needs a sampling temperature above 0, or all N samples are the same")
-    reference = load_answers(settings.reference) if settings.reference else None
+    reference = None
+    if settings.reference:  # check coverage before sampling anything
+        reference = load_answers(settings.reference)
+        align([{"instruction": it.instruction, "turns": it.turns} for it in items], reference, "the eval set",
+              str(settings.reference))
     out.mkdir(parents=True, exist_ok=True)
     caches = {name: CallCache(out / f"{name}.jsonl") for name in ("samples", "scores", "judgments")}
 
