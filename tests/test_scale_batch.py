@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -38,6 +39,12 @@ class BatchServer:
         with urllib.request.urlopen(self.url.removesuffix("/v1") + "/_stats", timeout=10) as resp:
             return dict(json.loads(resp.read()))
 
+    def control(self, batch_latency_s: float, fail_rate: float = 0.0) -> None:
+        body = json.dumps({"batch_latency_s": batch_latency_s, "fail_rate": fail_rate}).encode()
+        req = urllib.request.Request(self.url.removesuffix("/v1") + "/_control", data=body,
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=10).close()
+
     def stop(self) -> None:
         self.proc.terminate()
         self.proc.wait(timeout=10)
@@ -45,9 +52,11 @@ class BatchServer:
         self.proc.stdout.close()
 
 
-@pytest.fixture
-def server(request: pytest.FixtureRequest) -> Iterator[BatchServer]:
-    srv = BatchServer(*getattr(request, "param", ()))
+@pytest.fixture(scope="module")
+def server() -> Iterator[BatchServer]:
+    """One server for the module (it starts slowly); each test sets its latency and failures.
+    Counters are compared as differences, since tests share them."""
+    srv = BatchServer()
     yield srv
     srv.stop()
 
@@ -60,10 +69,12 @@ def _journal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("ULTRACHAT_PRICES", str(prices))
 
 
-def batch_recipe(tmp_path: Path, url: str) -> Path:
+def batch_recipe(tmp_path: Path, url: str, seed: int = 0) -> Path:
+    """Tests share one server: a distinct seed keeps their requests (custom_ids) distinct."""
     role = f'backend = "openai_batch"\nmodel = "mock"\nbase_url = "{url}"\nbatch_wait_s = 0.1\nbatch_poll_s = 0.1\n'
     path = tmp_path / "batch.toml"
-    path.write_text(f"concurrency = 100\n[models.user]\n{role}[models.assistant]\n{role}", encoding="utf-8")
+    path.write_text(f"seed = {seed}\nconcurrency = 100\n[models.user]\n{role}[models.assistant]\n{role}",
+                    encoding="utf-8")
     return path
 
 
@@ -71,9 +82,10 @@ def by_id(path: Path) -> dict[str, list[str]]:
     return {d["id"]: d["data"] for d in iter_jsonl(path)}
 
 
-@pytest.mark.parametrize("server", [("--batch-latency-s", "0.1", "--fail-rate", "0.1")], indirect=True)
 def test_batch_run_matches_live_run_one_round_per_cycle(tmp_path: Path, server: BatchServer,
                                                         fake_recipe_file) -> None:
+    server.control(batch_latency_s=0.1, fail_rate=0.1)
+    before = Counter(server.stats()["counts"])
     over = {"dialogues": 10, "dialogue.min_rounds": 3, "dialogue.max_rounds": 3}
     generate("world", load_recipe(fake_recipe_file(), {**over, "out": str(tmp_path / "live")}), progress=False)
     summary = generate("world", load_recipe(batch_recipe(tmp_path, server.url), {**over, "out": str(tmp_path / "b")}),
@@ -81,7 +93,8 @@ def test_batch_run_matches_live_run_one_round_per_cycle(tmp_path: Path, server: 
     assert summary.stats.stop_reasons == {"completed": 10}
     # The mock answers like the fake backend, so the batched corpus is the live one.
     assert by_id(tmp_path / "b" / "dialogues.jsonl") == by_id(tmp_path / "live" / "dialogues.jsonl")
-    stats = server.stats()["counts"]
+    stats = Counter(server.stats()["counts"])
+    stats.subtract(before)
     plan_calls = sum(1 for _ in (tmp_path / "b" / "plan" / "calls.jsonl").open())
     dialogue_calls = 10 * (3 + 2)
     # Every request answered once (errors were resubmitted, never a success twice) ...
@@ -97,9 +110,10 @@ def _generate_child(recipe: str, out: str, cache: str) -> None:
     generate("world", load_recipe(recipe, {"dialogues": 6, "out": out}), progress=False)
 
 
-@pytest.mark.parametrize("server", [("--batch-latency-s", "1.5",)], indirect=True)
 def test_a_killed_run_resumes_its_batches_without_paying_twice(tmp_path: Path, server: BatchServer) -> None:
-    recipe, out = batch_recipe(tmp_path, server.url), tmp_path / "out"
+    server.control(batch_latency_s=0.6)
+    repeated = server.stats()["counts"].get("repeated_requests", 0)
+    recipe, out = batch_recipe(tmp_path, server.url, seed=7), tmp_path / "out"
     journal = tmp_path / "cache" / "batches.sqlite"
     child = multiprocessing.get_context("fork").Process(
         target=_generate_child, args=(str(recipe), str(out), str(tmp_path / "cache")))
@@ -118,12 +132,14 @@ def test_a_killed_run_resumes_its_batches_without_paying_twice(tmp_path: Path, s
     assert summary.stats.dialogues + summary.already_done == 6
     assert len({d["id"] for d in iter_jsonl(out / "dialogues.jsonl")}) == 6
     stats = server.stats()
-    assert stats["counts"]["repeated_requests"] == 0  # the rerun waited for the batch instead of resubmitting
+    # The rerun waited for the running batch instead of resubmitting its requests.
+    assert stats["counts"].get("repeated_requests", 0) == repeated
     assert all(stats["batches"][b] == "completed" for b in live)
 
 
-@pytest.mark.parametrize("server", [("--batch-latency-s", "30",)], indirect=True)
 async def test_cancel_stops_running_batches(tmp_path: Path, server: BatchServer) -> None:
+    server.control(batch_latency_s=30)
+    cancelled = server.stats()["counts"].get("cancelled", 0)
     cfg = ModelConfig(backend="openai_batch", model="mock", base_url=server.url, batch_wait_s=0.05, batch_poll_s=0.1)
     backend = BatchBackend(cfg)
     call = asyncio.ensure_future(backend.complete([{"role": "user", "content": "Hi"}], GenerationParams(seed=1)))
@@ -135,5 +151,5 @@ async def test_cancel_stops_running_batches(tmp_path: Path, server: BatchServer)
     await other.close()
     out = await asyncio.wait_for(call, 10)
     assert out.finish_reason == "error"  # the engine ends such a dialogue; a rerun submits it again
-    assert server.stats()["counts"]["cancelled"] == 1
+    assert server.stats()["counts"]["cancelled"] == cancelled + 1
     await backend.close()

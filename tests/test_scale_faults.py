@@ -26,10 +26,24 @@ FAKE = '[models.user]\nbackend = "fake"\nmodel = "fake;delay=0.005"\n' \
        '[models.assistant]\nbackend = "fake"\nmodel = "fake;delay=0.005"\n'
 
 
-def _cli_child(argv: list[str]) -> None:
+def _cli_child(argv: list[str], stderr_path: str | None = None, limit_file_size: bool = False) -> None:
     """The ``ultrachat`` command line inside a forked child (no interpreter start-up)."""
-    sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - the child exits right after
+    if limit_file_size:
+        _limit_file_size()
+    if stderr_path:
+        os.dup2(os.open(stderr_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC), 2)
+        sys.stderr = open(2, "w", closefd=False)  # noqa: SIM115 - the child exits right after
+    sys.stdout = open(os.devnull, "w")  # noqa: SIM115
     app(argv)
+
+
+def run_cli(argv: list[str], tmp: Path, limit_file_size: bool = False) -> tuple[int, str]:
+    """Run the command line to completion in a forked child: (exit code, stderr)."""
+    err = tmp / "stderr.txt"
+    child = multiprocessing.get_context("fork").Process(target=_cli_child, args=(argv, str(err), limit_file_size))
+    child.start()
+    child.join(120)
+    return child.exitcode if child.exitcode is not None else -1, err.read_text(encoding="utf-8")
 
 
 def _tree_bytes(folder: Path) -> int:
@@ -40,7 +54,7 @@ def _sorted_lines(path: Path) -> list[str]:
     return sorted(path.read_text(encoding="utf-8").splitlines())
 
 
-def test_twenty_sigkills_lose_and_duplicate_nothing(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+def test_twenty_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> None:
     recipe = tmp_path / "recipe.toml"
     recipe.write_text("concurrency = 8\n" + FAKE, encoding="utf-8")
     n = 160
@@ -68,9 +82,8 @@ def test_twenty_sigkills_lose_and_duplicate_nothing(tmp_path: Path, ultrachat_ex
         kills += 1
     partial = out / "dialogues.jsonl"
     assert 0 < sum(1 for _ in partial.open()) < n  # the kills left work for the rerun
-    # The last run is the real command line, as a user would rerun it.
-    done = subprocess.run([*ultrachat_exe, *argv], capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
+    code, err = run_cli(argv, tmp_path)  # the rerun a user would make, to the end
+    assert code == 0, err
     dialogues = list(iter_jsonl(partial))  # every line valid (raises file:line otherwise)
     ids = [d["id"] for d in dialogues]
     assert len(ids) == len(set(ids)) == n
@@ -107,7 +120,7 @@ def test_fault_mix_from_the_endpoint_completes_with_valid_dialogues(tmp_path: Pa
 
 
 @contextlib.contextmanager
-def _small_disk(path: Path, size: str = "80k", read_only: bool = False) -> Iterator[bool]:
+def _small_disk(path: Path, size: str = "128k", read_only: bool = False) -> Iterator[bool]:
     """Mount a tiny tmpfs at ``path`` when allowed (root); yields False when not mounted."""
     path.mkdir(parents=True, exist_ok=True)
     opts = f"size={size}" + (",ro" if read_only else "")
@@ -126,17 +139,15 @@ def _limit_file_size() -> None:
     resource.setrlimit(resource.RLIMIT_FSIZE, (60_000, 60_000))
 
 
-def test_disk_full_fails_in_one_line_and_keeps_every_file_whole(tmp_path: Path, fake_recipe_file,
-                                                                 ultrachat_exe: list[str]) -> None:
+def test_disk_full_fails_in_one_line_and_keeps_every_file_whole(tmp_path: Path, fake_recipe_file) -> None:
     disk = tmp_path / "disk"
     with _small_disk(disk) as mounted:
         out = disk / "out"
-        cmd = [*ultrachat_exe, "generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "100",
-               "--out", str(out), "--no-progress"]
-        res = subprocess.run(cmd, capture_output=True, text=True, timeout=60,
-                             preexec_fn=None if mounted else _limit_file_size)
-        assert res.returncode != 0
-        err = res.stderr.strip()
+        recipe = fake_recipe_file(";delay=0.002")  # dialogues finish one by one, as with a real model
+        argv = ["generate", "world", "-r", str(recipe), "--dialogues", "100", "--out", str(out), "--no-progress"]
+        code, err = run_cli(argv, tmp_path, limit_file_size=not mounted)
+        assert code == 1
+        err = err.strip()
         assert "\n" not in err and err.startswith("error:"), err
         assert ("No space left on device" if mounted else "File too large") in err and str(out) in err
         jsonl = list(out.rglob("*.jsonl"))
@@ -146,16 +157,15 @@ def test_disk_full_fails_in_one_line_and_keeps_every_file_whole(tmp_path: Path, 
             list(iter_jsonl(path, validate=path.name == "dialogues.jsonl"))
 
 
-def test_unwritable_output_fails_in_one_line(tmp_path: Path, fake_recipe_file, ultrachat_exe: list[str]) -> None:
+def test_unwritable_output_fails_in_one_line(tmp_path: Path, fake_recipe_file) -> None:
     locked = tmp_path / "locked"
     with _small_disk(locked, read_only=True) as mounted:
         if not mounted:
             locked.chmod(0o555)  # enough for a non-root user
-        res = subprocess.run([*ultrachat_exe, "generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "3",
-                              "--out", str(locked / "out"), "--no-progress"], capture_output=True, text=True,
-                             timeout=60)
-    assert res.returncode != 0
-    err = res.stderr.strip()
+        code, err = run_cli(["generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "3",
+                             "--out", str(locked / "out"), "--no-progress"], tmp_path)
+    assert code != 0
+    assert "Traceback" not in err
+    err = err.strip()
     assert "\n" not in err and err.startswith("error:") and str(locked / "out") in err, err
-    assert "Traceback" not in res.stderr
     assert not (locked / "out").exists()

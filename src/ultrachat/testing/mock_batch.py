@@ -6,8 +6,9 @@ Endpoints (all under ``/v1``): ``POST /files`` (multipart upload, ``purpose=batc
 it is created, then ``completed`` with an output file whose lines answer each request with
 the fake backend's deterministic replies. ``--fail-rate P`` answers a share of requests
 with an error line (``response.status_code`` 500) that a client must resubmit.
-``GET /_stats`` counts batches, requests, cancellations and ``repeated_requests`` (a
-custom_id answered successfully twice: a client that paid for the same call again).
+``POST /_control`` changes the latency and failure rate of later batches; ``GET /_stats``
+counts batches, requests, cancellations and ``repeated_requests`` (a custom_id answered
+successfully twice: a client that paid for the same call again).
 
 Run it::
 
@@ -138,6 +139,15 @@ class MockBatchAPI:
     def _public(self, batch_id: str) -> dict[str, Any]:
         return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}
 
+    async def control(self, request: Any) -> Any:
+        """``{"batch_latency_s": s, "fail_rate": p}`` change the server for batches created next."""
+        from aiohttp import web
+
+        body = await request.json()
+        self.latency_s = float(body.get("batch_latency_s", self.latency_s))
+        self.fail_rate = float(body.get("fail_rate", self.fail_rate))
+        return web.json_response({"ok": True})
+
     async def stats(self, request: Any) -> Any:
         from aiohttp import web
 
@@ -154,6 +164,7 @@ class MockBatchAPI:
         app.router.add_get("/v1/batches/{batch_id}", self.get)
         app.router.add_post("/v1/batches/{batch_id}/cancel", self.cancel)
         app.router.add_get("/_stats", self.stats)
+        app.router.add_post("/_control", self.control)
         return app
 
 
