@@ -26,12 +26,13 @@ from pathlib import Path
 N = int(os.environ.get("ULTRACHAT_BENCH_N", "100000"))
 COMMAND = "python -m benchmarks dedup"
 
-CHILD = r"""
+# Child-process prelude: ``timed(name, fn)`` wraps a function to add its run time to timers[name].
+TIMERS = r"""
 import json, resource, sys, time
+from collections import defaultdict
 from pathlib import Path
-from ultrachat.data import dedup as dd
 
-timers = {"minhash": 0.0, "lsh": 0.0}
+timers = defaultdict(float)
 def timed(name, fn):
     def wrapper(*a, **k):
         t = time.perf_counter()
@@ -40,6 +41,11 @@ def timed(name, fn):
         finally:
             timers[name] += time.perf_counter() - t
     return wrapper
+"""
+
+CHILD = TIMERS + r"""
+from ultrachat.data import dedup as dd
+
 dd.LshIndex.signatures = timed("minhash", dd.LshIndex.signatures)
 dd.LshIndex.query = timed("lsh", dd.LshIndex.query)
 dd.LshIndex.insert = timed("lsh", dd.LshIndex.insert)

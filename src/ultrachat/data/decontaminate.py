@@ -28,7 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .stream import OutputDir, read_corpus, words
+from .stream import OutputDir, json_lines, parquet_rows, read_corpus, words
 
 BUILTIN = "builtin"
 AUTO_FIELDS = ("prompt", "instruction", "question", "input", "text", "data.0", "data", "messages.0.content")
@@ -56,21 +56,12 @@ def _records(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
     if not p.exists():
         raise FileNotFoundError(f"{p}: no such evaluation file")
     if p.suffix == ".parquet":
-        import pyarrow.parquet as pq
-
-        row = 0
-        for batch in pq.ParquetFile(p).iter_batches(batch_size=1024):
-            for rec in batch.to_pylist():
-                yield f"{p}[{row}]", rec
-                row += 1
+        yield from parquet_rows(p)
     elif p.suffix == ".jsonl":
-        with open(p, encoding="utf-8") as fh:
-            for no, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield f"{p}:{no}", json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        raise ValueError(f"{p}:{no}: invalid JSON ({exc.msg})") from None
+        for where, rec in json_lines(p):
+            if isinstance(rec, ValueError):
+                raise ValueError(f"{where}: {rec}")
+            yield where, rec
     else:
         try:
             data = json.loads(p.read_text(encoding="utf-8"))

@@ -31,7 +31,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from .stream import OutputDir, read_corpus, words
+from .stream import OutputDir, batches, read_corpus, words
 
 BATCH = 2048
 
@@ -148,14 +148,9 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
                     index.insert(pos, sigs[i])
                 out.write("kept", d)
 
-        batch: list[dict[str, Any]] = []
         with read_corpus(path, "dedup", out, skip_invalid, progress) as dialogues:
-            for d in dialogues:
-                batch.append(d)
-                if len(batch) >= BATCH:
-                    flush(batch)
-                    batch = []
-            flush(batch)
+            for batch in batches(dialogues, BATCH):
+                flush(batch)
         out.touch("clusters")
         for pos, members in clusters.items():
             out.write("clusters", {"kept": kept_ids[pos], "removed": [m for m, _ in members],

@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import validate_dialogue
-from .stream import OutputDir, make_progress, read_corpus
+from .stream import OutputDir, json_lines, make_progress, parquet_rows, read_corpus
 
 FORMATS = ("hf", "parquet", "sharegpt", "openai")
 LAYOUTS = ("200k", "trl")
@@ -240,15 +240,11 @@ def _rows(src: Path, fmt: str) -> Iterator[tuple[str, Any]]:
             for i, row in enumerate(part):
                 yield f"{src}[{split}][{i}]", {**row, "_split": split}
     elif fmt == "parquet":
-        import pyarrow.parquet as pq
-
         files = sorted(src.rglob("*.parquet"), key=_train_first) if src.is_dir() else [src]
         for f in files:
-            split, row = f.name.split("-")[0], 0
-            for batch in pq.ParquetFile(f).iter_batches(batch_size=ROWS_PER_BATCH):
-                for rec in batch.to_pylist():
-                    yield f"{f}[{row}]", {**rec, "_split": split}
-                    row += 1
+            split = f.name.split("-")[0]
+            for where, rec in parquet_rows(f, ROWS_PER_BATCH):
+                yield where, {**rec, "_split": split}
     elif fmt == "sharegpt" and src.suffix == ".json":
         import ijson
 
@@ -259,13 +255,7 @@ def _rows(src: Path, fmt: str) -> Iterator[tuple[str, Any]]:
             except ijson.JSONError as exc:
                 raise ValueError(f"{src}: invalid JSON ({exc})") from None
     else:
-        with open(src, encoding="utf-8") as fh:
-            for no, line in enumerate(fh, 1):
-                if line.strip():
-                    try:
-                        yield f"{src}:{no}", json.loads(line)
-                    except json.JSONDecodeError as exc:
-                        yield f"{src}:{no}", ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+        yield from json_lines(src)
 
 
 def _train_first(p: Path) -> tuple[int, str]:

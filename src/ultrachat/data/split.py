@@ -18,7 +18,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .stream import OutputDir, read_corpus
+from .stream import OutputDir, batches, read_corpus
 from .tokens import load_counter
 
 ROUND_TEMPLATE = "User: {user}</s>\nAssistant: {assistant}</s>\n"
@@ -82,14 +82,9 @@ def split_long(path: Path, out_dir: Path, max_tokens: int = 2048, tokenizer: str
                     out.write("split", piece)
                     stats["pieces"] += 1
 
-        batch: list[dict[str, Any]] = []
         with read_corpus(path, "split-long", out, skip_invalid, progress) as dialogues:
-            for d in dialogues:
-                batch.append(d)
-                if len(batch) >= BATCH:
-                    flush(batch)
-                    batch = []
-            flush(batch)
+            for batch in batches(dialogues, BATCH):
+                flush(batch)
         report = {"input": str(path), "max_tokens": max_tokens, "tokenizer": counter.name,
                   "template": ROUND_TEMPLATE, **stats, "invalid": out.counts.get("invalid", 0),
                   "outputs": {name: str(out.file(name)) for name in out.counts}}

@@ -37,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from ..recipe import ModelConfig
-from .stream import OutputDir, make_progress, read_corpus
+from .stream import OutputDir, batches, make_progress, read_corpus
 
 BATCH = 256
 LENGTH_CAP = 16384  # histogram bins stop here; longer values land in the last bin
@@ -139,20 +139,16 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
         if cfg.mtld_all:
             empty += _add_mtld(utts, mtld_vals)
 
-    batch: list[dict[str, Any]] = []
     with read_corpus(path, "stats", out, skip_invalid, progress) as dialogues:
-        for d in dialogues:
-            seen += 1
-            # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
-            if len(sample) < cfg.sample:
-                sample.append({"id": d["id"], "data": d["data"]})
-            elif (j := rng.randrange(seen)) < cfg.sample:
-                sample[j] = {"id": d["id"], "data": d["data"]}
-            batch.append(d)
-            if len(batch) >= BATCH:
-                flush(batch)
-                batch = []
-        flush(batch)
+        for batch in batches(dialogues, BATCH):
+            for d in batch:
+                seen += 1
+                # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
+                if len(sample) < cfg.sample:
+                    sample.append({"id": d["id"], "data": d["data"]})
+                elif (j := rng.randrange(seen)) < cfg.sample:
+                    sample[j] = {"id": d["id"], "data": d["data"]}
+            flush(batch)
     if not seen:
         raise ValueError(f"{path}: no dialogues")
 

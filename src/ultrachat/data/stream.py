@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import json
 import string
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from rich.console import Console
 from rich.progress import (
@@ -35,6 +35,8 @@ from rich.progress import (
 from .jsonl import iter_jsonl, write_json_atomic
 
 # Punctuation becomes a space; str.translate + split is ~2x faster than re.findall(r"\w+").
+T = TypeVar("T")
+
 _PUNCT = str.maketrans(dict.fromkeys(string.punctuation.replace("_", "") + "“”‘’«»—–…·•¿¡，。！？：；、（）【】", " "))
 
 
@@ -46,6 +48,41 @@ def words(text: str) -> list[str]:
     ['hello', 'world', 'hello']
     """
     return text.lower().translate(_PUNCT).split()
+
+
+def batches(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``n`` items (the last may be shorter); ``itertools.batched`` is 3.12+."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
+    """``(file:line, object)`` for each non-blank line; a line that is not JSON yields a
+    ``ValueError`` in place of the object, so callers choose to stop or to skip it."""
+    with open(path, encoding="utf-8") as fh:
+        for no, line in enumerate(fh, 1):
+            if line.strip():
+                try:
+                    yield f"{path}:{no}", json.loads(line)
+                except json.JSONDecodeError as exc:
+                    yield f"{path}:{no}", ValueError(f"invalid JSON ({exc.msg} at column {exc.colno})")
+
+
+def parquet_rows(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, dict[str, Any]]]:
+    """``(file[row], record)`` for each row of a Parquet file, a batch at a time."""
+    import pyarrow.parquet as pq
+
+    row = 0
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
+        for rec in batch.to_pylist():
+            yield f"{path}[{row}]", rec
+            row += 1
 
 
 def count_lines(path: Path) -> int:

@@ -13,6 +13,7 @@ Example::
 from __future__ import annotations
 
 import json
+import random
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -32,59 +33,60 @@ def _vocabulary(size: int, rng: np.random.Generator) -> list[str]:
 def iter_corpus(n: int, near_rate: float = 0.1, exact_rate: float = 0.02, seed: int = 0,
                 edit_range: tuple[float, float] = (0.05, 0.10)) -> Iterator[dict[str, Any]]:
     """Yield ``n`` dialogues; about ``near_rate`` of them are near copies, ``exact_rate`` exact copies."""
-    rng = np.random.default_rng(seed)
-    vocab = np.array(_vocabulary(5000, rng))
-    rng.shuffle(vocab)
+    rng = np.random.default_rng(seed)  # bulk word draws
+    r = random.Random(seed)  # scalar draws (much cheaper per call than numpy's)
+    vocab = _vocabulary(5000, rng)
+    r.shuffle(vocab)
     cdf = np.cumsum(1.0 / np.arange(1, len(vocab) + 1))
     cdf /= cdf[-1]
     recent: list[dict[str, Any]] = []  # sources for copies: a bounded window keeps memory flat
 
-    def sentence_text(k: int) -> str:
-        idx = np.searchsorted(cdf, rng.random(k))
+    def turn_text(ws: list[str], question: bool) -> str:
         out, start = [], 0
-        while start < k:  # sentences of 8-20 words
-            end = min(k, start + int(rng.integers(8, 21)))
-            out.append(" ".join(vocab[idx[start:end]]).capitalize() + ".")
+        while start < len(ws):  # sentences of 8-20 words
+            end = start + r.randint(8, 20)
+            out.append(" ".join(ws[start:end]).capitalize())
             start = end
-        return " ".join(out)
+        return ". ".join(out) + ("?" if question else ".")
 
     for i in range(n):
-        roll = rng.random()
+        roll = r.random()
         if recent and roll < near_rate + exact_rate:
-            src = recent[int(rng.integers(len(recent)))]
+            src = r.choice(recent)
             if roll < exact_rate:
                 data = [t.upper() if j == 0 else "  ".join(t.split()) for j, t in enumerate(src["data"])]
                 kind = "exact"
             else:
-                rate = float(rng.uniform(*edit_range))
-                data = [_edit(t, rate, rng, vocab) for t in src["data"]]
+                rate = r.uniform(*edit_range)
+                data = [_edit(t, rate, r, vocab) for t in src["data"]]
                 kind = "near"
             d = {"id": f"synth-{i}", "data": data, "meta": {"planted": {"of": src["id"], "kind": kind}}}
         else:
-            rounds = int(rng.integers(3, 8))
-            data = []
-            for _ in range(rounds):
-                data.append(sentence_text(int(rng.integers(12, 35))).rstrip(".") + "?")
-                data.append(sentence_text(int(rng.integers(60, 220))))
+            lengths = [r.randint(12, 34) if j % 2 == 0 else r.randint(60, 219) for j in range(2 * r.randint(3, 7))]
+            ws = [vocab[k] for k in np.searchsorted(cdf, rng.random(sum(lengths))).tolist()]
+            data, pos = [], 0
+            for j, k in enumerate(lengths):
+                data.append(turn_text(ws[pos:pos + k], question=j % 2 == 0))
+                pos += k
             d = {"id": f"synth-{i}", "data": data, "meta": {"sector": "synthetic"}}
             recent.append(d)
             if len(recent) > 1000:
-                recent.pop(int(rng.integers(len(recent))))
+                recent.pop(r.randrange(len(recent)))
         yield d
 
 
-def _edit(text: str, rate: float, rng: np.random.Generator, vocab: np.ndarray) -> str:
+def _edit(text: str, rate: float, r: random.Random, vocab: list[str]) -> str:
     """Substitute, delete or insert ``rate`` of the words at random positions."""
     toks = text.split()
     for _ in range(max(1, round(len(toks) * rate))):
-        pos = int(rng.integers(len(toks)))
-        op = rng.random()
+        pos = r.randrange(len(toks))
+        op = r.random()
         if op < 0.5:
-            toks[pos] = str(vocab[int(rng.integers(len(vocab)))])
+            toks[pos] = r.choice(vocab)
         elif op < 0.75 and len(toks) > 1:
             del toks[pos]
         else:
-            toks.insert(pos, str(vocab[int(rng.integers(len(vocab)))]))
+            toks.insert(pos, r.choice(vocab))
     return " ".join(toks)
 
 
