@@ -25,6 +25,7 @@ SECTIONS: dict[str, str] = {
     "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
     "dedup": "benchmarks.dedup",  # rensa vs datasketch: throughput, recall on planted copies, RSS (100k)
     "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
+    "datatools": "benchmarks.datatools",  # filter/decontaminate/split-long/export/import: dialogues/s, RSS
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
