@@ -131,22 +131,22 @@ class EndpointChatModel:
         self.timeout_s = timeout_s
 
     def stream(self, messages: list[Message], temperature: float, top_p: float, max_new_tokens: int) -> Iterator[str]:
-        import httpx
+        import urllib.error
+        import urllib.request
 
         body = {"model": self.name, "messages": messages, "temperature": temperature, "top_p": top_p,
                 "max_tokens": max_new_tokens, "stream": True}
-        headers = {"Authorization": f"Bearer {self.api_key}"} if self.api_key else {}
-        timeout = httpx.Timeout(self.timeout_s, connect=10.0)
+        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"}
+                                                           if self.api_key else {})}
+        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers)
         try:
-            with httpx.stream("POST", self.url, json=body, headers=headers, timeout=timeout) as resp:
-                if resp.status_code >= 400:
-                    resp.read()
-                    raise ChatError(f"{self.url}: HTTP {resp.status_code}: {resp.text[:200]}")
-                if not resp.headers.get("content-type", "").startswith("text/event-stream"):
-                    resp.read()
-                    yield resp.json()["choices"][0]["message"]["content"] or ""
+            # The timeout bounds each socket read, so a long answer may stream for as long as it needs.
+            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
+                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
+                    yield json.loads(resp.read())["choices"][0]["message"]["content"] or ""
                     return
-                for line in resp.iter_lines():
+                for raw in resp:
+                    line = raw.decode("utf-8").strip()
                     if not line.startswith("data:"):
                         continue
                     data = line[5:].strip()
@@ -156,8 +156,11 @@ class EndpointChatModel:
                     piece = (choices[0].get("delta") or {}).get("content")
                     if piece:
                         yield piece
-        except httpx.HTTPError as exc:
-            raise ChatError(f"{self.url}: {type(exc).__name__}: {exc}") from None
+        except urllib.error.HTTPError as exc:
+            detail = exc.read().decode("utf-8", "replace")[:200]
+            raise ChatError(f"{self.url}: HTTP {exc.code}: {detail}") from None
+        except (urllib.error.URLError, OSError) as exc:
+            raise ChatError(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
         except (ValueError, KeyError, IndexError) as exc:
             raise ChatError(f"{self.url}: unexpected reply ({exc})") from None
 
