@@ -17,6 +17,7 @@ import pytest
 
 from ultrachat.backends import BackendPool
 from ultrachat.data.jsonl import iter_jsonl, repair_tail
+from ultrachat.generate.commands import recipe_overrides
 from ultrachat.generate.dryrun import dry_run
 from ultrachat.generate.mix import generate_all, sector_recipes
 from ultrachat.generate.runner import generate
@@ -200,3 +201,26 @@ def test_sigkill_at_random_moments_then_resume(fake_recipe_file, tmp_path, ultra
     assert min(partial, default=0) < 10  # at least one kill landed before the end
     subprocess.run(cmd(out), check=True, capture_output=True, timeout=60)
     assert _ids_and_data(out / "dialogues.jsonl") == expected
+
+
+def test_every_new_sector_over_http(tmp_path, ultrachat_exe):
+    """A real OpenAI-compatible server process on 127.0.0.1 serves every role of a mixed run
+    set up by the quick flags (``--base-url URL --model NAME``)."""
+    server = subprocess.Popen([*ultrachat_exe[:-1], "ultrachat.testing.mock_openai", "--port", "0"],
+                              stdout=subprocess.PIPE, text=True)
+    out = tmp_path / "http"
+    try:
+        line = server.stdout.readline() if server.stdout else ""
+        assert line.startswith("listening on "), line
+        flags = recipe_overrides(dialogues=6, out=out, base_url=line.split()[-1], model="mock")
+        summary = generate_all(load_recipe(overrides=flags), progress=False)
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+    merged = list(iter_jsonl(out / "all.jsonl"))
+    assert summary.merged_dialogues == len(merged) == 6 and len({d["id"] for d in merged}) == 6
+    for name in ("entities", "writing", "materials"):
+        lines = list(iter_jsonl(out / name / "dialogues.jsonl"))
+        assert lines and all(d["meta"]["models"]["assistant"] == {"backend": "openai", "model": "mock"}
+                             for d in lines)
+        assert all(len(d["data"]) >= 2 for d in lines)
