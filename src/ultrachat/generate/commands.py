@@ -101,6 +101,6 @@ def register(app: typer.Typer) -> None:
                       no_args_is_help=True)
     for name, cls in SECTORS.items():
         _sector_command(gen, name, (cls.__doc__ or name).strip().splitlines()[0])
-    _sector_command(gen, "all", "A mixed run: every sector of the recipe's [mix] with its own quota and models, "
+    _sector_command(gen, "all", "A mixed run: every sector of the recipe's \\[mix] with its own quota and models, "
                     "one output per sector plus the merged corpus.")
     app.add_typer(gen, name="generate")
