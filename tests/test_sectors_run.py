@@ -80,6 +80,12 @@ def test_cli_generate_all_and_dry_run(fake_recipe_file, tmp_path, ultrachat_exe)
     for shown in ("opening lines", "estimated tokens", "expand 32"):
         assert shown in res.stdout, res.stdout
     assert not (tmp_path / "d").exists()
+    bad = tmp_path / "bad.csv"
+    bad.write_text("name,type\nAda Lovelace,person\n,place\n", encoding="utf-8")
+    res = subprocess.run([*ultrachat_exe, "generate", "entities", "-r", str(fake_recipe_file(
+        extra=f'[entities]\nentities_file = "{bad}"\n')), "--dry-run"], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 2 and "bad.csv:3: no entity name" in res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
 def _forbid_models(monkeypatch):
