@@ -23,6 +23,7 @@ SECTIONS: dict[str, str] = {
     "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
     "distilabel": "benchmarks.distilabel",  # side by side with distilabel 1.5.3 (throwaway venv)
     "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
+    "training": "benchmarks.training",  # SFT tokens/s: packed vs unpacked, ours vs plain TRL SFTTrainer
     "dedup": "benchmarks.dedup",  # rensa vs datasketch: throughput, recall on planted copies, RSS (100k)
     "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
     "datatools": "benchmarks.datatools",  # filter/decontaminate/split-long/export/import: dialogues/s, RSS

@@ -44,6 +44,8 @@ class TrainResult:
     dialogues: int
     sequences: int
     truncated: int
+    train_tokens: int  # tokens in one epoch of training sequences (no padding)
+    runtime_s: float
 
 
 def model_path(model: str) -> str:
@@ -216,6 +218,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     if len(train_ds) == 0:
         raise ValueError("the training data holds no answered round")
     truncated = sum(train_ds["truncated"])
+    train_tokens = sum(len(ids) for ids in train_ds["input_ids"])
     train_ds = train_ds.remove_columns("truncated")
     eval_ds = tokenize(eval_raw, tokenizer, template, cfg).remove_columns("truncated") if eval_raw else None
 
@@ -259,7 +262,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         write_json_atomic(out / TRAIN_RECORD, {**record, "global_step": trainer.state.global_step,
                                                "train_loss": result.training_loss, "eval_loss": eval_loss})
     return TrainResult(str(out), trainer.state.global_step, str(resume) if resume else None,
-                       result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated)
+                       result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
+                       result.metrics.get("train_runtime", 0.0))
 
 
 def _save_final(trainer: Any, cfg: TrainConfig, out: Path) -> None:
