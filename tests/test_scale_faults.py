@@ -16,6 +16,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
+
 from ultrachat.cli import app
 from ultrachat.data.jsonl import iter_jsonl
 from ultrachat.generate.runner import generate
@@ -94,20 +96,19 @@ def test_twenty_sigkills_lose_and_duplicate_nothing(tmp_path: Path) -> None:
 
 
 def test_fault_mix_from_the_endpoint_completes_with_valid_dialogues(tmp_path: Path,
-                                                                    ultrachat_exe: list[str]) -> None:
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
     faults = ["--fault-429", "0.10", "--fault-500", "0.05", "--fault-timeout", "0.02", "--fault-malformed", "0.03",
               "--fault-drop", "0.03", "--retry-after", "0.1", "--hang-s", "2", "--latency-ms", "5", "--seed", "10"]
     recipe = tmp_path / "recipe.toml"
     role = "max_retries = 10\ntimeout_s = 0.5\n"
     recipe.write_text(f"concurrency = 16\n[models.user]\n{role}[models.assistant]\n{role}", encoding="utf-8")
     out = tmp_path / "out"
+    monkeypatch.setenv("OPENAI_API_KEY", "unused")
     with MockServer(*faults) as srv:
-        res = subprocess.run([*ultrachat_exe, "generate", "world", "-r", str(recipe), "--base-url", srv.url,
-                              "--model", "mock", "--dialogues", "24", "--max-rounds", "3", "--out", str(out),
-                              "--no-progress"], capture_output=True, text=True, timeout=120,
-                             env={**os.environ, "OPENAI_API_KEY": "unused"})
+        code, err = run_cli(["generate", "world", "-r", str(recipe), "--base-url", srv.url, "--model", "mock",
+                             "--dialogues", "24", "--max-rounds", "3", "--out", str(out), "--no-progress"], tmp_path)
         counts = srv.stats()["counts"]
-    assert res.returncode == 0, res.stderr
+    assert code == 0, err
     assert {k for k in counts if k.startswith("fault_")} == {f"fault_{k}" for k in
                                                              ("429", "500", "timeout", "malformed", "drop")}
     dialogues = list(iter_jsonl(out / "dialogues.jsonl"))
