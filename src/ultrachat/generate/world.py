@@ -132,17 +132,18 @@ class WorldSector(Sector):
         ]
 
     async def _questions(self, ctx: PlanContext, topic: str, subtopic: str) -> list[str]:
-        n = self.recipe.world.questions_per_subtopic
-        key = f"questions|{topic}|{normalize(subtopic)}"
-        prompt = self.prompts.render("world", "questions", n=n, topic=topic, subtopic=subtopic)
-        text = await ctx.call("questions", key, prompt, stable_seed(self.recipe.seed, key))
-        return _only_questions(parse_list(text, n))
+        return await self._ask(ctx, "questions", topic, subtopic, self.recipe.world.questions_per_subtopic,
+                               subtopic=subtopic)
 
     async def _related(self, ctx: PlanContext, topic: str, question: str) -> list[str]:
-        n = self.recipe.world.related_per_question
-        key = f"related|{topic}|{normalize(question)}"
-        prompt = self.prompts.render("world", "related", n=n, topic=topic, question=question)
-        text = await ctx.call("related", key, prompt, stable_seed(self.recipe.seed, key))
+        return await self._ask(ctx, "related", topic, question, self.recipe.world.related_per_question,
+                               question=question)
+
+    async def _ask(self, ctx: PlanContext, stage: str, topic: str, subject: str, n: int, **values: str) -> list[str]:
+        """One cached list request of ``stage`` about ``subject``; returns the questions in the reply."""
+        key = f"{stage}|{topic}|{normalize(subject)}"
+        prompt = self.prompts.render("world", stage, n=n, topic=topic, **values)
+        text = await ctx.call(stage, key, prompt, stable_seed(self.recipe.seed, key))
         return _only_questions(parse_list(text, n))
 
 
