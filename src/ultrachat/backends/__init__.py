@@ -64,9 +64,6 @@ class BackendPool:
             self._backends[key] = backend
         return self._backends[key]
 
-    def backends(self) -> list[Backend]:
-        return list(self._backends.values())
-
     async def start(self) -> None:
         for backend in self._backends.values():
             await backend.start()
