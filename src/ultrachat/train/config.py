@@ -23,7 +23,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..recipe import RecipeError
+from ..recipe import RecipeError, _format_error
 
 
 class _Strict(BaseModel):
@@ -99,6 +99,4 @@ def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] 
     try:
         return TrainConfig.model_validate(data)
     except ValidationError as exc:
-        first = exc.errors()[0]
-        loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-        raise RecipeError(f"{source}: field '{loc}': {first['msg']}") from None
+        raise RecipeError(_format_error(source, exc)) from None
