@@ -156,6 +156,7 @@ def estimate(sector: str, recipe: Recipe, dialogues: int | None = None, sample: 
     for stage, models in report["stages"].items():
         cfg = configs[stage]
         price = prices.lookup(cfg.backend, cfg.model)
+        discount = prices.batch_discount if cfg.backend == "openai_batch" else 1.0  # already a batch API
         for model, line in models.items():
             usage = Usage(round(line["prompt_tokens"] * scale), round(line["completion_tokens"] * scale))
             calls = round(line["calls"] * scale)
@@ -167,7 +168,7 @@ def estimate(sector: str, recipe: Recipe, dialogues: int | None = None, sample: 
             if price.aggregate_tokens_per_s:
                 seconds = max(seconds, usage.completion_tokens / price.aggregate_tokens_per_s)
             est.stages.append(StageEstimate(stage, model, calls, usage.prompt_tokens, usage.completion_tokens,
-                                            price.cost(usage), seconds))
+                                            price.cost(usage, discount), seconds))
     return est
 
 
