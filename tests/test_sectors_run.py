@@ -66,25 +66,32 @@ def test_generate_all_writes_each_sector_and_the_merged_corpus(fake_recipe_file,
     assert again.stats.dialogues == 0 and again.already_done == 2
 
 
-def test_cli_generate_all_and_dry_run(fake_recipe_file, tmp_path, ultrachat_exe):
-    recipe = fake_recipe_file()
-    res = subprocess.run([*ultrachat_exe, "generate", "all", "-r", str(recipe), "--dialogues", "4", "--out",
-                          str(tmp_path / "o"), "--no-progress"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+def cli(*args: str):
+    """The CLI in process (as a subprocess it would spend most of its time starting Python)."""
+    from typer.testing import CliRunner
+
+    from ultrachat.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_cli_generate_all_and_dry_run(fake_recipe_file, tmp_path):
+    recipe = str(fake_recipe_file())
+    res = cli("generate", "all", "-r", recipe, "--dialogues", "4", "--out", str(tmp_path / "o"), "--no-progress")
+    assert res.exit_code == 0, res.output
     for shown in ("ultrachat generate all", "by kind", "by template", "by writing_type", "by topic"):
         assert shown in res.stdout, res.stdout[-3000:]
     assert len((tmp_path / "o" / "all.jsonl").read_text().splitlines()) == 4
-    res = subprocess.run([*ultrachat_exe, "generate", "writing", "-r", str(recipe), "--dialogues", "40",
-                          "--out", str(tmp_path / "d"), "--dry-run"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0, res.stderr
+    res = cli("generate", "writing", "-r", recipe, "--dialogues", "40", "--out", str(tmp_path / "d"), "--dry-run")
+    assert res.exit_code == 0, res.output
     for shown in ("opening lines", "estimated tokens", "expand 32"):
         assert shown in res.stdout, res.stdout
     assert not (tmp_path / "d").exists()
     bad = tmp_path / "bad.csv"
     bad.write_text("name,type\nAda Lovelace,person\n,place\n", encoding="utf-8")
-    res = subprocess.run([*ultrachat_exe, "generate", "entities", "-r", str(fake_recipe_file(
-        extra=f'[entities]\nentities_file = "{bad}"\n')), "--dry-run"], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 2 and "bad.csv:3: no entity name" in res.stderr
+    res = cli("generate", "entities", "-r", str(fake_recipe_file(extra=f'[entities]\nentities_file = "{bad}"\n')),
+              "--dry-run")
+    assert res.exit_code == 2 and "bad.csv:3: no entity name" in res.stderr
     assert len(res.stderr.strip().splitlines()) == 1, res.stderr
 
 
