@@ -1,6 +1,6 @@
 """Training throughput: ours packed vs unpacked, and ours vs plain TRL SFTTrainer.
 
-Same tiny Llama (4 layers, hidden 256, its own 2k-token BPE), same 240 dialogues of 1-6
+Same tiny Llama (4 layers, hidden 128, its own 2k-token BPE), same 120 dialogues of 1-6
 rounds, same hyper-parameters, one epoch each, interleaved and repeated; the best of the
 repeats is kept. "Plain TRL" is ``SFTTrainer`` given the ``messages`` column and left to
 tokenize it itself (whole-sequence loss, no round splitting). Tokens/s counts real
@@ -28,7 +28,7 @@ def _corpus(root: Path) -> tuple[Path, list[dict[str, Any]]]:
 
     dialogues = []
     for rounds in range(1, 7):  # lengths vary, as in real data: padding has something to waste
-        for d in toy_dialogues(40, rounds=rounds):
+        for d in toy_dialogues(20, rounds=rounds):
             dialogues.append({**d, "id": f"{d['id']}-r{rounds}"})
     path = root / "dialogues.jsonl"
     path.write_text("".join(json.dumps(d) + "\n" for d in dialogues))
@@ -73,7 +73,7 @@ def run() -> str:
         root = Path(tmp)
         data, dialogues = _corpus(root)
         model = make_tiny_model(root / "base", [t for d in dialogues for t in d["data"]], vocab_size=2000,
-                                hidden=256, layers=4)
+                                hidden=128, layers=4)
         runs = {"ours, unpacked": lambda i: _ours(model, data, root / f"u{i}", False),
                 "ours, packed (padding-free)": lambda i: _ours(model, data, root / f"p{i}", True),
                 "plain TRL SFTTrainer, unpacked": lambda i: _plain_trl(model, dialogues, root / f"t{i}")}
@@ -89,7 +89,7 @@ def run() -> str:
     rows = "\n".join(f"| {name} | {rate:,.0f} | {steps} | {rate / base:.2f}x |" for name, (rate, steps) in best.items())
     return f"""## Training throughput
 
-Tiny Llama (4 layers, hidden 256, 2k-token BPE) on {len(dialogues)} dialogues of 1-6 rounds, one epoch,
+Tiny Llama (4 layers, hidden 128, 2k-token BPE) on {len(dialogues)} dialogues of 1-6 rounds, one epoch,
 batch {SETTINGS['batch_size']}, max length {SETTINGS['max_length']}, fp32 on CPU, 1 thread; best of {REPEATS}
 interleaved runs ({wall:.0f} s in all, {platform.machine()}).
 

@@ -145,3 +145,15 @@ def test_bad_config_names_the_field(tmp_path):
     path.write_text("template = 'alpaca'\n")
     with pytest.raises(RecipeError, match="field 'template'"):
         load_train_config(path)
+
+
+@pytest.mark.parametrize("fmt", ["hf", "parquet"])
+def test_exported_datasets_train_with_their_test_split_held_out(tiny, tmp_path, fmt):
+    from ultrachat.data.formats import export_corpus
+    from ultrachat.train.sft import load_dialogues
+
+    _, corpus = tiny
+    export_corpus(corpus, fmt, tmp_path / fmt, test_fraction=0.25, progress=False)
+    train_set, held_out = load_dialogues([str(tmp_path / fmt)])
+    assert held_out is not None and len(held_out) > 0 and len(train_set) + len(held_out) == 24
+    assert train_set.column_names == ["messages"] and train_set[0]["messages"][0]["role"] == "user"

@@ -88,15 +88,22 @@ class LocalChatModel:
 
     def stream(self, messages: list[Message], temperature: float, top_p: float, max_new_tokens: int) -> Iterator[str]:
         import torch
-        from transformers import TextIteratorStreamer
+        from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
         ids = self._prompt_ids(messages, max_new_tokens)
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
+        stop = threading.Event()  # set when the reader goes away (Ctrl-C): generation stops too
+
+        class _Stop(StoppingCriteria):  # type: ignore[misc]
+            def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
+                return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
+
         sampling = {"do_sample": True, "temperature": temperature, "top_p": top_p} if temperature > 0 \
             else {"do_sample": False}
         kwargs = {"input_ids": ids, "attention_mask": torch.ones_like(ids), "streamer": streamer,
                   "max_new_tokens": max_new_tokens, "eos_token_id": self.tok.eos_token_id,
-                  "pad_token_id": self.tok.pad_token_id or self.tok.eos_token_id, **sampling}
+                  "pad_token_id": self.tok.pad_token_id or self.tok.eos_token_id,
+                  "stopping_criteria": StoppingCriteriaList([_Stop()]), **sampling}
         errors: list[BaseException] = []
 
         def run() -> None:
@@ -109,8 +116,11 @@ class LocalChatModel:
 
         worker = threading.Thread(target=run, daemon=True)
         worker.start()
-        yield from streamer
-        worker.join()
+        try:
+            yield from streamer
+        finally:
+            stop.set()
+            worker.join()
         if errors:
             raise ChatError(f"generation failed: {errors[0]}")
 

@@ -249,7 +249,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ckpt = out / f"checkpoint-{state.global_step}"
-            if state.is_world_process_zero and ckpt.is_dir():
+            if _main_process(state) and ckpt.is_dir():
                 write_json_atomic(ckpt / TRAIN_RECORD, {**record, "global_step": state.global_step})
 
     resume = last_checkpoint(out)
@@ -258,12 +258,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     _save_final(trainer, cfg, out)
-    if trainer.is_world_process_zero():
+    if _main_process(trainer.state):
         write_json_atomic(out / TRAIN_RECORD, {**record, "global_step": trainer.state.global_step,
                                                "train_loss": result.training_loss, "eval_loss": eval_loss})
     return TrainResult(str(out), trainer.state.global_step, str(resume) if resume else None,
                        result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
                        result.metrics.get("train_runtime", 0.0))
+
+
+def _main_process(state: Any) -> bool:
+    """Rank 0 only: the launcher's RANK too, since a trainer that did not join the process group
+    (CPU runs under torchrun) believes every process is the main one."""
+    return bool(state.is_world_process_zero) and os.environ.get("RANK", "0") == "0"
 
 
 def _save_final(trainer: Any, cfg: TrainConfig, out: Path) -> None:
