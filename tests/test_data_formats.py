@@ -97,6 +97,17 @@ def test_import_released_and_foreign_files(tmp_path: Path) -> None:
     assert read(tmp_path / "c.jsonl")[0]["meta"] == {"system": "Be brief."}
     assert read(tmp_path / "c.invalid.jsonl")[0]["where"].endswith("share.json[1]")
 
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    (tmp_path / "u200k" / "data").mkdir(parents=True)  # the UltraChat 200k layout: no id or meta columns
+    messages = [[{"role": "user", "content": "Hi?"}, {"role": "assistant", "content": "Hello."}]]
+    pq.write_table(pa.table({"prompt": ["Hi?"], "prompt_id": ["abc"], "messages": messages}),
+                   tmp_path / "u200k" / "data" / "test_sft-00000-of-00001.parquet")
+    import_corpus(tmp_path / "u200k", tmp_path / "d.jsonl", progress=False)
+    expected = {"id": "abc", "data": ["Hi?", "Hello."], "meta": {"source_split": "test_sft"}}
+    assert read(tmp_path / "d.jsonl") == [expected]
+
 
 def test_export_refuses_existing_output_and_cli_round_trip(corpus: Path, tmp_path: Path) -> None:
     (tmp_path / "taken").mkdir()
