@@ -1,13 +1,13 @@
 """Read side of the explorer index: search, browse, one dialogue, statistics, map points.
 
-Search plan (chosen by measurement, see docs/explore.md and ``make bench``): FTS5 walks
-the matches of a query in rowid order (straight from its doclists, no ranking), applies
-the filters, and ranks by bm25 only the first ``CANDIDATES`` survivors among at most
-``SCAN`` matches. A rare word has fewer matches than that, so its ranking is exact; a
-very common word costs a bounded number of bm25 evaluations instead of one per matching
-dialogue (``ORDER BY rank`` over a word found in most of 1.5M dialogues takes ~1 s).
-For such words bm25 barely discriminates anyway: FTS5 floors the IDF of a term found in
-over half the documents at ~0.
+Search plan (chosen by measurement, see docs/explore.md and ``make bench``): one walk
+over at most ``SCAN`` matches of the query in rowid order (straight from the FTS5
+doclists, no ranking) gives the match count and a rowid bound; then the filters are
+applied and only the first ``CANDIDATES`` survivors are ranked by bm25, whose per-row
+cost is what makes ``ORDER BY rank`` over a common word take seconds at a million
+dialogues. A query with fewer matches is ranked exactly. When the matches are denser
+than one dialogue in two, every term is in over half the corpus, FTS5 floors its IDF at
+~0 and bm25 barely discriminates: only ``CANDIDATES // 5`` are scored.
 
 User input never reaches FTS5 syntax: each word becomes a quoted token (``word*`` a
 prefix, ``"two words"`` a phrase), so no query can be a syntax error.
@@ -29,8 +29,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-SCAN = 20000  # matches of a query looked at, at most (in rowid order: cheap, no ranking)
-CANDIDATES = 1000  # of those, how many are ranked by bm25 (the per-row cost of bm25 is what bounds this)
+SCAN = 10000  # matches of a query looked at, at most (in rowid order: cheap, no ranking)
+CANDIDATES = 500  # of those, how many are ranked by bm25 (the per-row cost of bm25 is what bounds this)
 MAX_BROWSE_OFFSET = 100000
 MAX_QUERY_CHARS = 500
 MAX_TERMS = 16
@@ -167,20 +167,24 @@ def search(conn: sqlite3.Connection, query: Query) -> dict[str, Any]:
     where, args = query.where()
     if query.terms:
         match = " ".join(t.fts() for t in query.terms)
-        # The rowid of the SCAN-th match bounds every later step (FTS5 honours rowid ranges).
-        bound = conn.execute("SELECT rowid FROM fts WHERE fts MATCH ? LIMIT 1 OFFSET ?", (match, SCAN)).fetchone()
-        upper = bound[0] - 1 if bound else None
-        cond = (" AND fts.rowid <= ?" if upper is not None else "") + (" AND " + where if where else "")
-        cargs = [match, *([upper] if upper is not None else []), *args]
+        # One walk over at most SCAN matches in rowid order gives the unfiltered count and the
+        # rowid bounding every later step (FTS5 honours rowid ranges).
+        seen, last = conn.execute(f"SELECT count(*), max(rowid) FROM (SELECT rowid FROM fts WHERE fts MATCH ? "
+                                  f"LIMIT {SCAN})", (match,)).fetchone()
+        more = seen >= SCAN
+        # Matches denser than one row in two mean every term is in over half the corpus: bm25
+        # then floors each term's IDF at ~0 and barely ranks, so fewer candidates are scored.
+        ranked = CANDIDATES // 5 if more and seen > last / 2 else CANDIDATES
+        cond = (" AND fts.rowid <= ?" if more else "") + (" AND " + where if where else "")
+        cargs = [match, *([last] if more else []), *args]
         # CROSS JOIN keeps FTS5 as the outer loop; bm25 is evaluated only on rows passing the filters.
         source = f"fts CROSS JOIN dialogues d ON d.rowid = fts.rowid WHERE fts MATCH ?{cond}" if where else \
             f"fts WHERE fts MATCH ?{cond}"
         sql = (f"SELECT {COLUMNS} FROM (SELECT fts.rowid AS rowid, bm25(fts) AS score FROM {source} "
-               f"LIMIT {CANDIDATES}) c JOIN dialogues d ON d.rowid = c.rowid JOIN files f ON f.id = d.file "
+               f"LIMIT {ranked}) c JOIN dialogues d ON d.rowid = c.rowid JOIN files f ON f.id = d.file "
                "ORDER BY c.score, c.rowid LIMIT ? OFFSET ?")
         rows = conn.execute(sql, [*cargs, query.per_page, query.offset]).fetchall()
-        total = conn.execute(f"SELECT count(*) FROM {source}", cargs).fetchone()[0]
-        more = upper is not None
+        total = conn.execute(f"SELECT count(*) FROM {source}", cargs).fetchone()[0] if where else seen
     else:
         sql = (f"SELECT {COLUMNS} FROM dialogues d JOIN files f ON f.id = d.file {'WHERE ' + where if where else ''} "
                "ORDER BY d.rowid LIMIT ? OFFSET ?")
@@ -188,6 +192,7 @@ def search(conn: sqlite3.Connection, query: Query) -> dict[str, Any]:
         total = conn.execute(f"SELECT count(*) FROM (SELECT 1 FROM dialogues d {'WHERE ' + where if where else ''} "
                              f"LIMIT {MAX_BROWSE_OFFSET})", args).fetchone()[0]
         more = total >= MAX_BROWSE_OFFSET
+        ranked = 0
     results = []
     for row in rows:
         item = _result(row)
@@ -197,7 +202,7 @@ def search(conn: sqlite3.Connection, query: Query) -> dict[str, Any]:
             except Gone:
                 item["snippet"] = [["(source file changed since indexing)", False]]
         results.append(item)
-    return {"total": total, "more": more, "ranked": min(total, CANDIDATES) if query.terms else None,
+    return {"total": total, "more": more, "ranked": min(total, ranked) if query.terms else None,
             "page": query.page, "per_page": query.per_page, "results": results}
 
 
@@ -205,8 +210,12 @@ def snippet(text: str, terms: tuple[Term, ...] | list[Term], width: int = SNIPPE
     """The passage around the first match, split into ``[text, is_match]`` pieces."""
     singles = {t.tokens[i] for t in terms for i in range(len(t.tokens)) if not (t.prefix and i == len(t.tokens) - 1)}
     prefixes = tuple(t.tokens[-1] for t in terms if t.prefix)
-    hits = [m.span() for m in _TOKEN.finditer(text)
-            if (f := fold(m.group())) in singles or (prefixes and f.startswith(prefixes))]
+    if text.isascii():  # the common case: one regex pass, no per-token Unicode folding
+        words = "|".join([*map(re.escape, singles), *(re.escape(p) + r"[^\W_]*" for p in prefixes)])
+        hits = [m.span() for m in re.finditer(rf"(?<![^\W_])(?:{words})(?![^\W_])", text, re.IGNORECASE)]
+    else:
+        hits = [m.span() for m in _TOKEN.finditer(text)
+                if (f := fold(m.group())) in singles or (prefixes and f.startswith(prefixes))]
     start = max(0, hits[0][0] - width // 4) if hits else 0
     if start:
         space = text.find(" ", start, hits[0][0])
