@@ -54,7 +54,8 @@ def _plain_trl(model: Path, dialogues: list[dict[str, Any]], out: Path) -> tuple
     ds = Dataset.from_list([{"messages": to_messages(d)} for d in dialogues])
     args = SFTConfig(output_dir=str(out), learning_rate=SETTINGS["learning_rate"], num_train_epochs=1,
                      per_device_train_batch_size=SETTINGS["batch_size"], max_length=SETTINGS["max_length"],
-                     save_strategy="no", logging_steps=10_000, report_to=[], disable_tqdm=True, seed=42)
+                     save_strategy="no", logging_steps=10_000, report_to=[], disable_tqdm=True, seed=42,
+                     bf16=False)  # fp32 on CPU, as ours
     trainer = SFTTrainer(model=str(model), args=args, train_dataset=ds)
     tokens = sum(len(ids) for ids in trainer.train_dataset["input_ids"])
     metrics = trainer.train().metrics

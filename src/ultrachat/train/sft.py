@@ -196,6 +196,7 @@ def _lora(cfg: TrainConfig) -> tuple[Any, Any]:
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; resume from ``cfg.out``'s last checkpoint if any."""
     import torch
+    from accelerate import PartialState
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
@@ -208,19 +209,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     template = resolve_template(cfg.template, tokenizer)
     tokenizer.chat_template = template  # saved with every checkpoint, so any server formats prompts as trained
 
-    train_raw, eval_raw = load_dialogues(cfg.data)
-    if cfg.eval_data:
-        eval_raw, _ = load_dialogues(cfg.eval_data)
-    elif eval_raw is None and cfg.eval_ratio > 0 and len(train_raw) >= 2:
-        split = train_raw.train_test_split(test_size=max(1, round(cfg.eval_ratio * len(train_raw))), seed=cfg.seed)
-        train_raw, eval_raw = split["train"], split["test"]
-    train_ds = tokenize(train_raw, tokenizer, template, cfg)
+    # Under a multi-process launch the main process prepares (and caches) the data first; the
+    # others then read its cache instead of racing to write it.
+    with PartialState().main_process_first():
+        train_raw, eval_raw = load_dialogues(cfg.data)
+        if cfg.eval_data:
+            eval_raw, _ = load_dialogues(cfg.eval_data)
+        elif eval_raw is None and cfg.eval_ratio > 0 and len(train_raw) >= 2:
+            held = max(1, round(cfg.eval_ratio * len(train_raw)))
+            split = train_raw.train_test_split(test_size=held, seed=cfg.seed)
+            train_raw, eval_raw = split["train"], split["test"]
+        train_ds = tokenize(train_raw, tokenizer, template, cfg)
+        eval_ds = tokenize(eval_raw, tokenizer, template, cfg).remove_columns("truncated") if eval_raw else None
     if len(train_ds) == 0:
         raise ValueError("the training data holds no answered round")
     truncated = sum(train_ds["truncated"])
     train_tokens = sum(len(ids) for ids in train_ds["input_ids"])
     train_ds = train_ds.remove_columns("truncated")
-    eval_ds = tokenize(eval_raw, tokenizer, template, cfg).remove_columns("truncated") if eval_raw else None
 
     precision = resolve_precision(cfg.precision)
     peft_config, quant = _lora(cfg)
