@@ -45,6 +45,12 @@ def corpus(folder: Path) -> int:
     plain = [{"id": "xss-1", "data": [XSS, "I will not run <script>alert(1)</script> **ever**."]},
              {"id": "plain/2 ?", "data": ["Tides again?", "Yes, tides."]}]
     (folder / "plain.jsonl").write_text("".join(json.dumps(d) + "\n" for d in plain), encoding="utf-8")
+    # What `ultrachat stats` writes (its row beside the paper's): the statistics page shows it.
+    stats = {"row": {"dataset": "data", "dialogues": 50, "avg_turns": 3.9, "mtld": 41.5},
+             "paper": {"source": "UltraChat paper, Table 4", "rows": [{"dataset": "UltraChat", "dialogues": 1468352,
+                                                                       "avg_turns": 3.8, "mtld": 74.3}]},
+             "command": "ultrachat stats data.jsonl"}
+    (folder / "stats.json").write_text(json.dumps(stats), encoding="utf-8")
     return len(lines) + len(plain)
 
 
@@ -90,6 +96,7 @@ def test_api_search_dialogue_stats_map(server: str) -> None:
     assert odd["data"] == ["Tides again?", "Yes, tides."] and odd["meta"] == {}
     _, _, stats = get(f"{server}api/stats")
     assert stats["dialogues"] == 50 and ["world", 24] in stats["sectors"] and [None, 2] in stats["sectors"]
+    assert stats["corpus_stats"]["row"]["mtld"] == 41.5
     assert dict(stats["rounds_hist"])["2"] == 48 and dict(stats["rounds_hist"])["1"] == 2  # plain lines: 2 turns
     _, _, m = get(f"{server}api/map")
     assert m["count"] == 50 == len(m["x"]) == len(m["title"])
@@ -191,7 +198,9 @@ def test_browser_stats_and_map(page, server: str) -> None:
     pg.click("nav a[data-view=stats]")
     wait_view(pg, "/stats")
     assert pg.locator(".card-value").first.inner_text() == "50"
-    assert pg.locator(".chart").count() == 7
+    assert pg.locator(".chart").count() == 8  # 7 charts and the `ultrachat stats` table
+    assert pg.locator("table.tooling tr.ours").inner_text().split("\t")[:2] == ["data", "50"]
+    assert "1,468,352" in pg.inner_text("table.tooling")
     pg.screenshot(path=str(ARTIFACTS / "explore-stats.png"), full_page=True)
     pg.click("nav a[data-view=map]")
     wait_view(pg, "/map")

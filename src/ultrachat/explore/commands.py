@@ -22,11 +22,31 @@ def register(app: typer.Typer) -> None:
                                                            "~/.cache/ultrachat/explore/).")] = None,
         map_points: Annotated[int, typer.Option(help="Dialogues sampled for the topic map (0: no map).")] = 20000,
         serve: Annotated[bool, typer.Option("--serve/--index-only", help="Serve the UI after indexing.")] = True,
+        stats: Annotated[Optional[Path], typer.Option(help="stats.json of `ultrachat stats` to show on the statistics "
+                                                           "page (default: a stats.json inside a DATA folder).")]
+        = None,
     ) -> None:
-        run_guarded(lambda: _explore(data, host, port, index, map_points, serve))
+        run_guarded(lambda: _explore(data, host, port, index, map_points, serve, stats))
 
 
-def _explore(data: list[Path], host: str, port: int, index: Path | None, map_points: int, serve: bool) -> None:
+def load_corpus_stats(data: list[Path], path: Path | None) -> dict | None:
+    """The ``stats.json`` of ``ultrachat stats`` given, or found in a DATA folder (``None`` if none)."""
+    import json
+
+    found = [path] if path else [p / "stats.json" for p in data if (p / "stats.json").is_file()]
+    for candidate in found:
+        try:
+            obj = json.loads(candidate.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ValueError(f"{candidate}: not a readable stats.json ({exc})") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("row"), dict):
+            raise ValueError(f"{candidate}: not a stats.json of `ultrachat stats` (no 'row' object)")
+        return obj
+    return None
+
+
+def _explore(data: list[Path], host: str, port: int, index: Path | None, map_points: int, serve: bool,
+             stats: Path | None) -> None:
     import asyncio
     import contextlib
 
@@ -39,6 +59,7 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
     if map_points < 0:
         raise ValueError("--map-points: must be 0 or more")
     index = index or default_index_path(data)
+    corpus_stats = load_corpus_stats(data, stats)
     report = sync_index(data, index, map_points=map_points)
     if report.rebuilt:
         console.print(f"rebuilt the index: {report.rebuilt}", markup=False, highlight=False, soft_wrap=True)
@@ -61,4 +82,4 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
         print(f"Serving the explorer on {url} (Ctrl+C to stop)", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how the server is meant to stop
-        asyncio.run(run_server(index, host, port, ready))
+        asyncio.run(run_server(index, host, port, ready, corpus_stats))

@@ -52,8 +52,13 @@ class _Connections(threading.local):
     conn: sqlite3.Connection | None = None
 
 
-def make_app(index: Path, allowed_hosts: set[str] | None = None) -> web.Application:
-    """The aiohttp application serving ``index`` (an explorer SQLite index)."""
+def make_app(index: Path, allowed_hosts: set[str] | None = None,
+             corpus_stats: dict[str, Any] | None = None) -> web.Application:
+    """The aiohttp application serving ``index`` (an explorer SQLite index).
+
+    ``corpus_stats``: a ``stats.json`` of ``ultrachat stats``, shown beside the index's own
+    statistics (``/api/stats`` key ``corpus_stats``).
+    """
     local = _Connections()
     cache: dict[str, Any] = {}
 
@@ -81,7 +86,8 @@ def make_app(index: Path, allowed_hosts: set[str] | None = None) -> web.Applicat
         return reply(await call(s.dialogue, request.match_info["id"], dup))
 
     async def api_stats(request: web.Request) -> web.Response:
-        return reply(await call(s.stats))
+        stats = await call(s.stats)
+        return reply({**stats, "corpus_stats": corpus_stats} if corpus_stats else stats)
 
     async def api_map(request: web.Request) -> web.Response:
         if "map" not in cache:  # the index does not change while it is served
@@ -122,10 +128,10 @@ def make_app(index: Path, allowed_hosts: set[str] | None = None) -> web.Applicat
 
 
 async def serve(index: Path, host: str = "127.0.0.1", port: int = 8000,
-                on_ready: Callable[[str], None] | None = None) -> None:
+                on_ready: Callable[[str], None] | None = None, corpus_stats: dict[str, Any] | None = None) -> None:
     """Serve until cancelled; ``on_ready(url)`` gets the real URL (``port=0`` picks a free port)."""
     allowed = LOOPBACK | {host} if host in LOOPBACK else None
-    runner = web.AppRunner(make_app(index, allowed), access_log=None)
+    runner = web.AppRunner(make_app(index, allowed, corpus_stats), access_log=None)
     await runner.setup()
     site = web.TCPSite(runner, host, port)
     await site.start()

@@ -173,6 +173,24 @@ function barChart(title, rows) {
   return box;
 }
 
+// The data tooling's figures (`ultrachat stats`): this corpus's row beside the paper's rows.
+function toolingTable(cs) {
+  const rows = [cs.row, ...((cs.paper && cs.paper.rows) || [])];
+  const keys = Object.keys(cs.row);
+  const table = el("table", { class: "tooling" },
+    el("thead", {}, el("tr", {}, ...keys.map((k) => el("th", {}, k.replace(/_/g, " "))))));
+  const body = el("tbody");
+  rows.forEach((row, i) => {
+    body.append(el("tr", { class: i === 0 ? "ours" : null }, ...keys.map((k) => {
+      const v = row[k];
+      return el("td", {}, v === null || v === undefined ? "–" : typeof v === "number" ? v.toLocaleString() : v);
+    })));
+  });
+  table.append(body);
+  return el("div", { class: "chart" }, el("h2", {}, "Corpus statistics from `ultrachat stats`"), table,
+    el("p", { class: "caption" }, [cs.paper && cs.paper.source, cs.command].filter(Boolean).join(" · ")));
+}
+
 function renderStats() {
   show("stats");
   const s = state.stats;
@@ -184,6 +202,7 @@ function renderStats() {
     ["files", s.files.length]]) {
     cards.append(el("div", { class: "card" }, el("div", { class: "card-value" }, value), el("div", {}, label)));
   }
+  $("stat-tooling").replaceChildren(...(s.corpus_stats ? [toolingTable(s.corpus_stats)] : []));
   const charts = $("stat-charts");
   charts.replaceChildren(
     barChart("Rounds per dialogue", s.rounds_hist), barChart("Characters per dialogue", s.chars_hist),
