@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 from pathlib import Path
@@ -70,3 +71,23 @@ def test_generate_world_fails_fast_when_unreachable(tmp_path: Path, ultrachat_ex
     assert res.returncode != 0
     assert res.stderr.strip().startswith("error: cannot reach http://127.0.0.1:9/v1")
     assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_roles_on_different_endpoints_and_models(tmp_path: Path) -> None:
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    with MockServer("--models", "user-model") as users, MockServer("--models", "assistant-model") as assistants:
+        overrides = {"dialogues": 3, "out": str(tmp_path / "out"), "dialogue.min_rounds": 2,
+                     "dialogue.max_rounds": 2}
+        for role, srv, model in (("user", users, "user-model"), ("assistant", assistants, "assistant-model")):
+            overrides.update({f"models.{role}.backend": "openai", f"models.{role}.base_url": srv.url,
+                              f"models.{role}.model": model})
+        summary = asyncio.run(generate_async("world", load_recipe(None, overrides), progress=False))
+        served = {name: srv.stats()["counts"].get("200", 0) for name, srv in (("user", users), ("a", assistants))}
+    assert summary.stats.dialogues == 3, served
+    # 3 dialogues x 2 rounds: 6 assistant turns on one server; 3 user turns (+ planning) on the other.
+    assert served["a"] == 6 + 1 and served["user"] >= 3 + 1  # + each backend's start probe
+    for d in iter_jsonl(tmp_path / "out" / "dialogues.jsonl"):
+        assert d["meta"]["models"] == {"user": {"backend": "openai", "model": "user-model"},
+                                       "assistant": {"backend": "openai", "model": "assistant-model"}}
