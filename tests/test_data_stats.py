@@ -128,6 +128,7 @@ def test_stats_cli_writes_json_png_and_escaped_html(tmp_path: Path) -> None:
                                    "--embedder", "none", "--no-progress"])
     assert res.exit_code == 0, res.output
     assert "UltraChat" in res.output and "Baize" in res.output and "this corpus" in res.output
+    assert "not computed (enable with --coherence-sample N)" in res.output
     data = json.loads((tmp_path / "st" / "stats.json").read_text())
     assert data["row"]["dialogues"] == 12 and [r["dataset"] for r in data["paper"]["rows"]][:3] == \
         ["UltraChat", "Baize", "SODA"]

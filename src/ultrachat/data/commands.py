@@ -152,6 +152,8 @@ def register(app: typer.Typer) -> None:
               judge_key_env: Annotated[str, typer.Option(
                   help="Env var holding the judge's API key.")] = "OPENAI_API_KEY",
               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+        from rich.markup import escape
+
         from ..recipe import ModelConfig
         from .stats import StatsConfig, corpus_stats
         from .stats_report import stats_table, write_outputs
@@ -171,7 +173,7 @@ def register(app: typer.Typer) -> None:
             console = Console(width=max(Console().width, 150))
             console.print(stats_table(result))
             for key, how in result["methods"].items():
-                console.print(f"[bold]{key}[/]: {how}", highlight=False)
+                console.print(f"[bold]{key}[/]: {escape(how)}", highlight=False)
             console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)
 
         run_guarded(run)
