@@ -178,3 +178,24 @@ def test_cli_index_only_and_one_line_errors(tmp_path: Path, ultrachat_exe: list[
                          capture_output=True, text=True, check=False)
     assert bad.returncode == 2 and "nope.jsonl: no such file or folder" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
+
+
+def test_map_added_to_an_index_built_without_one(tmp_path: Path) -> None:
+    data, db = tmp_path / "a.jsonl", tmp_path / "i.sqlite"
+    write(data, ITEMS)
+    sync_index([data], db, progress=False, map_points=0)
+    assert connect(db, readonly=True).execute("SELECT count(*) FROM map").fetchone()[0] == 0
+    assert sync_index([data], db, progress=False, map_points=25).added == 0
+    conn = connect(db, readonly=True)
+    points = s.map_points(conn)
+    assert points["count"] == 25 and points["total"] == 60 and len(set(points["id"])) == 25
+    # Same-topic dialogues sit closer together than dialogues of different topics.
+    xy = {i: (x, y) for i, x, y in zip(points["id"], points["x"], points["y"], strict=True)}
+    topic = {d["id"]: d["meta"]["topic"] for d in ITEMS}
+    same, other = [], []
+    for a in xy:
+        for b in xy:
+            if a < b:
+                dist = ((xy[a][0] - xy[b][0]) ** 2 + (xy[a][1] - xy[b][1]) ** 2) ** 0.5
+                (same if topic[a] == topic[b] else other).append(dist)
+    assert sum(same) / len(same) < 0.5 * sum(other) / len(other)

@@ -254,7 +254,8 @@ def sync_index(paths: list[Path], index: Path, progress: bool = True, map_points
             for fid, p, offset, lines in todo:
                 report.added += _index_file(conn, fid, p, offset, lines, report, advance, on_batch)
         report.total = conn.execute("SELECT count(*) FROM dialogues").fetchone()[0]
-        if report.added or conn.execute("SELECT value FROM kv WHERE key = 'stats'").fetchone() is None:
+        cached = {k for k, in conn.execute("SELECT key FROM kv WHERE key IN ('stats', 'map_total')")}
+        if report.added or "stats" not in cached or (map_points > 0 and "map_total" not in cached):
             _finish(conn, report, map_points, progress)
     finally:
         conn.close()
@@ -328,7 +329,7 @@ def _finish(conn: sqlite3.Connection, report: SyncReport, map_points: int, progr
     """Merge FTS segments after a full build, cache statistics, refresh the map when it is stale."""
     from .map import compute_map
 
-    if report.added == report.total:
+    if report.added and report.added == report.total:
         # A fresh build: merge into one segment (fastest queries). Incremental runs rely on
         # FTS5's automerge instead, so they cost what they add, not what is already there.
         conn.execute("INSERT INTO fts(fts) VALUES ('optimize')")
