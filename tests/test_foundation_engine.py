@@ -38,17 +38,23 @@ def _opening(rounds: int = 3) -> Any:
     return op
 
 
+def _asker(prefix: str = "") -> Any:
+    count = iter(range(1000))
+    return lambda m, p: f"{prefix}And why is that, point {next(count)}?"
+
+
 async def test_roles_alternate_for_the_planned_rounds() -> None:
-    engine, user = _engine(lambda m, p: "User: And why is that?")
+    engine, user = _engine(_asker("User: "))
     record = await engine.run(_opening(3))
     data = record["data"]
     assert len(data) == 6 and data[0] == "How do tides work?"
-    assert data[2] == data[4] == "And why is that?"  # role prefix stripped
+    assert data[2:5:2] == ["And why is that, point 0?", "And why is that, point 1?"]  # role prefix stripped
     meta = record["meta"]
     assert meta["stop_reason"] == "completed" and meta["rounds"] == 3 and meta["sector"] == "world"
     assert meta["topic"] == "Nature" and meta["tokens"]["assistant"]["completion"] > 0
-    # Task-framed prompt: one message quoting the transcript, not a role-play chat.
-    assert len(user.calls[0]) == 1 and "Person: How do tides work?" in user.calls[0][0]["content"]
+    # Task-framed prompt: one message quoting the latest answer, not a role-play chat.
+    assert len(user.calls[0]) == 1 and data[1] in user.calls[0][0]["content"]
+    assert engine.assistant_messages(data[:3])[-1] == {"role": "user", "content": data[2]}
     assert "Nature" in user.calls[0][0]["content"]  # the sector's goal reminder
 
 
@@ -115,11 +121,11 @@ async def test_calls_are_seeded_per_turn() -> None:
 
     def user(m: list[Message], p: GenerationParams) -> str:
         params.append(p)
-        return "Why?"
+        return f"Why is that, number {len(params)}?"
 
     engine, _ = _engine(user)
     await engine.run(_opening(3))
-    again, _ = _engine(lambda m, p: params.append(p) or "Why?")
+    again, _ = _engine(user)
     await again.run(_opening(3))
     assert [p.seed for p in params[:2]] == [p.seed for p in params[2:]]
     assert params[0].seed != params[1].seed and params[0].temperature == 0.7

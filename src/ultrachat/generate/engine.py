@@ -19,11 +19,15 @@ from typing import Any
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
 from ..prompts import Prompts
 from ..recipe import DialogueConfig, ModelConfig
-from .postprocess import confounding_reason, is_politeness_only, strip_role_prefix
+from .postprocess import repair_user_turn, strip_role_prefix
 from .sector import Opening, Sector, stable_seed
 
 TRANSCRIPT_TURNS = 6  # the opening plus the latest turns shown to a task-framed user model
 TRANSCRIPT_CHARS = 600  # per turn; small models lose the thread in long prompts
+
+
+def _clip(text: str) -> str:
+    return text if len(text) <= TRANSCRIPT_CHARS else text[:TRANSCRIPT_CHARS].rsplit(" ", 1)[0] + " ..."
 
 
 @dataclass
@@ -95,9 +99,9 @@ class DialogueEngine:
         for j, text in enumerate(shown):
             idx = 0 if j == 0 else j + offset
             field_name = "transcript_user" if idx % 2 == 0 else "transcript_assistant"
-            clipped = text if len(text) <= TRANSCRIPT_CHARS else text[:TRANSCRIPT_CHARS].rsplit(" ", 1)[0] + " ..."
-            lines.append(self.prompts.render("user", "task", field_name, text=clipped))
-        body = self.prompts.render("user", "task", transcript="\n".join(lines), goal=goal, opening=turns[0])
+            lines.append(self.prompts.render("user", "task", field_name, text=_clip(text)))
+        body = self.prompts.render("user", "task", transcript="\n".join(lines), goal=goal, opening=turns[0],
+                                   question=turns[-2] if len(turns) >= 2 else turns[0], answer=_clip(turns[-1]))
         system = self.prompts.get("user", "task", "system")
         return ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": body}]
 
@@ -109,6 +113,7 @@ class DialogueEngine:
         turns = [opening.text]
         usage = {"user": Usage(), "assistant": Usage()}
         regen: Counter[str] = Counter()
+        repairs: Counter[str] = Counter()
         truncated: list[int] = []
         stop = "completed"
         for rnd in range(opening.rounds):
@@ -126,7 +131,7 @@ class DialogueEngine:
                     break
             if rnd == opening.rounds - 1:
                 break
-            user_turn, reason = await self._user_turn(turns, opening, persona, usage, regen)
+            user_turn, reason = await self._user_turn(turns, opening, persona, usage, regen, repairs)
             if user_turn is None:
                 stop = reason
                 break
@@ -152,6 +157,7 @@ class DialogueEngine:
                 "rounds": len(turns) // 2,
                 "stop_reason": stop,
                 "regenerations": dict(regen),
+                "repairs": dict(repairs),
                 "truncated_turns": truncated,
                 "tokens": {role: {"prompt": u.prompt_tokens, "completion": u.completion_tokens}
                            for role, u in usage.items()},
@@ -177,23 +183,24 @@ class DialogueEngine:
             regen["empty_reply"] += 1
         return None
 
-    async def _user_turn(self, turns: list[str], opening: Opening, persona: str | None,
-                         usage: dict[str, Usage], regen: Counter[str]) -> tuple[str | None, str]:
+    async def _user_turn(self, turns: list[str], opening: Opening, persona: str | None, usage: dict[str, Usage],
+                         regen: Counter[str], repairs: Counter[str]) -> tuple[str | None, str]:
         reason = "role_confounding"
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(turns), "user", attempt)
             out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"])
-            text = strip_role_prefix(out.text)
             self.stats.user_attempts += 1
-            if is_politeness_only(text):
+            text, why = repair_user_turn(out.text, out.finish_reason, turns)
+            if why == "politeness":
                 regen["politeness"] += 1
                 reason = "politeness"
                 continue
-            why = "cut off by max_tokens" if out.finish_reason == "length" else confounding_reason(text, turns[-1])
             if why:
                 self.stats.confounded += 1
                 regen["role_confounding"] += 1
                 reason = "role_confounding" if why != "empty" else "empty_reply"
                 continue
+            if text != strip_role_prefix(out.text):
+                repairs["question_extracted"] += 1  # kept the question inside a rambling reply
             return text, "completed"
         return None, reason

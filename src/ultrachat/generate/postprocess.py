@@ -4,8 +4,12 @@
   wrapping quotes that small models add.
 * :func:`is_politeness_only` spots user turns that only thank or greet.
 * :func:`confounding_reason` spots a simulated user that answers like the assistant
-  (role confounding). Its rules were checked against real outputs of the embedded model
-  kept in ``tests/fixtures/confounding.jsonl``.
+  (role confounding);
+* :func:`repair_user_turn` applies all of these to a raw user-model reply and, when the
+  reply rambles but contains a usable question, keeps just that question.
+
+The rules were checked against real outputs of the embedded model kept, with a human
+verdict on each, in ``tests/fixtures/confounding.jsonl``.
 """
 
 from __future__ import annotations
@@ -33,7 +37,8 @@ _ASSISTANT_OPENERS = re.compile(
     r"as an ai|i'?m an ai|i am an ai|i'?d be (?:happy|glad) to|i can help|here (?:is|are)|"
     r"yes,? (?:it is|there are|you can)|no,? (?:it is not|you cannot)|in summary|to answer your question|"
     r"thank you for (?:your|the) question|you'?re (?:right|welcome)|there are (?:several|many)|"
-    r"it depends|the answer is|in conclusion|hello!? (?:how can i|i'?m))",
+    r"it depends|the answer is|in conclusion|hello!? (?:how can i|i'?m)|would you like|what would you like|"
+    r"how can i (?:help|assist)|what is the answer|my apologies|i apologi[sz]e)",
     re.I,
 )
 _LIST_LINE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.M)
@@ -59,6 +64,29 @@ def is_politeness_only(text: str) -> bool:
     return bool(_POLITE.match(text.strip())) if text.strip() else False
 
 
+# Talk about the task instead of taking part in the dialogue.
+_META = re.compile(r"\b(?:the|this) conversation\b|\bnext message\b|\bfollow-up questions?\b|\bcurious person\b|"
+                   r"\bhere'?s (?:the|a) (?:next )?(?:message|question)\b|\bthe (?:person|user) (?:asks|asked)\b|"
+                   r"\bnext question\b",
+                   re.I)
+# A request without a question mark starts with an imperative or a polite ask.
+_REQUEST = re.compile(
+    r"^\s*(?:please|tell|explain|describe|give|show|help|list|write|compare|suggest|recommend|make|add|rewrite|"
+    r"summari[sz]e|translate|shorten|expand|continue|change|use|try|now|also|include|turn|keep|remove|"
+    r"(?:can|could|would|will) you|i (?:want|need|would like|wonder))\b",
+    re.I,
+)
+# Said by an assistant anywhere in a message, never by the user it simulates.
+_ASSISTANT_ANYWHERE = re.compile(
+    r"\b(?:i am|i'?m) (?:an? )?(?:helpful |friendly )?(?:ai|assistant|language model)\b|"
+    r"\b(?:happy|glad) to (?:answer|help|assist)\b|\bas an ai\b", re.I)
+_SENTENCE = re.compile(r"[^.!?\n\"“”]*\?")
+
+
+def _asks(text: str) -> bool:
+    return "?" in text or _REQUEST.match(text) is not None
+
+
 def confounding_reason(user_text: str, previous_assistant: str = "") -> str | None:
     """Why a simulated user turn reads like an assistant's answer, or ``None``.
 
@@ -72,11 +100,11 @@ def confounding_reason(user_text: str, previous_assistant: str = "") -> str | No
     if _ASSISTANT_OPENERS.match(text):
         return "assistant opener"
     words = text.split()
-    asks = "?" in text or re.match(
-        r"^\s*(?:please|can|could|would|will|tell|explain|describe|give|show|help|what|how|why|"
-        r"which|who|where|when|is|are|do|does|should|list|write|compare|suggest|recommend|"
-        r"i (?:want|need|would like|wonder))\b",
-        text, re.I) is not None
+    asks = _asks(text)
+    if _ASSISTANT_ANYWHERE.search(text):
+        return "speaks as the assistant"
+    if _META.search(text):
+        return "talks about the task"
     if len(_LIST_LINE.findall(text)) >= 3 and "?" not in text:
         return "structured answer"
     if text.count("\n\n") >= 2 and not asks:
@@ -85,9 +113,49 @@ def confounding_reason(user_text: str, previous_assistant: str = "") -> str | No
         return "long statement without a question"
     if len(words) > 120:
         return "too long for a user turn"
+    if not asks:
+        return "neither a question nor a request"
     if previous_assistant:
         prev = set(re.findall(r"\w+", previous_assistant.lower()))
         mine = re.findall(r"\w+", text.lower())
         if len(mine) >= 25 and sum(w in prev for w in mine) / len(mine) > 0.85 and not asks:
             return "repeats the assistant"
     return None
+
+
+def extract_question(text: str) -> str | None:
+    """The first well-formed question in a rambling reply ("What a great topic! How does
+    X work? The answer is...") that is neither an assistant's offer nor talk about the task."""
+    for match in _SENTENCE.finditer(text):
+        candidate = strip_role_prefix(match.group(0).strip(" -*:'\u2018\u2019"))
+        n = len(candidate.split())
+        if 4 <= n <= 40 and candidate[0].isupper() and confounding_reason(candidate) is None:
+            return candidate
+    return None
+
+
+def _same_question(a: str, b: str) -> bool:
+    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731
+    return norm(a) == norm(b)
+
+
+def repair_user_turn(raw: str, finish_reason: str, turns: list[str]) -> tuple[str, str | None]:
+    """Clean a user-simulator reply; returns ``(text, None)`` when usable, else ``(text, reason)``.
+
+    ``turns`` is the dialogue so far (ending with the assistant's reply). A reply cut off by
+    max_tokens, or one that fails :func:`confounding_reason`, is still usable when it holds
+    a question of its own; a turn that repeats an earlier user turn is not.
+    """
+    text = strip_role_prefix(raw)
+    if is_politeness_only(text):
+        return text, "politeness"
+    why = "cut off by max_tokens" if finish_reason == "length" else confounding_reason(text, turns[-1])
+    if why:
+        found = extract_question(text)
+        if found is None:
+            return text, why
+        text = found
+    first = _SENTENCE.search(text)
+    if any(_same_question(first.group(0) if first else text, earlier) for earlier in turns[0::2]):
+        return text, "repeats an earlier question"
+    return text, None
