@@ -42,7 +42,8 @@ def one_request(reply: str) -> str:
     """The rewritten request in a planner reply: preamble lines ("Here is...:") dropped."""
     lines = [ln.strip() for ln in reply.strip().splitlines() if ln.strip()]
     lines = [ln for ln in lines if not ln.endswith((":", "："))] or lines
-    return strip_role_prefix(" ".join(lines)) if lines else ""
+    # Small models often open a quote they never close, or close one they never opened.
+    return strip_role_prefix(" ".join(lines)).strip('"“”') if lines else ""
 
 
 class WritingSector(Sector):
