@@ -39,8 +39,8 @@ class BatchServer:
         with urllib.request.urlopen(self.url.removesuffix("/v1") + "/_stats", timeout=10) as resp:
             return dict(json.loads(resp.read()))
 
-    def control(self, batch_latency_s: float, fail_rate: float = 0.0) -> None:
-        body = json.dumps({"batch_latency_s": batch_latency_s, "fail_rate": fail_rate}).encode()
+    def control(self, batch_latency_s: float, fail_rate: float = 0.0, fail_next: int = 0) -> None:
+        body = json.dumps({"batch_latency_s": batch_latency_s, "fail_rate": fail_rate, "fail_next": fail_next}).encode()
         req = urllib.request.Request(self.url.removesuffix("/v1") + "/_control", data=body,
                                      headers={"Content-Type": "application/json"})
         urllib.request.urlopen(req, timeout=10).close()
@@ -153,3 +153,18 @@ async def test_cancel_stops_running_batches(tmp_path: Path, server: BatchServer)
     assert out.finish_reason == "error"  # the engine ends such a dialogue; a rerun submits it again
     assert server.stats()["counts"]["cancelled"] == cancelled + 1
     await backend.close()
+
+
+async def test_a_flaky_provider_is_retried(tmp_path: Path, server: BatchServer) -> None:
+    server.control(batch_latency_s=0.1, fail_next=3)  # upload, create and a poll fail with 500
+    injected = server.stats()["counts"].get("injected_500", 0)
+    cfg = ModelConfig(backend="openai_batch", model="mock", base_url=server.url, batch_wait_s=0.05, batch_poll_s=0.1,
+                      max_retries=4)
+    backend = BatchBackend(cfg)
+    try:
+        out = await asyncio.wait_for(backend.complete([{"role": "user", "content": "Tides?"}],
+                                                      GenerationParams(seed=5)), 30)
+    finally:
+        await backend.close()
+    assert out.finish_reason == "stop" and out.text
+    assert server.stats()["counts"]["injected_500"] == injected + 3

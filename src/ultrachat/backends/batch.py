@@ -224,14 +224,28 @@ class BatchBackend(Backend):
                 return
             self._spawn(self._poll(batch_id))
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> Any:
-        async with self._session.request(method, self.base_url + path, **kwargs) as resp:
-            raw = await resp.read()
-            if resp.status >= 400:
-                from .openai import _one_line
+    async def _request(self, method: str, path: str, **kwargs: Any) -> bytes:
+        """One API call; 429, 5xx, timeouts and dropped connections are retried with backoff
+        (``max_retries`` times), any other error status raises at once."""
+        import aiohttp
 
-                raise BackendError(f"{self.base_url}{path}: HTTP {resp.status}: {_one_line(raw)}")
-            return raw
+        from .openai import _one_line
+
+        for attempt in range(self.cfg.max_retries + 1):
+            try:
+                async with self._session.request(method, self.base_url + path, **kwargs) as resp:
+                    raw = await resp.read()
+                    status = resp.status
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                status, raw = 0, f"{type(exc).__name__}: {exc}".encode()
+            if status < 400 and status:
+                return raw
+            reason = f"{self.base_url}{path}: " + (f"HTTP {status}: {_one_line(raw)}" if status else raw.decode())
+            if status and status != 429 and status < 500:
+                raise BackendError(reason)
+            if attempt < self.cfg.max_retries:
+                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
+        raise BackendError(f"{reason} (after {self.cfg.max_retries} retries)")
 
     async def _submit(self, batch: dict[str, dict[str, Any]]) -> str:
         import aiohttp
@@ -264,7 +278,11 @@ class BatchBackend(Backend):
             await asyncio.sleep(self.cfg.batch_poll_s)
         results: dict[str, Completion] = {}
         if status == "completed" and info.get("output_file_id"):
-            raw = await self._request("GET", f"/files/{info['output_file_id']}/content")
+            try:
+                raw = await self._request("GET", f"/files/{info['output_file_id']}/content")
+            except BackendError as exc:
+                self._fail_all(exc)
+                return
             results = _parse_output(raw, self.model_name)
         self.journal.save_results(list(results.items()))
         self.journal.set_status(batch_id, status)

@@ -39,6 +39,7 @@ class MockBatchAPI:
         self.batches: dict[str, dict[str, Any]] = {}
         self.counts: Counter[str] = Counter()
         self.seen: set[str] = set()  # custom_ids answered successfully, to count repeats
+        self.fail_next = 0  # the next N API requests get a 500 (a flaky provider)
         self.fake = FakeBackend(model_name="mock")
 
     def _id(self, prefix: str) -> str:
@@ -140,12 +141,14 @@ class MockBatchAPI:
         return {k: v for k, v in self.batches[batch_id].items() if not k.startswith("_")}
 
     async def control(self, request: Any) -> Any:
-        """``{"batch_latency_s": s, "fail_rate": p}`` change the server for batches created next."""
+        """``{"batch_latency_s": s, "fail_rate": p, "fail_next": n}``: later batches' latency and
+        failed lines; the next ``n`` API requests answered with HTTP 500."""
         from aiohttp import web
 
         body = await request.json()
         self.latency_s = float(body.get("batch_latency_s", self.latency_s))
         self.fail_rate = float(body.get("fail_rate", self.fail_rate))
+        self.fail_next = int(body.get("fail_next", self.fail_next))
         return web.json_response({"ok": True})
 
     async def stats(self, request: Any) -> Any:
@@ -157,7 +160,15 @@ class MockBatchAPI:
     def app(self) -> Any:
         from aiohttp import web
 
-        app = web.Application(client_max_size=512 * 1024 * 1024)
+        @web.middleware
+        async def flaky(request: Any, handler: Any) -> Any:
+            if self.fail_next > 0 and request.path.startswith("/v1/"):
+                self.fail_next -= 1
+                self.counts["injected_500"] += 1
+                return web.json_response({"error": {"message": "injected server error"}}, status=500)
+            return await handler(request)
+
+        app = web.Application(client_max_size=512 * 1024 * 1024, middlewares=[flaky])
         app.router.add_post("/v1/files", self.upload)
         app.router.add_get("/v1/files/{file_id}/content", self.content)
         app.router.add_post("/v1/batches", self.create)
