@@ -120,6 +120,7 @@ class LocalBackend(Backend):
         from transformers.utils import logging as hf_logging
 
         hf_logging.set_verbosity_error()
+        hf_logging.disable_progress_bar()  # our own progress display owns the terminal
         torch.set_num_threads(int(os.environ.get("ULTRACHAT_THREADS", os.cpu_count() or 1)))
         path = resolve_model_dir(self.model_name)
         self._tok = AutoTokenizer.from_pretrained(path)
