@@ -34,6 +34,8 @@ def register(app: typer.Typer) -> None:
         gradient_checkpointing: Annotated[Optional[bool], typer.Option(
             "--gradient-checkpointing/--no-gradient-checkpointing", help="Trade compute for memory.")] = None,
         precision: Annotated[Optional[str], typer.Option(help="auto, bf16, fp16 or fp32.")] = None,
+        attn_implementation: Annotated[Optional[str], typer.Option(
+            help="Attention kernel, e.g. flash_attention_2 (GPU; makes packing pay off).")] = None,
         lora: Annotated[Optional[bool], typer.Option("--lora/--no-lora", help="Train LoRA adapters.")] = None,
         qlora: Annotated[Optional[bool], typer.Option("--qlora/--no-qlora", help="LoRA on a 4-bit base (GPU).")] = None,
         lora_r: Annotated[Optional[int], typer.Option(help="LoRA rank.")] = None,
@@ -52,6 +54,7 @@ def register(app: typer.Typer) -> None:
             "eval_data": [str(p) for p in eval_data] if eval_data else None, "packing": packing,
             "learning_rate": lr, "epochs": epochs, "max_steps": max_steps, "batch_size": batch_size,
             "grad_accum": grad_accum, "gradient_checkpointing": gradient_checkpointing, "precision": precision,
+            "attn_implementation": attn_implementation,
             "lora.enabled": lora, "lora.quantize_4bit": qlora, "lora.r": lora_r, "save_steps": save_steps,
             "eval_steps": eval_steps, "logging_steps": logging_steps, "seed": seed,
         }

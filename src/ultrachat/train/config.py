@@ -64,6 +64,7 @@ class TrainConfig(_Strict):
     grad_accum: int = Field(1, ge=1)
     gradient_checkpointing: bool = False
     precision: Literal["auto", "bf16", "fp16", "fp32"] = "auto"
+    attn_implementation: str | None = None  # e.g. "flash_attention_2" on GPUs (packing wants it); None: sdpa
     eval_ratio: float = Field(0.02, ge=0, lt=1)  # held-out share of the dialogues when no eval_data
     eval_steps: int = Field(200, ge=1)
     save_steps: int = Field(200, ge=1)

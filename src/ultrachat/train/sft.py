@@ -246,7 +246,8 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         logging_steps=cfg.logging_steps, logging_first_step=True, report_to=_report_to(cfg),
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length, packing=cfg.packing,
         dataset_num_proc=cfg.num_proc, disable_tqdm=not progress,
-        model_init_kwargs={"dtype": dtype, **({"quantization_config": quant} if quant else {})},
+        model_init_kwargs={"dtype": dtype, **({"quantization_config": quant} if quant else {}),
+                           **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})},
     )
 
     class _Record(TrainerCallback):  # type: ignore[misc]
