@@ -195,13 +195,16 @@ def _lora(cfg: TrainConfig) -> tuple[Any, Any]:
 # -- training -----------------------------------------------------------------------------------
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; resume from ``cfg.out``'s last checkpoint if any."""
+    if not cfg.data:
+        raise ValueError("no training data: give one or more JSONL files, Parquet files or dataset folders")
+    for raw in [*cfg.data, *cfg.eval_data]:
+        if not Path(raw).exists():  # before the slow imports below
+            raise FileNotFoundError(f"{raw}: no such file or folder")
     import torch
     from accelerate import PartialState
     from transformers import AutoTokenizer, TrainerCallback
     from trl import SFTConfig, SFTTrainer
 
-    if not cfg.data:
-        raise ValueError("no training data: give one or more JSONL files, Parquet files or dataset folders")
     path = model_path(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
     if not tokenizer.is_fast:
