@@ -119,32 +119,33 @@ async def test_exhausted_retries_then_circuit_breaker(mock: MockServer) -> None:
         await b.close()
 
 
-async def test_requests_per_minute_is_measured(mock: MockServer) -> None:
-    b = backend(mock.url, requests_per_minute=600)  # 10/s, bucket of 1 s
+async def burst(mock: MockServer, calls: int, **cfg: object) -> tuple[float, list[tuple[float, int]]]:
+    """Send ``calls`` at once through a backend with ``cfg``; returns the client's wall time
+    and the server's ``(time, tokens)`` row of each successful request."""
+    b = backend(mock.url, **cfg)
     await b.start()
     try:
-        mock.control(reset=True)
-        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(25)))
+        mock.control(reset=True)  # forget the start probe
+        started = time.monotonic()
+        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(calls)))
+        elapsed = time.monotonic() - started
     finally:
         await b.close()
-    times = [t for t, status, _ in mock.stats()["log"] if status == 200]
+    return elapsed, [(t, tok) for t, status, tok in mock.stats()["log"] if status == 200]
+
+
+async def test_requests_per_minute_is_measured(mock: MockServer) -> None:
+    _, log = await burst(mock, 25, requests_per_minute=600)  # 10/s, bucket of 1 s
+    times = [t for t, _ in log]
     assert len(times) == 25
-    span = times[-1] - times[0]
     # The bucket refills at 10/s; after the start probe it holds ~9, so 25 calls need >= ~1.6 s.
-    assert span >= 1.4
+    assert times[-1] - times[0] >= 1.4
     steady = (len(times) - 10) / (times[-1] - times[10])  # after the first burst
     assert 7.5 <= steady <= 11.5, steady
 
 
 async def test_tokens_per_minute_is_measured(mock: MockServer) -> None:
-    b = backend(mock.url, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s
-    await b.start()
-    try:
-        mock.control(reset=True)
-        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(40)))
-    finally:
-        await b.close()
-    log = [(t, tok) for t, status, tok in mock.stats()["log"] if status == 200]
+    _, log = await burst(mock, 40, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s
     total = sum(tok for _, tok in log)
     span = log[-1][0] - log[0][0]
     assert total > 500  # the server counted the tokens it served
@@ -156,16 +157,8 @@ async def test_tokens_per_minute_is_measured(mock: MockServer) -> None:
 
 async def test_max_in_flight_is_measured(mock: MockServer) -> None:
     mock.control(latency_ms=200)
-    b = backend(mock.url, max_in_flight=3)
-    await b.start()
-    try:
-        mock.control(reset=True)
-        started = time.monotonic()
-        await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(9)))
-        elapsed = time.monotonic() - started
-    finally:
-        await b.close()
-    assert mock.stats()["counts"]["max_active"] == 3
+    elapsed, log = await burst(mock, 9, max_in_flight=3)
+    assert len(log) == 9 and mock.stats()["counts"]["max_active"] == 3
     assert elapsed >= 0.55  # three waves of 200 ms
 
 
