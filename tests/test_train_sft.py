@@ -157,3 +157,20 @@ def test_exported_datasets_train_with_their_test_split_held_out(tiny, tmp_path, 
     train_set, held_out = load_dialogues([str(tmp_path / fmt)])
     assert held_out is not None and len(held_out) > 0 and len(train_set) + len(held_out) == 24
     assert train_set.column_names == ["messages"] and train_set[0]["messages"][0]["role"] == "user"
+
+
+def test_shipped_accelerate_configs_parse():
+    from accelerate.commands.config.config_args import load_config_from_file
+    from typer.testing import CliRunner
+
+    from ultrachat.cli import app
+
+    kinds = {}
+    for name in ("zero3", "fsdp", "multi-gpu"):
+        result = CliRunner().invoke(app, ["train-config", name])
+        assert result.exit_code == 0, result.output
+        cfg = load_config_from_file(result.output.strip())
+        kinds[name] = (str(cfg.distributed_type), cfg.mixed_precision)
+    assert kinds == {"zero3": ("DistributedType.DEEPSPEED", "bf16"), "fsdp": ("DistributedType.FSDP", "bf16"),
+                     "multi-gpu": ("DistributedType.MULTI_GPU", "bf16")}
+    assert CliRunner().invoke(app, ["train-config", "zero4"]).exit_code != 0
