@@ -15,7 +15,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import urllib.request
 from typing import Any
 
 
@@ -48,6 +47,8 @@ class MockServer:
         return self.url.removesuffix("/v1")
 
     def _request(self, path: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        import urllib.request  # only tests and benchmarks get here; keeps `ultrachat --help` fast
+
         data = json.dumps(body).encode() if body is not None else None
         req = urllib.request.Request(self.root + path, data=data, headers={"Content-Type": "application/json"})
         with urllib.request.urlopen(req, timeout=10) as resp:
