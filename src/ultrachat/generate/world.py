@@ -119,7 +119,8 @@ class WorldSector(Sector):
                 key = f"subtopics|{topic}|{batch}"
                 text = await ctx.call("subtopics", key, prompt, stable_seed(self.recipe.seed, key))
                 known = {normalize(s) for s in pool.subtopics}
-                pool.subtopics += dedupe(parse_list(text, cfg.subtopics_per_request), known)
+                items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
+                pool.subtopics += dedupe(items, known)
         chosen = _round_robin(available(), need)
         return [
             self.make_opening(
@@ -145,6 +146,12 @@ class WorldSector(Sector):
         prompt = self.prompts.render("world", stage, n=n, topic=topic, **values)
         text = await ctx.call(stage, key, prompt, stable_seed(self.recipe.seed, key))
         return _only_questions(parse_list(text, n))
+
+
+def _label(item: str) -> str:
+    """A subtopic's name without the explanation models add ("Sleep: how rest affects...")."""
+    head, sep, _ = item.partition(": ")
+    return head.strip() if sep and len(head.split()) <= 8 else item
 
 
 def _only_questions(items: list[str]) -> list[str]:
