@@ -38,8 +38,11 @@ def _loop(session: ChatSession) -> None:
             if not arg.strip():
                 out.write("[usage: /save FILE]\n")
             else:
-                session.save(arg.strip())
-                out.write(f"[saved {len(session.history) // 2} rounds to {arg.strip()}]\n")
+                try:
+                    session.save(arg.strip())
+                    out.write(f"[saved {len(session.history) // 2} rounds to {arg.strip()}]\n")
+                except OSError as exc:
+                    out.write(f"[cannot save to {arg.strip()}: {exc.strerror or exc}]\n")
         elif command == "/system":
             session.system = arg.strip()
             out.write(f"[system prompt {'set' if session.system else 'cleared'}]\n")
@@ -80,8 +83,8 @@ def register(app: typer.Typer) -> None:
             if not name:
                 fail("--base-url needs --model NAME (the model name at the endpoint)")
             backend = EndpointChatModel(base_url, str(name), os.environ.get(api_key_env))
-        elif model:
-            backend = run_guarded(lambda: LocalChatModel(model, template))
+        elif model or endpoint_model:
+            backend = run_guarded(lambda: LocalChatModel(str(model or endpoint_model), template))
         else:
             fail("give a MODEL folder (or smollm2-135m), or --base-url URL --model NAME")
         session = ChatSession(backend, system, temperature, top_p, max_new_tokens)
