@@ -53,8 +53,9 @@ class SizingBackend(Backend):
         if "\n" not in reply:  # not a list: pad to the expected length with 2-token words
             words = max(1, int(self.fill * params.max_tokens - _tokens(reply)) // 2)
             if reply.endswith("?"):
-                # The engine rejects long statements as role confounding; keep a question.
-                reply = " ".join(["Could", "you", *["details"] * min(words, 90), "please?"])
+                # The engine rejects long statements and repeated questions: keep one question,
+                # led by the fake's per-call wording so each turn asks something new.
+                reply = " ".join([reply[:-1], *["details"] * min(words, 90)]) + "?"
             else:
                 reply = " ".join([reply, *["content"] * words])
         return Completion(reply, "stop", Usage(prompt, min(_tokens(reply), params.max_tokens)), self.model_name)
