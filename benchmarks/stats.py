@@ -6,12 +6,13 @@ process; peak RSS at 20% of the corpus and at the whole corpus shows whether mem
 flat as the corpus grows (the sample is the same size in both). "Pass" is the streaming
 pass (read, tokenise, histogram, sample); MTLD and embedding run on the sample afterwards.
 
-    python -m benchmarks stats              # ULTRACHAT_BENCH_N=20000 for a quicker run
+    python -m benchmarks stats   # ULTRACHAT_BENCH_N=20000 ULTRACHAT_BENCH_SAMPLE=2000 for a quicker run
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -20,7 +21,7 @@ from pathlib import Path
 from .dedup import TIMERS, N, synthetic_corpus
 
 COMMAND = "python -m benchmarks stats"
-SAMPLE = 10_000
+SAMPLE = int(os.environ.get("ULTRACHAT_BENCH_SAMPLE", "10000"))
 
 CHILD = TIMERS + r"""
 from ultrachat.data import stats as st

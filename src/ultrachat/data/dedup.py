@@ -33,7 +33,7 @@ from typing import Any, Literal
 
 from .stream import OutputDir, batches, read_corpus, words
 
-BATCH = 2048
+BATCH = 512  # dialogues per MinHash bulk call; their shingles are the peak of transient memory
 
 
 @dataclass
@@ -116,7 +116,7 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
     """Remove duplicates from ``path`` into ``out_dir``; returns (and writes) the report.
 
     Memory grows with the kept dialogues' keys (8-byte hashes, ids and LSH bands), never
-    with their text: dialogues stream through in batches of 2,048.
+    with their text: dialogues stream through in batches of 512.
     """
     cfg = cfg or DedupConfig()
     bands, rows = cfg.banding()
