@@ -232,7 +232,8 @@ class LocalBackend(Backend):
                 position = position[:, -1:] + 1
         results = []
         for i in range(rows):
-            text = self._tok.decode(out_tokens[i], skip_special_tokens=True)
+            # A reply cut at max_tokens can end inside a multi-byte character.
+            text = self._tok.decode(out_tokens[i], skip_special_tokens=True).rstrip("\ufffd")
             reason = finish[i] or "length"
             for stop in params[i].stop:
                 if stop and stop in text:

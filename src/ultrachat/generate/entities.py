@@ -18,7 +18,6 @@ import csv
 import json
 import math
 import random
-import re
 from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -27,52 +26,10 @@ from pathlib import Path
 from typing import Any
 
 from ..data.jsonl import InvalidLine
-from .lists import dedupe, normalize, parse_list
+from .lists import clean_items, dedupe, normalize, parse_list
 from .sector import Opening, PlanContext, Sector, stable_seed
 
 KINDS = ("specific", "general", "meta")
-_UNIT = re.compile(r"[\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]|[^\s\u3040-\u30ff\u3400-\u9fff\uac00-\ud7af]+")
-
-
-def text_units(text: str) -> int:
-    """Words, counting each CJK character as one (Chinese has no spaces between words)."""
-    return len(_UNIT.findall(text))
-
-
-_ASKS_EN = re.compile(r"^(?:how|what|why|when|where|who|whose|which|is|are|was|were|can|could|do|does|did|"
-                      r"should|would|will|has|have)\b", re.I)
-_ASKS_ZH = re.compile(r"什么|为什么|如何|怎么|怎样|哪|谁|多[少高长大远久重]|吗|呢|是否")
-
-
-def as_question(item: str) -> str | None:
-    """``item`` as a question, or ``None``. Small models often drop the question mark
-    ("How to climb Mount Fuji."): a sentence that opens like a question gets it back."""
-    if item.endswith(("?", "？")):
-        return item
-    bare = item.rstrip("。.!！ ")
-    if _ASKS_EN.match(bare):
-        return bare + "?"
-    if _ASKS_ZH.search(bare) and not re.search(r"[A-Za-z]{3}", bare):
-        return bare + "？"
-    return None
-
-
-def clean_items(items: list[str], question: bool, max_units: int = 80) -> list[str]:
-    """Keep list items that read as a question (or, with ``question=False``, a request):
-    headings, answers and fragments are dropped. Works for English and Chinese."""
-    out = []
-    for item in items:
-        item = re.sub(r"^(?:Q|问题)\s*[:：]\s*", "", item).strip()
-        if question:
-            asked = as_question(item)
-            if asked is None:
-                continue
-            item = asked
-        if 3 <= text_units(item) <= max_units:
-            out.append(item)
-    return out
-
-
 def house_quotas(n: int, weights: dict[str, float]) -> dict[str, int]:
     """Split ``n`` in proportion to ``weights``, one unit at a time (Sainte-Laguë).
 

@@ -29,8 +29,8 @@ from typing import Any
 from ..data.jsonl import InvalidLine
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
-from .entities import clean_items, jsonl_rows
-from .lists import normalize, parse_list
+from .entities import jsonl_rows
+from .lists import clean_items, normalize, parse_list
 from .sector import Opening, PlanContext, Sector, stable_seed
 
 PASSAGE_HEAD_CHARS = 160  # of the passage, quoted in the user simulator's goal

@@ -17,7 +17,7 @@ from __future__ import annotations
 import re
 
 _ROLE = (r"(?:user|human|person|me|you|assistant|ai|bot|chatbot|gpt|smollm|question|q|answer|a|message|"
-         r"next message|follow[- ]up(?: question)?|response|reply)")
+         r"next message|follow[- ]up(?: question)?|response|reply|用户|助手|问题|回答|人)")
 _PREFIX = re.compile(rf"^\s*(?:\*\*)?{_ROLE}\s*(?:\d+)?\s*(?:\*\*)?\s*[:：]\s*(?:\*\*)?\s*", re.I)
 _QUOTES = "\"“”'‘’"
 

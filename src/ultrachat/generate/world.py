@@ -15,7 +15,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..prompts import load_list
-from .lists import dedupe, normalize, parse_list
+from .lists import clean_items, dedupe, normalize, parse_list
 from .sector import Opening, PlanContext, Sector, stable_seed
 
 
@@ -145,18 +145,13 @@ class WorldSector(Sector):
         key = f"{stage}|{topic}|{normalize(subject)}"
         prompt = self.prompts.render("world", stage, n=n, topic=topic, **values)
         text = await ctx.call(stage, key, prompt, stable_seed(self.recipe.seed, key))
-        return _only_questions(parse_list(text, n))
+        return clean_items(parse_list(text, n), question=True, max_units=60)
 
 
 def _label(item: str) -> str:
     """A subtopic's name without the explanation models add ("Sleep: how rest affects...")."""
     head, sep, _ = item.partition(": ")
     return head.strip() if sep and len(head.split()) <= 8 else item
-
-
-def _only_questions(items: list[str]) -> list[str]:
-    """Drop list items that are answers or headings rather than questions or requests."""
-    return [i.removeprefix("Q: ").strip() for i in items if i.endswith("?") and 3 <= len(i.split()) <= 60]
 
 
 def _round_robin(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:

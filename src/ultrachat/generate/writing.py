@@ -22,8 +22,7 @@ from collections import defaultdict
 from typing import Any
 
 from ..prompts import load_list
-from .entities import clean_items, text_units
-from .lists import dedupe, normalize, parse_list
+from .lists import clean_items, dedupe, normalize, parse_list, text_units
 from .postprocess import strip_role_prefix
 from .sector import Opening, PlanContext, Sector, stable_seed
 from .world import quotas
