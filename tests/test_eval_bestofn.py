@@ -144,9 +144,9 @@ def test_embedded_model_as_policy_and_judge(tmp_path, tiny_reward_model) -> None
     judge_dir = tmp_path / "judge"
     src = Path(__file__).resolve().parent.parent / "src" / "ultrachat" / "evaluate" / "judges"
     judge_dir.mkdir()
-    (judge_dir / "pairwise.txt").write_text((src / "pairwise.txt").read_text())
-    (judge_dir / "pairwise.toml").write_text((src / "pairwise.toml").read_text()
-                                             .replace("max_tokens = 256", "max_tokens = 12")
+    (judge_dir / "pairwise-small.txt").write_text((src / "pairwise-small.txt").read_text())
+    (judge_dir / "pairwise.toml").write_text((src / "pairwise-small.toml").read_text()
+                                             .replace("max_tokens = 16", "max_tokens = 8")
                                              .replace("retries = 2", "retries = 0"))
     policy = ModelConfig(backend="local", temperature=1.0, max_tokens=8)
     settings = BestOfNSettings(n=2, seed=1, reward_model=tiny_reward_model, pair_judge=judge_dir / "pairwise.toml",

@@ -47,6 +47,30 @@ def test_score_verdicts(text: str, expected: float | None) -> None:
     assert parse_verdict(text, SCORE) == expected
 
 
+@pytest.mark.parametrize(("text", "expected"), [
+    ("A", "A"), ("B.", "B"), ("**B**", "B"), ("A: A\n\nA trip to the island", "A"),
+    ("Answer B is better.", "B"), ("A trip to Hawaii is lovely.", None), ("The capital is Canberra.", None),
+])
+def test_small_pairwise_judge(text: str, expected: str | None) -> None:
+    assert parse_verdict(text, load_judge("pairwise-small").verdict) == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("8", 8.0), ("8.", 8.0), ("7/10 because it is short", 7.0), ("The answer is 10.", 10.0),
+    ("10 ways to see Hawaii", None), ("2023 was a good year", None), ("Zomagua: Culture", None),
+])
+def test_small_score_judge(text: str, expected: float | None) -> None:
+    assert parse_verdict(text, load_judge("score-small").verdict) == expected
+
+
+def test_default_judge_is_small_only_for_the_embedded_model() -> None:
+    from ultrachat.evaluate.judges import default_judge
+    from ultrachat.recipe import ModelConfig
+
+    assert default_judge("pairwise", ModelConfig()) == "pairwise-small"
+    assert default_judge("score", ModelConfig(backend="openai", model="gpt-4o", base_url="http://x")) == "score"
+
+
 def test_first_matching_pattern_wins_over_later_ones() -> None:
     # the bracketed verdict is authoritative even when the prose mentions the other assistant
     assert parse_verdict("Assistant A is better in style, but for accuracy: [[B]]", PAIR) == "B"

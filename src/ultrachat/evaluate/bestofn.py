@@ -28,7 +28,7 @@ from ..recipe import ModelConfig
 from .answers import answer_item, default_generator, model_identity, to_model_output
 from .cache import CallCache, fingerprint, gather_limited
 from .evalset import EvalItem, align, generator_name, load_answers
-from .judges import JudgeConfig, JudgeConfigError, judge_once, load_judge
+from .judges import JudgeConfig, JudgeConfigError, default_judge, judge_once, load_judge
 from .pairwise import compare_async, judge_view, summarize
 
 
@@ -150,8 +150,8 @@ class BestOfNSettings:
     seed: int = 0
     concurrency: int = 16
     repeats: int = 1
-    pair_judge: str | Path = "pairwise"
-    score_judge: str | Path = "score"
+    pair_judge: str | Path | None = None  # None: the shipped judge suited to judge_cfg
+    score_judge: str | Path | None = None
     reward_model: Path | None = None
     reference: Path | None = None
     generator: str | None = None
@@ -164,14 +164,14 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
     policy = pool.get(policy_cfg)
     judge_backend = pool.get(s.judge_cfg)
     judge_id = model_identity(s.judge_cfg)
-    pair_judge = load_judge(s.pair_judge)
+    pair_judge = load_judge(s.pair_judge or default_judge("pairwise", s.judge_cfg))
     if pair_judge.kind != "pairwise":
         raise JudgeConfigError(f"{pair_judge.source}: the comparison judge needs kind = \"pairwise\"")
     scorer: Scorer
     if s.reward_model is not None:
         scorer = RewardModelScorer(s.reward_model, caches["scores"])
     else:
-        score_judge = load_judge(s.score_judge)
+        score_judge = load_judge(s.score_judge or default_judge("score", s.judge_cfg))
         if score_judge.kind != "score":
             raise JudgeConfigError(f"{score_judge.source}: the scoring judge needs kind = \"score\"")
         scorer = JudgeScorer(judge_backend, score_judge, judge_id, caches["scores"])

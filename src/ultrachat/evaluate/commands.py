@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
@@ -35,6 +35,8 @@ PerClassOpt = Annotated[Optional[int], typer.Option("--per-class", help="Only th
 ConcOpt = Annotated[int, typer.Option(help="Calls in flight at once (the local model batches them).")]
 ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show live progress bars.")]
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Judge K times; report the median and spread.")]
+JUDGE_HELP = ("Judge config: a built-in name or a .toml path (default: {kind}-small when the judge is the "
+              "embedded model, else {kind}).")
 GenOpt = Annotated[Optional[str], typer.Option(help="Name recorded as 'generator' (default: the model).")]
 
 
@@ -51,10 +53,11 @@ def _model_config(backend: str | None, model: str | None, base_url: str | None, 
     return run_guarded(lambda: ModelConfig(**fields, **{k: v for k, v in sampling.items() if v is not None}))
 
 
-def _judge(name: str | Path, temperature: float | None, max_tokens: int | None) -> Any:
-    from .judges import load_judge
+def _judge(name: str | None, kind: Literal["pairwise", "score"], judge_cfg: ModelConfig,
+           temperature: float | None, max_tokens: int | None) -> Any:
+    from .judges import default_judge, load_judge
 
-    judge = run_guarded(lambda: load_judge(name))
+    judge = run_guarded(lambda: load_judge(name or default_judge(kind, judge_cfg)))
     if temperature is not None:
         judge.temperature = temperature
     if max_tokens is not None:
@@ -102,7 +105,7 @@ def answer(eval_set: EvalSetArg = "ultra_eval",
 def pairwise(models: AnswersArg,
              reference: Annotated[Path, typer.Option(help="The reference model's answers (AlpacaEval JSON).")],
              out: Annotated[Path, typer.Option(help="Report folder.")] = Path("ultrachat-out/eval/pairwise"),
-             judge: Annotated[str, typer.Option(help="Judge config: 'pairwise' or a .toml path.")] = "pairwise",
+             judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="pairwise"))] = None,
              judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
              judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, repeats: RepeatsOpt = 1,
              concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
@@ -110,7 +113,7 @@ def pairwise(models: AnswersArg,
     from .pairwise import pairwise_eval
 
     jcfg = _model_config(judge_backend, judge_model, judge_base_url)
-    jconf = _judge(judge, judge_temperature, judge_max_tokens)
+    jconf = _judge(judge, "pairwise", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: pairwise_eval(models, reference, jconf, jcfg, out, repeats, concurrency,
                                                _progress(progress)))
     _show(report, out)
@@ -120,7 +123,7 @@ def score(models: AnswersArg,
           references: Annotated[Optional[Path], typer.Option(help="Reference answers (AlpacaEval JSON) used for "
                                                                   "the judge config's reference classes.")] = None,
           out: Annotated[Path, typer.Option(help="Report folder.")] = Path("ultrachat-out/eval/score"),
-          judge: Annotated[str, typer.Option(help="Judge config: 'score' or a .toml path.")] = "score",
+          judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="score"))] = None,
           judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
           judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, concurrency: ConcOpt = 16,
           progress: ProgOpt = True) -> None:
@@ -128,7 +131,7 @@ def score(models: AnswersArg,
     from .score import score_eval
 
     jcfg = _model_config(judge_backend, judge_model, judge_base_url)
-    jconf = _judge(judge, judge_temperature, judge_max_tokens)
+    jconf = _judge(judge, "score", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: score_eval(models, jconf, jcfg, out, references, concurrency, _progress(progress)))
     _show(report, out)
 
@@ -145,9 +148,9 @@ def best_of_n(eval_set: EvalSetArg = "ultra_eval",
               backend: BackendOpt = None, model: ModelOpt = None, base_url: URLOpt = None,
               temperature: TempOpt = 0.8, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0, generator: GenOpt = None,
               limit: LimitOpt = None, per_class: PerClassOpt = None,
-              judge: Annotated[str, typer.Option(help="Pairwise judge config.")] = "pairwise",
-              score_judge: Annotated[str, typer.Option("--score-judge", help="Score judge config (when no "
-                                                                             "--reward-model).")] = "score",
+              judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="pairwise"))] = None,
+              score_judge: Annotated[Optional[str], typer.Option(
+                  "--score-judge", help=JUDGE_HELP.format(kind="score") + " Used without --reward-model.")] = None,
               judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
               repeats: RepeatsOpt = 1, concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Sample N answers per prompt, keep the scorer's favourite, and measure the gain over N=1."""

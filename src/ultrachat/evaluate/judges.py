@@ -26,10 +26,11 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..backends.base import Backend, GenerationParams, Message
+from ..recipe import ModelConfig
 from .cache import CallCache, fingerprint
 from .parse import VerdictSpec, parse_verdict
 
-BUILTIN_JUDGES = ("pairwise", "score")
+BUILTIN_JUDGES = ("pairwise", "score", "pairwise-small", "score-small")
 
 
 class JudgeConfigError(ValueError):
@@ -75,6 +76,15 @@ class JudgeConfig:
                 "retry_temperature": self.retry_temperature, "verdict": self.verdict.__dict__}
 
 
+def default_judge(kind: Literal["pairwise", "score"], judge_cfg: ModelConfig) -> str:
+    """The shipped judge of ``kind`` for this judge model: the short-prompt ``-small`` variant
+    for the embedded model (it loses the long MT-bench style instructions), else the full one."""
+    from ..backends.local import EMBEDDED_MODEL
+
+    small = judge_cfg.backend == "local" and judge_cfg.model == EMBEDDED_MODEL
+    return f"{kind}-small" if small else kind
+
+
 def _read_text(base: Any, name: str, source: str, key: str) -> str:
     entry = base / name
     if not entry.is_file():
@@ -83,7 +93,7 @@ def _read_text(base: Any, name: str, source: str, key: str) -> str:
 
 
 def load_judge(name_or_path: str | Path) -> JudgeConfig:
-    """A built-in judge by name (``pairwise``, ``score``) or a config file path."""
+    """A built-in judge by name (see ``BUILTIN_JUDGES``) or a config file path."""
     path = Path(name_or_path)
     if path.suffix == ".toml" or path.exists():
         if not path.is_file():
