@@ -211,13 +211,12 @@ class LocalBackend(Backend):
                 out = self._model(input_ids=step_ids, attention_mask=attn, position_ids=position,
                                   cache=past, use_cache=True, logits_to_keep=1)
                 past = out.cache
-                logits = out.logits[:, -1, :].float()
+                picked = _sample_rows(out.logits[:, -1, :].float(), params, gens)
                 next_ids = []
-                for i in range(rows):
+                for i, tok_id in enumerate(picked):
                     if finish[i] is not None:
                         next_ids.append(self._tok.pad_token_id)
                         continue
-                    tok_id = _sample(logits[i], params[i], gens[i])
                     if tok_id in self._eos:
                         finish[i] = "stop"
                     else:
@@ -243,19 +242,26 @@ class LocalBackend(Backend):
         return results
 
 
-def _sample(logits: Any, params: GenerationParams, gen: Any) -> int:
+TOP_K = 64  # nucleus sampling runs on the 64 likeliest tokens: the tail past them is negligible
+
+
+def _sample_rows(logits: Any, params: list[GenerationParams], gens: list[Any]) -> list[int]:
+    """One token per row: temperature and top-p per row, each row with its own generator."""
     import torch
 
-    if params.temperature <= 0:
-        return int(torch.argmax(logits))
-    probs = torch.softmax(logits / params.temperature, dim=-1)
-    if params.top_p < 1.0:
-        sorted_p, idx = torch.sort(probs, descending=True)
-        keep = sorted_p.cumsum(-1) - sorted_p < params.top_p
-        sorted_p = sorted_p * keep
-        choice = torch.multinomial(sorted_p / sorted_p.sum(), 1, generator=gen)
-        return int(idx[choice])
-    return int(torch.multinomial(probs, 1, generator=gen))
+    temps = torch.tensor([max(p.temperature, 1e-5) for p in params]).unsqueeze(-1)
+    top_vals, top_idx = torch.topk(logits / temps, min(TOP_K, logits.shape[-1]), dim=-1)
+    probs = torch.softmax(top_vals, dim=-1)
+    top_p = torch.tensor([p.top_p for p in params]).unsqueeze(-1)
+    probs = probs * ((probs.cumsum(-1) - probs) < top_p)  # keep the smallest set reaching top_p
+    picked = []
+    for i, p in enumerate(params):
+        if p.temperature <= 0:
+            picked.append(int(top_idx[i, 0]))
+        else:
+            choice = torch.multinomial(probs[i] / probs[i].sum(), 1, generator=gens[i])
+            picked.append(int(top_idx[i, choice]))
+    return picked
 
 
 def _resolve(fut: asyncio.Future[Completion], res: Completion | BaseException) -> None:

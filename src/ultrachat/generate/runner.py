@@ -58,7 +58,8 @@ class RunSummary:
         s = self.stats
         t = Table(title=f"ultrachat generate {self.sector}", show_header=False)
         t.add_row("output", str(self.output))
-        t.add_row("dialogues written now", f"{s.dialogues} (earlier runs: {self.already_done}, planned: {self.planned}/{self.requested})")
+        t.add_row("dialogues written now",
+                  f"{s.dialogues} (earlier runs: {self.already_done}, planned: {self.planned}/{self.requested})")
         t.add_row("rounds", f"{s.rounds} (avg {s.rounds / s.dialogues:.2f})" if s.dialogues else "0")
         t.add_row("stop reasons", ", ".join(f"{k}={v}" for k, v in s.stop_reasons.most_common()) or "-")
         t.add_row("regenerations", ", ".join(f"{k}={v}" for k, v in s.regenerations.most_common()) or "0")
