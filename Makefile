@@ -27,7 +27,7 @@ install-all: $(VENV)/.all
 demo: install
 	$(BIN)/ultrachat generate world --recipe examples/demo.toml --out ultrachat-out/demo
 	@echo "Output: ultrachat-out/demo/dialogues.jsonl"
-	$(BIN)/ultrachat show ultrachat-out/demo/dialogues.jsonl --n 1
+	$(BIN)/ultrachat show ultrachat-out/demo/dialogues.jsonl --n 1 --longest
 
 # Browser tests drive Debian's Chromium through Playwright (Playwright's own browser
 # download needs the network); we run as root here and in CI.

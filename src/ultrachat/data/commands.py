@@ -46,10 +46,12 @@ def _command_line(ctx: typer.Context) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("show", help="Print dialogues of an UltraChat JSONL file as a chat.")
     def show(path: Path, n: Annotated[int, typer.Option(help="How many dialogues.")] = 1,
-             id: Annotated[Optional[str], typer.Option("--id", help="Show the dialogue with this id.")] = None) -> None:
+             id: Annotated[Optional[str], typer.Option("--id", help="Show the dialogue with this id.")] = None,
+             longest: Annotated[bool, typer.Option("--longest", help="Show the dialogues with the most turns.")]
+             = False) -> None:
         from .show import show_dialogues
 
-        run_guarded(lambda: show_dialogues(path, n, id, Console()))
+        run_guarded(lambda: show_dialogues(path, n, id, Console(), longest))
 
     @app.command("filter", help="Clean a corpus: kept.jsonl, rejected.jsonl (with reasons) and a per-rule report.")
     def filter_(path: Path, out: Out,

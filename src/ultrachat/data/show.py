@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import heapq
 from itertools import islice
 from pathlib import Path
 
@@ -12,14 +13,17 @@ from rich.text import Text
 from .jsonl import iter_jsonl
 
 
-def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, console: Console | None = None) -> int:
-    """Print ``n`` dialogues (or the one with ``dialogue_id``); returns how many were shown."""
+def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, console: Console | None = None,
+                   longest: bool = False) -> int:
+    """Print ``n`` dialogues (or the one with ``dialogue_id``; with ``longest``, the ``n``
+    with the most turns); returns how many were shown."""
     console = console or Console()
     items = iter_jsonl(path)
     if dialogue_id is not None:
         items = (d for d in items if d["id"] == dialogue_id)
+    chosen = heapq.nlargest(n, items, key=lambda d: len(d["data"])) if longest else islice(items, n)
     shown = 0
-    for d in islice(items, n):
+    for d in chosen:
         meta = d.get("meta", {})
         title = f"{d['id']}  {meta.get('topic', '')}  rounds={meta.get('rounds', len(d['data']) // 2)}  " \
                 f"stop={meta.get('stop_reason', '-')}"
