@@ -33,7 +33,7 @@ def leaderboard_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]
     metric = report["metric"]
     models = sorted(report["models"], key=lambda m: -(m["overall"][metric] or -1))
     if report["kind"] == "pairwise":
-        header = ["model", "win rate", "± se", "LC win rate", "win", "tie", "lose", "unparseable"]
+        header = ["model", "win %", "± se", "LC win %", "win", "tie", "lose", "unparseable"]
         if report.get("repeats", 1) > 1:
             header.append("spread (min-max)")
         rows = []
@@ -69,7 +69,9 @@ def leaderboard(report: dict[str, Any]) -> list[Table]:
                                   (f"Per class: {TITLES[report['metric']]}", class_rows(report))):
         table = Table(title=title)
         for i, col in enumerate(header):
-            table.add_column(col, justify="left" if i == 0 else "right")
+            first = i == 0  # model / class names wrap rather than being cut
+            table.add_column(col, justify="left" if first else "right", overflow="fold",
+                             min_width=14 if first else None)
         for row in rows:
             table.add_row(*row)
         tables.append(table)
