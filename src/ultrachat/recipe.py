@@ -23,7 +23,7 @@ import hashlib
 import json
 import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -270,8 +270,18 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     Overrides use dotted keys, e.g. ``{"dialogues": 5, "models.user.max_tokens": 48}``;
     ``None`` values are ignored so CLI flags left unset keep the file's value.
     """
+    return load_toml_model(Recipe, path, overrides, "recipe")
+
+
+Model = TypeVar("Model", bound=BaseModel)
+
+
+def load_toml_model(model: type[Model], path: str | Path | None, overrides: dict[str, Any] | None,
+                    what: str, table: str | None = None) -> Model:
+    """Validate a TOML file (its ``table`` when given and present) as ``model``, after
+    applying dotted ``overrides``; every failure is one :class:`RecipeError` line."""
     data: dict[str, Any] = {}
-    source = "recipe"
+    source = what
     if path is not None:
         source = str(path)
         try:
@@ -280,6 +290,8 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
             raise RecipeError(f"{source}: file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError(f"{source}: invalid TOML: {exc}") from None
+        if table:
+            data = data.get(table, data)
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
@@ -289,6 +301,6 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
             node = node.setdefault(key, {})
         node[leaf] = value
     try:
-        return Recipe.model_validate(data)
+        return model.model_validate(data)
     except ValidationError as exc:
         raise RecipeError(_format_error(source, exc)) from None

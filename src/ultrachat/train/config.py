@@ -17,13 +17,12 @@ Defaults are the UltraLM repository's: lr 1e-5, 3 epochs, cosine schedule, warm-
 
 from __future__ import annotations
 
-import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 
-from ..recipe import RecipeError, _format_error
+from ..recipe import load_toml_model
 
 
 class _Strict(BaseModel):
@@ -78,26 +77,4 @@ class TrainConfig(_Strict):
 
 def load_train_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Read a TOML training file (or the defaults) and apply dotted ``overrides`` (``None`` = unset)."""
-    data: dict[str, Any] = {}
-    source = "training config"
-    if path is not None:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecipeError(f"{source}: file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RecipeError(f"{source}: invalid TOML: {exc}") from None
-        data = data.get("train", data)
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for key in parents:
-            node = node.setdefault(key, {})
-        node[leaf] = value
-    try:
-        return TrainConfig.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(_format_error(source, exc)) from None
+    return load_toml_model(TrainConfig, path, overrides, "training config", table="train")
