@@ -57,7 +57,9 @@ def test_small_pairwise_judge(text: str, expected: str | None) -> None:
 
 @pytest.mark.parametrize(("text", "expected"), [
     ("8", 8.0), ("8.", 8.0), ("7/10 because it is short", 7.0), ("The answer is 10.", 10.0),
+    ("8\nA clear answer.", 8.0), ("Your answer is 10 out of 10.", 10.0),
     ("10 ways to see Hawaii", None), ("2023 was a good year", None), ("Zomagua: Culture", None),
+    ("1. 100%  This answer is 100", None),  # a list marker, not a rating
 ])
 def test_small_score_judge(text: str, expected: float | None) -> None:
     assert parse_verdict(text, load_judge("score-small").verdict) == expected
