@@ -125,7 +125,7 @@ class JudgeScorer:
     cache: CallCache
 
     def identity(self) -> dict[str, Any]:
-        return {"judge": self.judge_id, "config": self.judge.identity(), "template": self.judge.template}
+        return {"judge_config": self.judge.source, **self.judge_id}
 
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]:
         async def one(outputs: list[str]) -> float | None:
@@ -146,6 +146,8 @@ def pick_best(scores: list[float | None]) -> int:
 
 @dataclass
 class BestOfNSettings:
+    """Knobs of a best-of-N run (the CLI flags of ``ultrachat best-of-n``)."""
+
     n: int = 4
     seed: int = 0
     concurrency: int = 16
