@@ -49,6 +49,7 @@ def test_normalize_and_dedupe() -> None:
         ("User: What is the speed of light?", "What is the speed of light?"),
         ("**Question:** What is DNA?", "What is DNA?"),
         ('"How do volcanoes form?"', "How do volcanoes form?"),
+        ('"What makes lava hot?', "What makes lava hot?"),
         ("Person: Follow-up question: Why?", "Why?"),
         ("What is rain?\nAssistant: Rain is water.", "What is rain?"),
         ("Plain question?", "Plain question?"),

@@ -54,6 +54,8 @@ def strip_role_prefix(text: str) -> str:
         text = new
     if len(text) >= 2 and text[0] in _QUOTES and text[-1] in _QUOTES and text.count(text[0]) <= 2:
         text = text[1:-1].strip()
+    elif text[:1] in _QUOTES and sum(text.count(q) for q in _QUOTES) == 1:
+        text = text[1:].strip()  # an opening quote the model never closed
     # A simulated user sometimes goes on to write the assistant's part too.
     text = re.split(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?:\*\*)?\s*:", text, flags=re.I)[0]
     return text.strip()
