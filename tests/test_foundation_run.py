@@ -118,3 +118,11 @@ def test_cli_runs_and_prints_summary(tmp_path: Path, fake_recipe_file, ultrachat
     assert proc.returncode == 0, proc.stderr
     assert "stop reasons" in proc.stdout and "completed=4" in proc.stdout
     assert all(len(d["data"]) == 6 for d in iter_jsonl(out / "dialogues.jsonl"))
+
+
+def test_chinese_world_run_plans_from_chinese_topics(tmp_path: Path, fake_recipe_file) -> None:
+    recipe = load_recipe(fake_recipe_file(), {"dialogues": 4, "out": str(tmp_path / "o"), "language": "zh"})
+    summary = generate("world", recipe, progress=False)
+    assert summary.planned == 4 and summary.stats.dialogues == 4
+    calls = [json.loads(line) for line in (tmp_path / "o" / "plan" / "calls.jsonl").read_text().splitlines()]
+    assert all(any("\u4e00" <= ch <= "\u9fff" for ch in c["key"]) for c in calls)  # Chinese topics
