@@ -16,9 +16,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .dedup import TIMERS, N, synthetic_corpus
+from .dedup import ENV, TIMERS, N, synthetic_corpus
 
-COMMAND = "python -m benchmarks datatools"
+COMMAND = f"{ENV} python -m benchmarks datatools".strip()
 COMMANDS = ("filter", "decontaminate", "split-long", "export", "import")
 
 CHILD = TIMERS + r"""

@@ -24,7 +24,9 @@ import time
 from pathlib import Path
 
 N = int(os.environ.get("ULTRACHAT_BENCH_N", "100000"))
-COMMAND = "python -m benchmarks dedup"
+# The exact command, with the size overrides that were in effect.
+ENV = " ".join(f"{k}={os.environ[k]}" for k in ("ULTRACHAT_BENCH_N", "ULTRACHAT_BENCH_SAMPLE") if k in os.environ)
+COMMAND = f"{ENV} python -m benchmarks dedup".strip()
 
 # Child-process prelude: ``timed(name, fn)`` wraps a function to add its run time to timers[name].
 TIMERS = r"""

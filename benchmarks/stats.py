@@ -18,9 +18,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-from .dedup import TIMERS, N, synthetic_corpus
+from .dedup import ENV, TIMERS, N, synthetic_corpus
 
-COMMAND = "python -m benchmarks stats"
+COMMAND = f"{ENV} python -m benchmarks stats".strip()
 SAMPLE = int(os.environ.get("ULTRACHAT_BENCH_SAMPLE", "10000"))
 
 CHILD = TIMERS + r"""
