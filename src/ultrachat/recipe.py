@@ -218,9 +218,11 @@ class Recipe(_Strict):
     writing: WritingConfig = Field(default_factory=WritingConfig)
     materials: MaterialsConfig = Field(default_factory=MaterialsConfig)
     mix: MixConfig = Field(default_factory=MixConfig)
+    # Later stages' tables (validated by `ultrachat filter --config`), kept in one recipe file.
+    filter: dict[str, Any] = Field(default_factory=dict)
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"dialogues", "out", "concurrency", "max_total_tokens", "cache"})
+        {"dialogues", "out", "concurrency", "max_total_tokens", "cache", "filter"})
 
     def out_dir(self, sector: str) -> Path:
         return Path(self.out) if self.out else Path("ultrachat-out") / sector
