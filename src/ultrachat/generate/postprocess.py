@@ -33,7 +33,8 @@ _POLITE = re.compile(
 
 # Openers an assistant uses and a user asking for help does not.
 _ASSISTANT_OPENERS = re.compile(
-    r"^\s*(?:(?:and|so|but|well|okay|ok),?\s+)?(?:sure|certainly|of course|absolutely|great question|good question|that'?s a (?:great|good) question|"
+    r"^\s*(?:(?:and|so|but|well|okay|ok),?\s+)?"
+    r"(?:sure|certainly|of course|absolutely|great question|good question|that'?s a (?:great|good) question|"
     r"as an ai|i'?m an ai|i am an ai|i'?d be (?:happy|glad) to|i can help|here (?:is|are)|"
     r"yes,? (?:it is|there are|you can)|no,? (?:it is not|you cannot)|in summary|to answer your question|"
     r"thank you for (?:your|the) question|you'?re (?:right|welcome)|there are (?:several|many)|"
