@@ -157,13 +157,15 @@ async def run_bare_aiohttp(url: str, in_flight: int) -> Result:
 
 
 CONTENDERS = (
-    ("ultrachat", "ultrachat (engine + writer + aiohttp backend)"),
+    ("ultrachat", "ultrachat (engine + writer + aiohttp backend, uvloop)"),
     ("openai", "baseline: asyncio + official openai client"),
     ("bare", "floor: bare aiohttp loop, no engine, no writer"),
+    ("bare-uvloop", "floor on uvloop (the loop ultrachat runs on)"),
 )
 
 
 def run() -> str:
+    from ultrachat import aio
     from ultrachat.testing import MockServer
 
     rows = []
@@ -173,19 +175,21 @@ def run() -> str:
             runs: dict[str, list[Result]] = {key: [] for key, _ in CONTENDERS}
             for rep in range(REPEATS):  # interleaved, so a burst of load elsewhere hits all alike
                 out = os.path.join(tmp, f"run-{in_flight}-{rep}")
-                runs["ultrachat"].append(asyncio.run(run_ours(server.url, in_flight, out)))
+                runs["ultrachat"].append(aio.run(run_ours(server.url, in_flight, out)))
                 runs["openai"].append(asyncio.run(run_openai_client(server.url, in_flight)))
                 runs["bare"].append(asyncio.run(run_bare_aiohttp(server.url, in_flight)))
+                runs["bare-uvloop"].append(aio.run(run_bare_aiohttp(server.url, in_flight)))
             rows.append((in_flight, {key: max(rs, key=lambda r: r.rate) for key, rs in runs.items()}))
     lines = [
         "## Orchestration: 400 dialogues x 3 rounds against an endpoint at 200 ms latency",
         "",
         f"Command: `{COMMAND}` (best of {REPEATS} per contender, interleaved; {os.cpu_count()} CPU cores, shared "
         "with the mock server process). *ultrachat* = `generate_async` through the engine, run store, JSONL "
-        "writer and the aiohttp `openai` backend (a bench sector with 400 fixed opening lines, 3 rounds each); "
-        "*baseline* = plain asyncio workers with the official `openai` client (`AsyncOpenAI`), same 5-call "
-        "dialogues; *floor* = the same workers over one bare aiohttp session. Rate = dialogues/s of the "
-        "dialogue phase; ideal = 400 / (ceil(400 / in-flight) x 5 x 0.2 s); CPU = client process CPU time / calls.",
+        "writer and the aiohttp `openai` backend on uvloop, as every ultrachat command runs (a bench sector "
+        "with 400 fixed opening lines, 3 rounds each); *baseline* = plain asyncio workers with the official "
+        "`openai` client (`AsyncOpenAI`), same 5-call dialogues; *floor* = the same workers over one bare "
+        "aiohttp session, on asyncio's loop and on uvloop. Rate = dialogues/s of the dialogue phase; "
+        "ideal = 400 / (ceil(400 / in-flight) x 5 x 0.2 s); CPU = client process CPU time / calls.",
         "",
         "| in flight | contender | dialogues/s | % of ideal | client CPU ms/call | vs baseline |",
         "|---:|---|---:|---:|---:|---:|",

@@ -38,6 +38,7 @@ from typing import Annotated, Any, Optional
 
 import typer
 
+from .. import aio
 from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
 from .cache import call_key
@@ -378,7 +379,7 @@ def register(app: typer.Typer) -> None:
                     await backend.close()
             return done
 
-        cancelled = run_guarded(lambda: asyncio.run(run()))
+        cancelled = run_guarded(lambda: aio.run(run()))
         print(f"cancelled {len(cancelled)} batch(es): {', '.join(cancelled) or '-'}")
 
     app.add_typer(batch_app, name="batch")

@@ -1,7 +1,7 @@
 """Any OpenAI-compatible chat endpoint (vLLM, llama.cpp server, hosted APIs) over aiohttp.
 
 The hot path is one :class:`aiohttp.ClientSession` per backend, a pre-built URL and
-headers, and stdlib JSON: about a tenth of the official client's CPU per call, which
+headers, and orjson: about a tenth of the official client's CPU per call, which
 matters when hundreds of calls are in flight on a small machine (see docs/benchmarks.md).
 
 Per model config it enforces requests in flight (``max_in_flight``), requests per minute
@@ -41,6 +41,8 @@ from collections import Counter
 from email.utils import parsedate_to_datetime
 from typing import Any
 from urllib.parse import urlsplit
+
+import orjson
 
 from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, FinishReason, GenerationParams, Message, Usage
@@ -132,7 +134,7 @@ class OpenAIBackend(Backend):
                                               skip_auto_headers=("User-Agent",))
         probe = {"model": self.cfg.model, "messages": [{"role": "user", "content": "Say OK."}], "max_tokens": 1}
         try:
-            out = await self._send(json.dumps(probe).encode(), 0, probe=True)
+            out = await self._send(orjson.dumps(probe), 0, probe=True)
         except BaseException:
             await self.close()
             raise
@@ -156,7 +158,7 @@ class OpenAIBackend(Backend):
         if params.stop:
             payload["stop"] = list(params.stop)
         estimate = sum(len(m["content"]) for m in messages) // 4 + params.max_tokens if self._tpm else 0
-        return await self._send(json.dumps(payload).encode(), estimate)
+        return await self._send(orjson.dumps(payload), estimate)
 
     async def _send(self, body: bytes, estimate: int, probe: bool = False) -> Completion:
         import aiohttp
@@ -206,7 +208,7 @@ class OpenAIBackend(Backend):
         return self._give_up(probe)
 
     def _success(self, raw: bytes, estimate: int) -> Completion:
-        data = json.loads(raw)
+        data = orjson.loads(raw)
         choice = data["choices"][0]
         text = choice["message"].get("content") or ""
         u = data.get("usage") or {}

@@ -36,6 +36,7 @@ from typing import Any
 
 import numpy as np
 
+from .. import aio
 from ..recipe import ModelConfig
 from .stream import OutputDir, batches, make_progress, read_corpus
 
@@ -197,7 +198,7 @@ def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig, progress: b
     elif cfg.embedder == "endpoint":
         if not cfg.embeddings_url:
             raise ValueError("--embedder endpoint needs --embeddings-url (e.g. https://api.openai.com/v1)")
-        emb = asyncio.run(_embed_endpoint(texts, cfg, progress))
+        emb = aio.run(_embed_endpoint(texts, cfg, progress))
         model = f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
     else:
         raise ValueError(f"unknown embedder '{cfg.embedder}' (choose minilm, endpoint or none)")
@@ -305,7 +306,7 @@ def _coherence(sample: list[dict[str, Any]], cfg: StatsConfig, progress: bool, j
         finally:
             await backend.close()
 
-    scores = asyncio.run(run())
+    scores = aio.run(run())
     valid = [s for s in scores if s is not None]
     how = (f"judge {name} scored {n} sampled dialogues 1-10 with prompts/{cfg.language}/stats.toml "
            f"[coherence] (seed {cfg.seed}); {n - len(valid)} replies without a score skipped")

@@ -12,11 +12,11 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import aio
 from ..backends import Backend, BackendPool, GenerationParams, Message
 from ..data.jsonl import write_json_atomic
 from ..generate.progress import RunProgress
@@ -106,7 +106,7 @@ def answer_eval_set(items: list[EvalItem], cfg: ModelConfig, out: Path, generato
             await pool.close()
 
     try:
-        records = asyncio.run(run())
+        records = aio.run(run())
     finally:
         cache.close()
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from .. import aio
 from ..backends import Backend, BackendPool, GenerationParams, Message
 from ..data.jsonl import write_json_atomic
 from ..generate.progress import RunProgress
@@ -268,7 +269,7 @@ def best_of_n(items: list[EvalItem], policy_cfg: ModelConfig, settings: BestOfNS
             await pool.close()
 
     try:
-        return asyncio.run(run())
+        return aio.run(run())
     finally:
         for cache in caches.values():
             cache.close()

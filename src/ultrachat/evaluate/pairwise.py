@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import aio
 from ..backends import Backend, BackendPool
 from ..generate.progress import RunProgress
 from ..recipe import ModelConfig
@@ -125,7 +126,7 @@ def with_judge_backend(judge_cfg: ModelConfig, cache_path: Path, progress: bool,
             await pool.close()
 
     try:
-        return asyncio.run(run())
+        return aio.run(run())
     finally:
         cache.close()
 

@@ -7,6 +7,7 @@ from typing import Annotated, Optional
 
 import typer
 
+from .. import aio
 from ..cliutil import console, run_guarded
 
 
@@ -47,7 +48,6 @@ def load_corpus_stats(data: list[Path], path: Path | None) -> dict | None:
 
 def _explore(data: list[Path], host: str, port: int, index: Path | None, map_points: int, serve: bool,
              stats: Path | None) -> None:
-    import asyncio
     import contextlib
 
     from rich.markup import escape
@@ -82,4 +82,4 @@ def _explore(data: list[Path], host: str, port: int, index: Path | None, map_poi
         print(f"Serving the explorer on {url} (Ctrl+C to stop)", flush=True)
 
     with contextlib.suppress(KeyboardInterrupt):  # Ctrl+C is how the server is meant to stop
-        asyncio.run(run_server(index, host, port, ready, corpus_stats))
+        aio.run(run_server(index, host, port, ready, corpus_stats))

@@ -28,6 +28,7 @@ import threading
 from collections.abc import Iterator
 from typing import Any
 
+from .. import aio
 from ..backends import BackendPool, Usage
 from ..recipe import Recipe
 from .accounting import Ledger, LedgerLine, MeteredBackend
@@ -73,7 +74,7 @@ def run_shard(recipe_data: dict[str, Any], sector_name: str, openings: list[dict
 
     def thread() -> None:
         try:
-            asyncio.run(work())
+            aio.run(work())
             out.put(("done", None))
         except BaseException as exc:  # re-raised in the task, so Ray reports it to the driver
             out.put(("error", exc))
@@ -178,4 +179,4 @@ def generate_ray(sector_name: str, recipe: Recipe, address: str = "local", worke
 
     gpus = 1.0 if "vllm" in {recipe.models.user.backend, recipe.models.assistant.backend} else 0.0
     runner = RayDialogues(address, recipe, sector_name, workers, num_gpus=gpus)  # a vLLM engine per GPU worker
-    return asyncio.run(generate_async(sector_name, recipe, progress, console, dialogue_runner=runner))
+    return aio.run(generate_async(sector_name, recipe, progress, console, dialogue_runner=runner))

@@ -16,7 +16,6 @@ Example::
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import tempfile
@@ -27,6 +26,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.table import Table
 
+from .. import aio
 from ..backends import Backend, BackendPool, Completion, GenerationParams, Message, Usage
 from ..backends.fake import default_reply
 from ..recipe import ModelConfig, Recipe
@@ -148,7 +148,7 @@ def estimate(sector: str, recipe: Recipe, dialogues: int | None = None, sample: 
     with tempfile.TemporaryDirectory(prefix="ultrachat-plan-") as tmp:
         sim = recipe.model_copy(update={"dialogues": sampled, "out": str(Path(tmp) / "out"), "cache": False,
                                         "max_total_tokens": 0})
-        asyncio.run(generate_async(sector, sim, progress=False, pool=_SizingPool(fill)))
+        aio.run(generate_async(sector, sim, progress=False, pool=_SizingPool(fill)))
         report = json.loads((Path(tmp) / "out" / "report.json").read_text(encoding="utf-8"))["runs"][-1]
     scale = wanted / sampled
     configs = {"plan": recipe.models.planner_config(), "user": recipe.models.user,

@@ -32,6 +32,7 @@ from typing import Any
 from rich.console import Console, Group
 from rich.table import Table
 
+from .. import aio
 from ..backends import BackendPool
 from ..recipe import MixConfig, MixSector, Models, Recipe
 from .entities import house_quotas
@@ -173,4 +174,4 @@ async def generate_all_async(recipe: Recipe, progress: bool = True, console: Con
 
 def generate_all(recipe: Recipe, progress: bool = True, console: Console | None = None) -> MixSummary:
     """Synchronous wrapper of :func:`generate_all_async`."""
-    return asyncio.run(generate_all_async(recipe, progress, console))
+    return aio.run(generate_all_async(recipe, progress, console))

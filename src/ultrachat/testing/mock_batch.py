@@ -27,6 +27,8 @@ import time
 from collections import Counter
 from typing import Any
 
+from .. import aio
+
 
 class MockBatchAPI:
     def __init__(self, latency_s: float, fail_rate: float, seed: int = 0) -> None:
@@ -202,7 +204,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     ns = ap.parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(MockBatchAPI(ns.batch_latency_s, ns.fail_rate, ns.seed), ns.host, ns.port))
+        aio.run(serve(MockBatchAPI(ns.batch_latency_s, ns.fail_rate, ns.seed), ns.host, ns.port))
 
 
 if __name__ == "__main__":

@@ -38,6 +38,8 @@ from typing import Any
 
 import typer
 
+from .. import aio
+
 FAULTS = ("429", "500", "timeout", "malformed", "drop", "400")
 
 
@@ -246,7 +248,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
 def main(argv: list[str] | None = None) -> None:
     cfg, host, port = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(serve(cfg, host, port))
+        aio.run(serve(cfg, host, port))
 
 
 def register(app: typer.Typer) -> None:
