@@ -124,6 +124,27 @@ def test_export_refuses_existing_output_and_cli_round_trip(corpus: Path, tmp_pat
     assert read(tmp_path / "back.jsonl") == DIALOGUES
 
 
+def test_parquet_rows_hold_one_batch_not_the_file(tmp_path: Path) -> None:
+    """Arrow memory while streaming a 24-row-group file stays near one row group's size
+    (pyarrow's default pre-buffering keeps every row group read so far: ~24x)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from ultrachat.data.stream import parquet_rows
+
+    path = tmp_path / "big.parquet"
+    text = "x" * 4000
+    with pq.ParquetWriter(path, pa.schema([("t", pa.string())]), compression="none") as writer:
+        for g in range(24):
+            writer.write_table(pa.table({"t": [f"{g}-{i}{text}" for i in range(250)]}))  # ~1 MB a row group
+    start, peak, last = pa.total_allocated_bytes(), 0, []
+    for where, rec in parquet_rows(path, batch_size=250):
+        last = [where, rec["t"][:6]]
+        peak = max(peak, pa.total_allocated_bytes() - start)
+    assert last == [f"{path}[5999]", "23-249"]
+    assert peak < 6 * 2**20, f"{peak / 2**20:.1f} MiB of Arrow memory held"
+
+
 def test_plan_pieces_respects_round_boundaries() -> None:
     assert plan_pieces([500, 600, 700, 800], 2048) == [(0, 3), (3, 4)]
     assert plan_pieces([3000, 10], 2048) == [(0, 1), (1, 2)]

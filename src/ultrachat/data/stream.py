@@ -75,14 +75,21 @@ def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
 
 
 def parquet_rows(path: Path, batch_size: int = 1024) -> Iterator[tuple[str, dict[str, Any]]]:
-    """``(file[row], record)`` for each row of a Parquet file, a batch at a time."""
+    """``(file[row], record)`` for each row of a Parquet file, a batch at a time.
+
+    ``pre_buffer=False``: with pre-buffering on (pyarrow's default), ``iter_batches`` keeps
+    every row group it has read cached until the file is closed, so memory grows with the
+    file (measured: 0.3 GiB more Arrow memory after 95k dialogues); off, it stays at one
+    batch.
+    """
     import pyarrow.parquet as pq
 
     row = 0
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_size):
-        for rec in batch.to_pylist():
-            yield f"{path}[{row}]", rec
-            row += 1
+    with pq.ParquetFile(path, pre_buffer=False) as pf:
+        for batch in pf.iter_batches(batch_size=batch_size):
+            for rec in batch.to_pylist():
+                yield f"{path}[{row}]", rec
+                row += 1
 
 
 def count_lines(path: Path) -> int:
