@@ -60,23 +60,37 @@ def test_hf_splits_load_and_round_trip(corpus: Path, tmp_path: Path) -> None:
     assert {s: loaded[s].num_rows for s in loaded} == again["splits"]
 
 
-def test_trl_sft_accepts_the_trl_layout(corpus: Path, tmp_path: Path, embedded_model_dir: Path) -> None:
-    """TRL's SFTTrainer applies the embedded tokenizer's chat template to ``messages`` as exported."""
-    import datasets
-    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+def _trl_sft(dataset, tok, tmp_path: Path):
+    from transformers import LlamaConfig, LlamaForCausalLM
     from trl import SFTConfig, SFTTrainer
 
-    export_corpus(corpus, "hf", tmp_path / "ds", test_fraction=0.2, layout="trl", progress=False)
-    ds = datasets.load_from_disk(str(tmp_path / "ds"))
-    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
     model = LlamaForCausalLM(LlamaConfig(vocab_size=len(tok), hidden_size=16, intermediate_size=32, num_hidden_layers=1,
                                          num_attention_heads=2, num_key_value_heads=2))
     args = SFTConfig(output_dir=str(tmp_path / "trl"), max_length=128, report_to=[], use_cpu=True, bf16=False)
-    trainer = SFTTrainer(model=model, args=args, train_dataset=ds["train"], processing_class=tok)
+    return SFTTrainer(model=model, args=args, train_dataset=dataset, processing_class=tok)
+
+
+@pytest.mark.parametrize("fmt,layout", [("parquet", "200k"), ("hf", "trl")])
+def test_trl_sft_takes_the_export_unchanged(corpus: Path, tmp_path: Path, embedded_model_dir: Path, fmt: str,
+                                           layout: str) -> None:
+    """TRL's SFTTrainer applies the embedded tokenizer's chat template to ``messages`` as exported:
+    the Parquet export's ``messages`` config (200k columns by default) and the hf ``trl`` layout."""
+    import datasets
+    from transformers import AutoTokenizer
+
+    out = tmp_path / "ds"
+    export_corpus(corpus, fmt, out, test_fraction=0.2, layout=layout, progress=False)
+    ds = datasets.load_dataset(str(out), "messages") if fmt == "parquet" else datasets.load_from_disk(str(out))
+    tok = AutoTokenizer.from_pretrained(str(embedded_model_dir))
+    trainer = _trl_sft(ds["train"], tok, tmp_path)
+    assert trainer.train_dataset.num_rows == ds["train"].num_rows
     first = trainer.train_dataset[0]
-    text = tok.decode(first["input_ids"])
     expected = tok.apply_chat_template(ds["train"][0]["messages"], tokenize=False)
-    assert text.startswith(expected[:60]) and ds["train"][0]["messages"][0]["content"] in text
+    assert tok.decode(first["input_ids"]) == expected
+    if fmt == "parquet":  # why the config exists: with the prompt column TRL takes rows for prompt-completion
+        assert "prompt" in datasets.load_dataset(str(out))["train"].column_names
+        with pytest.raises(KeyError, match="completion"):
+            _trl_sft(datasets.load_dataset(str(out))["train"], tok, tmp_path)
 
 
 def test_import_released_and_foreign_files(tmp_path: Path) -> None:

@@ -192,7 +192,8 @@ def register(app: typer.Typer) -> None:
                seed: Annotated[int, typer.Option(help="Seed of the train/test assignment.")] = 0,
                layout: Annotated[str, typer.Option(
                    help="hf/parquet columns: '200k' (prompt, prompt_id, messages, id, meta) or 'trl' (no prompt: "
-                        "TRL's SFTTrainer reads a prompt column as prompt-completion).")] = "200k",
+                        "TRL's SFTTrainer reads a prompt column as prompt-completion). For TRL, load a 200k "
+                        "parquet export with load_dataset(OUT, 'messages'); an hf export needs 'trl'.")] = "200k",
                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from .formats import export_corpus
 

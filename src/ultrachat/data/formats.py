@@ -4,8 +4,9 @@ Formats (``--format``):
 
 * ``hf``: a Hugging Face ``DatasetDict`` folder (``save_to_disk``; load with
   ``datasets.load_from_disk``);
-* ``parquet``: ``<out>/data/<split>-00000-of-00001.parquet`` (load with
-  ``datasets.load_dataset(out)``);
+* ``parquet``: ``<out>/data/<split>-00000-of-00001.parquet`` and a ``README.md`` dataset
+  card (load with ``datasets.load_dataset(out)``; ``load_dataset(out, "messages")`` reads the
+  ``messages`` column alone, for TRL);
 * ``sharegpt``: one JSON array of ``{"id", "conversations": [{"from": "human"|"gpt",
   "value"}], "meta"}``, one item a line;
 * ``openai``: chat fine-tuning JSONL, ``{"messages": [...]}`` a line, upload-ready; ids
@@ -13,10 +14,12 @@ Formats (``--format``):
 
 The HF and Parquet rows have the UltraChat 200k columns ``prompt``, ``prompt_id`` (SHA-256
 of the prompt) and ``messages`` (``[{"role", "content"}]``), plus ``id`` and ``meta`` (a
-JSON string, since ``meta`` differs from dialogue to dialogue). ``layout="trl"`` leaves out
-``prompt``: TRL's SFTTrainer (1.16) takes any row with a ``prompt`` column for a
-prompt-completion pair and fails looking for ``completion``, while it applies the chat
-template to ``messages`` of a row without one. Dialogues go to ``train``
+JSON string, since ``meta`` differs from dialogue to dialogue). TRL's SFTTrainer (1.16)
+takes any row with a ``prompt`` column for a prompt-completion pair and fails looking for
+``completion``, while it applies the chat template to ``messages`` of a row without one: the
+Parquet export's ``messages`` config gives it that column alone, and ``layout="trl"``
+leaves ``prompt`` out of the files (the way for ``hf``, whose ``load_from_disk`` has no
+configs). Dialogues go to ``train``
 or ``test`` by a seeded hash of their id (``test_fraction``), so a split is stable when the
 corpus grows. Import reads the splits back in order: with ``test_fraction=0`` the round
 trip gives the same file byte for byte; otherwise the same dialogues, split by split.
@@ -163,6 +166,8 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
             w.close()
         if not writers:
             raise ValueError("no dialogues to export")
+        if fmt == "parquet":
+            _write_card(out, [splits[k] for k in sorted(writers)], layout)
         if fmt == "hf":
             import datasets
 
@@ -173,6 +178,29 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
         if fmt == "hf":
             shutil.rmtree(work, ignore_errors=True)
     return {"splits": {splits[k]: counts[k] for k in (0, 1) if counts[k]}}
+
+
+def _write_card(out: Path, split_names: list[str], layout: str) -> None:
+    """``README.md`` with dataset configs for ``load_dataset(out[, name])``: ``default`` (every
+    column) and, in the 200k layout, ``messages`` (that column alone, which TRL's SFTTrainer
+    takes unchanged: it reads any row with a ``prompt`` column as prompt-completion)."""
+    files = [f"  - split: {json.dumps(s)}\n    path: {json.dumps(f'data/{s}-00000-of-00001.parquet')}"
+             for s in split_names]
+    lines = ["---", "configs:", "- config_name: default", "  data_files:", *files]
+    if layout == "200k":
+        lines += ["- config_name: messages", "  data_files:", *files, "  columns: [messages]"]
+    where = json.dumps(str(out))
+    lines += ["---", "", "# UltraChat-format dialogues", "",
+              "Written by `ultrachat export`: " + ("" if layout == "trl" else "`prompt` (the opening user turn), ")
+              + "`prompt_id` (SHA-256 of the opening turn), `messages` (`role`/`content`), `id`, `meta` (JSON).", "",
+              "```python", "import datasets", "", f"ds = datasets.load_dataset({where})  # every column"]
+    if layout == "200k":
+        lines += [f'sft = datasets.load_dataset({where}, "messages")  # for TRL SFTTrainer',
+                  "```", "", "TRL's SFTTrainer reads a row with a `prompt` column as a prompt-completion pair; the "
+                  "`messages` config leaves `prompt` out, so the trainer applies the chat template to `messages`."]
+    else:
+        lines += ["```"]
+    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _export_json(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str) -> dict[str, Any]:
