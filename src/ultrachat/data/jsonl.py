@@ -106,11 +106,12 @@ class JsonlAppender:
         self._next_fsync = 0.0  # the first write syncs at once
         self._unsynced = False
 
-    def write(self, objs: Iterable[dict[str, Any]]) -> None:
+    def write(self, objs: Iterable[dict[str, Any]]) -> int:
+        """Append ``objs``, one line each, with one ``write``; returns the offset of the first."""
         blob = "".join(json.dumps(o, ensure_ascii=False) + "\n" for o in objs).encode()
-        if not blob:
-            return
         start = os.fstat(self._fd).st_size
+        if not blob:
+            return start
         view = memoryview(blob)
         try:
             while view:
@@ -122,6 +123,7 @@ class JsonlAppender:
         except OSError as exc:  # disk full, file too large...: take back the partial lines
             os.ftruncate(self._fd, start)
             raise OSError(exc.errno, f"{exc.strerror}; nothing partial was kept", str(self.path)) from None
+        return start
 
     def _sync(self) -> None:
         os.fsync(self._fd)

@@ -23,10 +23,13 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import json
 import queue
+import tempfile
 import threading
 from collections.abc import Iterator
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from .. import aio
 from ..backends import BackendPool, Usage
@@ -36,6 +39,9 @@ from .engine import DialogueEngine, EngineStats
 from .progress import RunProgress
 from .sector import Opening, TokenBudget
 from .store import RunStore
+
+if TYPE_CHECKING:
+    from .runner import Openings
 
 
 def shard_of(dialogue_id: str, shards: int) -> int:
@@ -53,9 +59,24 @@ class _Sink:
         self.out.put(("batch", batch))
 
 
-def run_shard(recipe_data: dict[str, Any], sector_name: str, openings: list[dict[str, Any]]) -> Iterator[Any]:
-    """A Ray task: generate ``openings`` and yield lists of finished dialogue records, then
-    a final ``{"ledger": ...}`` with this worker's calls, tokens and cost per stage."""
+class _ShardOpenings:
+    """A shard's openings as JSON lines (one bytes object, how the driver ships them),
+    decoded one at a time as the worker's queue takes them."""
+
+    def __init__(self, lines: bytes, count: int) -> None:
+        self.lines, self.count = lines, count
+
+    def __iter__(self) -> Iterator[Opening]:
+        return (Opening(**json.loads(line)) for line in self.lines.splitlines() if line)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def run_shard(recipe_data: dict[str, Any], sector_name: str, lines: bytes, count: int) -> Iterator[Any]:
+    """A Ray task: generate the ``count`` openings in ``lines`` (JSON lines) and yield lists
+    of finished dialogue records, then a final ``{"ledger": ...}`` with this worker's calls,
+    tokens and cost per stage."""
     from .runner import _run_dialogues, build_engine, build_sector
 
     recipe = Recipe.model_validate(recipe_data)
@@ -67,7 +88,7 @@ def run_shard(recipe_data: dict[str, Any], sector_name: str, openings: list[dict
         engine = build_engine(build_sector(sector_name, recipe), recipe, pool, ledger, EngineStats())
         try:
             await pool.start()
-            await _run_dialogues(engine, [Opening(**o) for o in openings], _Sink(out),  # type: ignore[arg-type]
+            await _run_dialogues(engine, _ShardOpenings(lines, count), _Sink(out),  # type: ignore[arg-type]
                                  RunProgress(enabled=False), TokenBudget(0), recipe.concurrency)
         finally:
             await pool.close()
@@ -116,21 +137,36 @@ class RayDialogues:
                 ray.init(address=self.address, log_to_driver=False)
         return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    async def __call__(self, engine: DialogueEngine, todo: list[Opening], store: RunStore, bars: RunProgress,
+    def _shards(self, todo: Openings, n: int) -> Iterator[tuple[bytes, int]]:
+        """``todo`` split by :func:`shard_of` into ``n`` shards of JSON lines, streamed
+        through temporary files so the driver holds one shard at a time."""
+        with tempfile.TemporaryDirectory(prefix="ultrachat-shards-") as tmp:
+            files = [open(Path(tmp) / f"{i}.jsonl", "wb") for i in range(n)]  # noqa: SIM115 - closed below
+            counts = [0] * n
+            try:
+                for op in todo:
+                    i = shard_of(op.id, n)
+                    files[i].write(json.dumps(op.to_json(), ensure_ascii=False).encode() + b"\n")
+                    counts[i] += 1
+            finally:
+                for fh in files:
+                    fh.close()
+            for i in range(n):
+                if counts[i]:
+                    yield (Path(tmp) / f"{i}.jsonl").read_bytes(), counts[i]
+
+    async def __call__(self, engine: DialogueEngine, todo: Openings, store: RunStore, bars: RunProgress,
                        budget: TokenBudget, concurrency: int) -> bool:
         from .writer import GroupCommit
 
-        if not todo:
+        if not len(todo):
             return False
         import ray
 
         n = min(self._init(), len(todo))
-        shards: list[list[dict[str, Any]]] = [[] for _ in range(n)]
-        for op in todo:
-            shards[shard_of(op.id, n)].append(op.to_json())
         task = ray.remote(run_shard).options(num_cpus=1, num_gpus=self.num_gpus, max_retries=0)
         data = self.recipe.model_dump(mode="json")
-        streams = [task.remote(data, self.sector_name, shard) for shard in shards if shard]
+        streams = [task.remote(data, self.sector_name, lines, count) for lines, count in self._shards(todo, n)]
         commit = GroupCommit(store.save_dialogues)
         ledger = engine.assistant.backend.ledger if isinstance(engine.assistant.backend, MeteredBackend) else None
         stopped = False

@@ -13,21 +13,22 @@ as the quotas need after deduplication.
 
 from __future__ import annotations
 
-import asyncio
 import csv
 import json
 import math
 import random
-from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from array import array
+from collections.abc import Awaitable, Callable, Iterable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from ..data.jsonl import InvalidLine
-from .lists import clean_items, dedupe, normalize, parse_list
-from .sector import Opening, PlanContext, Sector, stable_seed
+from .compact import HashIndex, TextSpool
+from .lists import clean_items, normalize, parse_list
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin, stable_seed
 
 KINDS = ("specific", "general", "meta")
 def house_quotas(n: int, weights: dict[str, float]) -> dict[str, int]:
@@ -44,20 +45,6 @@ def house_quotas(n: int, weights: dict[str, float]) -> dict[str, int]:
         best = max(live, key=lambda k: weights[k] / (2 * counts[k] + 1))
         counts[best] += 1
     return counts
-
-
-def round_robin(items: list[dict[str, Any]], n: int, group: str) -> list[dict[str, Any]]:
-    """Pick ``n`` items, alternating across values of ``group`` so small runs still vary."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        groups[item[group]].append(item)
-    queues = list(groups.values())
-    out: list[dict[str, Any]] = []
-    while len(out) < n and any(queues):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return out
 
 
 @dataclass(frozen=True)
@@ -125,19 +112,29 @@ def builtin_entities(language: str) -> list[Entity]:
 
 
 class _Pool:
-    """Questions known so far, per kind, in a deterministic order."""
+    """Questions known so far, per kind, in a deterministic order. Compact: texts wait in
+    a spool file; a question costs its spool index, the index of its meta question (or
+    entity), a usable flag and a 64-bit hash of its normalised text."""
 
-    def __init__(self) -> None:
+    def __init__(self, spool: TextSpool, used: Callable[[str], bool]) -> None:
+        self.texts = spool
+        self.used = used
         self.entities_done = 0
-        self.metas: list[dict[str, Any]] = []
         self.expanded = {"specific": 0, "general": 0}
-        self.items: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
-        self.seen: set[str] = set()
+        self.text = {k: array("Q") for k in KINDS}  # spool index per question
+        self.base = {k: array("Q") for k in KINDS}  # meta question index (entity index for metas)
+        self.usable = {k: bytearray() for k in KINDS}
+        self.available = dict.fromkeys(KINDS, 0)
+        self.seen = HashIndex()
 
-    def add(self, kind: str, texts: list[str], base: dict[str, Any]) -> list[dict[str, Any]]:
-        new = [{**base, "text": t, "kind": kind} for t in dedupe(texts, self.seen)]
-        self.items[kind] += new
-        return new
+    def add(self, kind: str, texts: list[str], base: int) -> None:
+        new = [t for t in texts if (key := normalize(t)) and self.seen.add(key)]
+        for i, text in zip(self.texts.extend(new), new, strict=True):
+            self.text[kind].append(i)
+            self.base[kind].append(base)
+            ok = not self.used(text)
+            self.usable[kind].append(ok)
+            self.available[kind] += ok
 
 
 class EntitiesSector(Sector):
@@ -166,63 +163,81 @@ class EntitiesSector(Sector):
     def _id(self, kind: str, k: int) -> str:
         return f"entities-s{self.recipe.seed}-{kind}-{k:06d}"
 
-    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
-        quota = self.quotas(dialogues)
-        return [op for op in openings if int(op.meta["k"]) < quota[op.meta["kind"]]]
+    def plan_group(self, opening: Opening) -> str:
+        return str(opening.meta["kind"])
 
-    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
+    def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
+        quota = self.quotas(dialogues)
+        return (op for op in openings if int(op.meta["k"]) < quota[op.meta["kind"]])
+
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         cfg = self.recipe.entities
         entities = self.entities()
         quota = self.quotas(dialogues)
-        have = {k: sum(op.meta["kind"] == k for op in assigned) for k in KINDS}
+        have = {k: assigned.count(k) for k in KINDS}
         need = {k: quota[k] - have[k] for k in KINDS}
-        used = {normalize(op.text) for op in assigned}
-        pool = _Pool()
+        with closing(ctx.spool()) as spool:
+            pool = _Pool(spool, lambda text: any(assigned.has_text(k, text) for k in KINDS))
+            metas = pool.text["meta"], pool.base["meta"]  # meta question -> (spool index, entity index)
 
-        def available(kind: str) -> list[dict[str, Any]]:
-            return [q for q in pool.items[kind] if normalize(q["text"]) not in used]
+            per_call = {"meta": cfg.meta_per_entity, "specific": cfg.specific_per_meta,
+                        "general": cfg.general_per_meta}
+            for _wave in range(cfg.max_plan_waves):
+                deficit = {k: need[k] - pool.available[k] for k in KINDS}
+                if all(d <= 0 for d in deficit.values()):
+                    break
+                # (kind, meta question or entity index): results are applied in this order,
+                # whatever order the calls finish in, so the plan is the same on every run.
+                jobs: list[tuple[str, int]] = []
+                # Expand more meta questions into specific / general ones, about half a call's
+                # worth of questions per missing one (dedupe and filtering lose some).
+                starved = False
+                for kind in ("specific", "general"):
+                    if deficit[kind] <= 0:
+                        continue
+                    start = pool.expanded[kind]
+                    step = math.ceil(deficit[kind] / max(1, per_call[kind] // 2))
+                    take = range(start, min(len(metas[0]), start + step))
+                    pool.expanded[kind] += len(take)
+                    starved |= not take
+                    jobs += [(kind, m) for m in take]
+                if deficit["meta"] > 0 or starved:
+                    want = max(1, math.ceil(max(deficit["meta"], 0) / max(1, per_call["meta"] // 2)))
+                    take_e = range(pool.entities_done, min(len(entities), pool.entities_done + want))
+                    pool.entities_done += len(take_e)
+                    jobs += [("meta", e) for e in take_e]
+                if not jobs:
+                    break
 
-        per_call = {"meta": cfg.meta_per_entity, "specific": cfg.specific_per_meta, "general": cfg.general_per_meta}
-        for _wave in range(cfg.max_plan_waves):
-            deficit = {k: need[k] - len(available(k)) for k in KINDS}
-            if all(d <= 0 for d in deficit.values()):
-                break
-            # (kind, base meta, pending call): results are applied in this order, whatever
-            # order the calls finish in, so the plan is the same on every run.
-            jobs: list[tuple[str, dict[str, Any], Any]] = []
-            # Expand more meta questions into specific / general ones, about half a call's
-            # worth of questions per missing one (dedupe and filtering lose some).
-            starved = False
-            for kind in ("specific", "general"):
-                if deficit[kind] <= 0:
-                    continue
-                start = pool.expanded[kind]
-                take = pool.metas[start:start + math.ceil(deficit[kind] / max(1, per_call[kind] // 2))]
-                pool.expanded[kind] += len(take)
-                starved |= not take
-                jobs += [(kind, {"entity": m["entity"], "entity_type": m["entity_type"], "meta_question": m["text"]},
-                          self._children(ctx, kind, m)) for m in take]
-            if deficit["meta"] > 0 or starved:
-                want = max(1, math.ceil(max(deficit["meta"], 0) / max(1, per_call["meta"] // 2)))
-                take_e = entities[pool.entities_done:pool.entities_done + want]
-                pool.entities_done += len(take_e)
-                jobs += [("meta", {"entity": e.name, "entity_type": e.type or "-"}, self._metas(ctx, e))
-                         for e in take_e]
-            if not jobs:
-                break
-            replies = await asyncio.gather(*(job for _, _, job in jobs))
-            for (kind, base, _), texts in zip(jobs, replies, strict=True):
-                added = pool.add(kind, texts, base)
-                if kind == "meta":
-                    pool.metas += added
-        new: list[Opening] = []
-        for kind in KINDS:
-            chosen = round_robin(available(kind), max(0, need[kind]), "entity")
-            for i, q in enumerate(chosen):
-                k = have[kind] + i
-                meta = {key: v for key, v in q.items() if key != "text"}
-                new.append(self.make_opening(self._id(kind, k), q["text"], {**meta, "k": k}))
-        return new
+                def ask(job: tuple[str, int]) -> Awaitable[list[str]]:
+                    kind, ref = job
+                    if kind == "meta":
+                        return self._metas(ctx, entities[ref])
+                    entity = entities[metas[1][ref]]
+                    return self._children(ctx, kind, entity.name, spool[metas[0][ref]])
+
+                done = 0
+                async for texts in ordered_map(ask, jobs, ctx.window):  # applied in job order
+                    kind, ref = jobs[done]
+                    pool.add(kind, texts, ref)
+                    done += 1
+            for kind in KINDS:
+                usable = (i for i, ok in enumerate(pool.usable[kind]) if ok)
+                entity_of = (lambda i, kind=kind: pool.base[kind][i]) if kind == "meta" else \
+                    (lambda i, kind=kind: metas[1][pool.base[kind][i]])
+                batch: list[Opening] = []
+                for k, i in enumerate(round_robin(usable, max(0, need[kind]), key=lambda i, f=entity_of:
+                                                  entities[f(i)].name), have[kind]):
+                    entity = entities[entity_of(i)]
+                    meta: dict[str, Any] = {"entity": entity.name, "entity_type": entity.type or "-"}
+                    if kind != "meta":
+                        meta["meta_question"] = spool[metas[0][pool.base[kind][i]]]
+                    meta.update(kind=kind, k=k)
+                    batch.append(self.make_opening(self._id(kind, k), spool[pool.text[kind][i]], meta))
+                    if len(batch) >= EMIT_BATCH:
+                        ctx.emit(batch)
+                        batch = []
+                ctx.emit(batch)
 
     def _details(self, entity: Entity) -> str:
         info = "; ".join(x for x in (entity.type, entity.description) if x)
@@ -237,8 +252,8 @@ class EntitiesSector(Sector):
         return await self._ask(ctx, "meta", f"meta|{normalize(entity.name)}", self.recipe.entities.meta_per_entity,
                                entity=entity.name, details=self._details(entity))
 
-    async def _children(self, ctx: PlanContext, kind: str, meta_q: dict[str, Any]) -> list[str]:
+    async def _children(self, ctx: PlanContext, kind: str, entity: str, meta_question: str) -> list[str]:
         cfg = self.recipe.entities
         n = cfg.specific_per_meta if kind == "specific" else cfg.general_per_meta
-        key = f"{kind}|{normalize(meta_q['entity'])}|{normalize(meta_q['text'])}"
-        return await self._ask(ctx, kind, key, n, entity=meta_q["entity"], meta_question=meta_q["text"])
+        key = f"{kind}|{normalize(entity)}|{normalize(meta_question)}"
+        return await self._ask(ctx, kind, key, n, entity=entity, meta_question=meta_question)

@@ -14,7 +14,6 @@ dialogues need. Passage ``p``'s instruction slot ``j`` becomes dialogue
 
 from __future__ import annotations
 
-import asyncio
 import glob
 import hashlib
 import itertools
@@ -29,9 +28,10 @@ from typing import Any
 from ..data.jsonl import InvalidLine
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
+from .compact import HashIndex
 from .entities import jsonl_rows
 from .lists import clean_items, normalize, parse_list
-from .sector import Opening, PlanContext, Sector, stable_seed
+from .sector import Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
 
 PASSAGE_HEAD_CHARS = 160  # of the passage, quoted in the user simulator's goal
 
@@ -133,14 +133,13 @@ def raw_passages(cfg: MaterialsConfig, language: str) -> Iterator[Passage]:
 def select_passages(cfg: MaterialsConfig, language: str, seed: int) -> Iterator[Passage]:
     """Passages within the length bounds, first occurrence of each (after normalisation),
     kept with probability ``sample_rate`` decided by a seeded hash of the text."""
-    seen: set[bytes] = set()
+    seen = HashIndex()  # 8 bytes a passage
     for passage in raw_passages(cfg, language):
         if not cfg.min_chars <= len(passage.text) <= cfg.max_chars:
             continue
         digest = hashlib.blake2b(normalize(passage.text).encode(), digest_size=12).digest()
-        if digest in seen:
+        if not seen.add(int.from_bytes(digest[:8], "little")):
             continue
-        seen.add(digest)
         if cfg.sample_rate < 1.0 and stable_seed(seed, digest.hex()) / 2**63 >= cfg.sample_rate:
             continue
         yield passage
@@ -163,35 +162,48 @@ class MaterialsSector(Sector):
     def _id(self, p: int, j: int) -> str:
         return f"materials-s{self.recipe.seed}-p{p:06d}-{j}"
 
-    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
-        return sorted(openings, key=lambda op: (op.meta["passage_index"], op.meta["slot"]))[:dialogues]
+    def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
+        """The first N openings by (passage, slot): the plan file holds them in that order."""
+        last = (-1, -1)
+        for op in itertools.islice(openings, dialogues):
+            at = (int(op.meta["passage_index"]), int(op.meta["slot"]))
+            if at <= last:
+                raise RuntimeError(f"plan/openings.jsonl is out of passage order at {op.id}; "
+                                   "plan again into a new --out folder")
+            last = at
+            yield op
 
     def task_of(self, p: int, j: int) -> str:
         tasks = self.recipe.materials.tasks
         return tasks[(p * self.recipe.materials.instructions_per_passage + j) % len(tasks)]
 
-    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         cfg = self.recipe.materials
-        done = {op.id for op in assigned}
         passages = select_passages(cfg, self.recipe.language, self.recipe.seed)
         templates = self.templates()
-        planned: list[Opening] = []  # every opening of the passages read so far
+        planned = 0  # openings of the passages read so far, earlier runs' included
         p = 0
+
+        async def instructions(item: tuple[int, Passage]) -> tuple[int, Passage, list[str]]:
+            return item[0], item[1], await self._instructions(ctx, item[0], item[1])
+
         for _wave in range(64):
-            missing = dialogues - len(planned)
+            missing = dialogues - planned
             if missing <= 0:
                 break
             take = math.ceil(missing / cfg.instructions_per_passage)
             if cfg.max_passages:
                 take = min(take, cfg.max_passages - p)
-            batch = [x for _, x in zip(range(take), passages, strict=False)]
-            if not batch:
+            batch = zip(itertools.count(p), itertools.islice(passages, take))  # read as the calls go
+            read = 0
+            async for i, passage, items in ordered_map(instructions, batch, ctx.window):
+                openings = self._openings(i, passage, items, templates)
+                planned += len(openings)
+                ctx.emit([op for op in openings if op.id not in assigned])
+                read += 1
+            if not read:
                 break
-            replies = await asyncio.gather(*(self._instructions(ctx, p + i, x) for i, x in enumerate(batch)))
-            for i, (passage, items) in enumerate(zip(batch, replies, strict=True)):
-                planned += self._openings(p + i, passage, items, templates)
-            p += len(batch)
-        return [op for op in planned if op.id not in done]
+            p += read
 
     async def _instructions(self, ctx: PlanContext, p: int, passage: Passage) -> list[str]:
         n = self.recipe.materials.instructions_per_passage

@@ -12,14 +12,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Protocol
 
 from rich.console import Console
 from rich.table import Table
 
+from .. import aio
 from ..backends import BackendPool, Usage
 from ..backends.vllm import DIALOGUE
 from ..prompts import PromptError, Prompts, load_list
@@ -29,7 +31,7 @@ from .engine import DialogueEngine, EngineStats, Role
 from .entities import EntitiesSector
 from .materials import MaterialsSector
 from .progress import RunProgress
-from .sector import BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
+from .sector import Assigned, BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
 from .world import WorldSector
 from .writer import GroupCommit
@@ -103,9 +105,37 @@ def build_engine(sector: Sector, recipe: Recipe, pool: BackendPool, ledger: Ledg
     return DialogueEngine(sector, user, assistant, sector.prompts, recipe.dialogue, personas, stats)
 
 
+class Openings(Protocol):
+    """Openings to generate: iterable (a :class:`Todo` streams them from the plan file) with
+    a known length. A plain list is one too."""
+
+    def __iter__(self) -> Iterator[Opening]: ...
+
+    def __len__(self) -> int: ...
+
+
+class Todo:
+    """The openings of this run not yet in ``dialogues.jsonl``, streamed from
+    ``plan/openings.jsonl`` on each iteration; nothing per dialogue is kept in memory."""
+
+    def __init__(self, sector: Sector, store: RunStore, dialogues: int, count: int) -> None:
+        self.sector, self.store, self.dialogues, self.count = sector, store, dialogues, count
+
+    def __iter__(self) -> Iterator[Opening]:
+        done = self.store.done_ids()
+        return (op for op in wanted_openings(self.sector, self.store, self.dialogues) if op.id not in done)
+
+    def __len__(self) -> int:
+        return self.count
+
+
+def wanted_openings(sector: Sector, store: RunStore, dialogues: int) -> Iterator[Opening]:
+    """The openings a run of ``dialogues`` turns into dialogues, streamed from the plan file."""
+    return sector.wanted((Opening(**o) for o in store.iter_openings()), dialogues)
+
+
 #: ``(engine, todo, store, bars, budget, concurrency) -> stopped by the budget``
-DialogueRunner = Callable[[DialogueEngine, list[Opening], RunStore, RunProgress, TokenBudget, int],
-                          Awaitable[bool]]
+DialogueRunner = Callable[[DialogueEngine, Openings, RunStore, RunProgress, TokenBudget, int], Awaitable[bool]]
 
 
 async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
@@ -133,27 +163,32 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
         try:
             await pool.start()
             ctx = PlanContext(store, planner, planner_cfg, bars, budget, recipe.concurrency)
-            assigned = [Opening(**o) for o in store.load_openings()]
+            # The plan streams: each batch of openings goes to plan/openings.jsonl as it is
+            # fixed, and the dialogue phase reads them back (three passes over the file).
+            assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group)
             try:
-                new = await sector.plan(ctx, recipe.dialogues, assigned)
+                ctx.emit(await sector.plan(ctx, recipe.dialogues, assigned) or [])
             except BudgetExhausted:
-                new, summary.budget_stopped = [], True
-            store.save_openings([o.to_json() for o in new])
-            openings = sector.wanted(assigned + new, recipe.dialogues)
-            summary.planned = len(openings)
-            summary.plan_tokens = budget.usage.total_tokens
-            if len(openings) < recipe.dialogues and not summary.budget_stopped:
-                summary.notes.append(f"the planner found only {len(openings)} distinct opening lines; "
-                                     "rerun to plan more, or raise world.max_plan_waves")
+                summary.budget_stopped = True
+            del assigned
             done = store.done_ids()
-            todo = [o for o in openings if o.id not in done]
-            summary.already_done = len(openings) - len(todo)
+            for op in wanted_openings(sector, store, recipe.dialogues):
+                summary.planned += 1
+                summary.already_done += op.id in done
+            summary.plan_tokens = budget.usage.total_tokens
+            if summary.planned < recipe.dialogues and not summary.budget_stopped:
+                summary.notes.append(f"the planner found only {summary.planned} distinct opening lines; "
+                                     "rerun to plan more, or raise world.max_plan_waves")
+            todo = Todo(sector, store, recipe.dialogues, summary.planned - summary.already_done)
             bars.add_total("dialogues", len(todo))
             summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
                 engine, todo, store, bars, budget, recipe.concurrency)
-            written = store.done_ids()
-            for key in getattr(sector, "distribution_keys", ("topic",)):
-                summary.distribution[key] = Counter(str(o.meta.get(key, "-")) for o in openings if o.id in written)
+            keys = getattr(sector, "distribution_keys", ("topic",))
+            summary.distribution = {key: Counter() for key in keys}
+            for op in wanted_openings(sector, store, recipe.dialogues):
+                if op.id in done:  # done_ids() also holds the ids written by this run
+                    for key in keys:
+                        summary.distribution[key][str(op.meta.get(key, "-"))] += 1
         finally:
             await pool.close()
         report = write_report(out, summary, ledger, time.monotonic() - started)
@@ -165,23 +200,33 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
     return summary
 
 
-async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: RunStore, bars: RunProgress,
+async def _run_dialogues(engine: DialogueEngine, todo: Openings, store: RunStore, bars: RunProgress,
                          budget: TokenBudget, concurrency: int) -> bool:
     """Generate ``todo`` with at most ``concurrency`` dialogues in flight; True if the
-    token budget stopped the run (dialogues already in flight still finish)."""
-    queue: asyncio.Queue[Opening] = asyncio.Queue()
-    for op in todo:
-        queue.put_nowait(op)
+    token budget stopped the run (dialogues already in flight still finish). ``todo`` is
+    streamed into a bounded queue, so only the openings in flight are in memory."""
+    workers = min(concurrency, len(todo)) or 1
+    queue: asyncio.Queue[Opening | None] = asyncio.Queue(maxsize=2 * workers)
     stopped = False
     commit = GroupCommit(store.save_dialogues)  # one fsync per group of finished dialogues
 
+    feed_error: list[Exception] = []
+
+    async def feed() -> None:
+        try:
+            for op in todo:
+                await queue.put(op)
+        except Exception as exc:  # reading the plan failed: the workers finish what they hold
+            feed_error.append(exc)
+        for _ in range(workers):
+            await queue.put(None)  # one end mark per worker
+
     async def worker() -> None:
         nonlocal stopped
-        while not queue.empty():
+        while (op := await queue.get()) is not None:
             if budget.exhausted:
                 stopped = True
                 return
-            op = queue.get_nowait()
             DIALOGUE.set(op.id)  # engines with per-replica caches keep a dialogue on one replica
             record = await engine.run(op)
             tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
@@ -189,13 +234,17 @@ async def _run_dialogues(engine: DialogueEngine, todo: list[Opening], store: Run
             await commit.add(record)
             bars.advance("dialogues", 1, tokens)
 
+    feeder = asyncio.create_task(feed())
     try:
-        await asyncio.gather(*(worker() for _ in range(min(concurrency, len(todo)) or 1)))
+        await asyncio.gather(*(worker() for _ in range(workers)))
+        if feed_error:
+            raise feed_error[0]
     finally:
+        feeder.cancel()  # workers stopped by the budget leave it waiting on a full queue
         await commit.flush()  # finished dialogues are kept even when a backend error stops the run
     return stopped
 
 
 def generate(sector: str, recipe: Recipe, progress: bool = True, console: Console | None = None) -> RunSummary:
     """Synchronous wrapper of :func:`generate_async`."""
-    return asyncio.run(generate_async(sector, recipe, progress, console))
+    return aio.run(generate_async(sector, recipe, progress, console))

@@ -2,9 +2,12 @@
 
 A sector supplies three things; the dialogue engine does the rest:
 
-* :meth:`Sector.plan` yields :class:`Opening` lines (the first user turn plus metadata),
+* :meth:`Sector.plan` plans :class:`Opening` lines (the first user turn plus metadata),
   making its model calls through :class:`PlanContext`, which caches each one in the
-  output folder so an interrupted plan resumes where it stopped;
+  output folder so an interrupted plan resumes where it stopped, and handing them to
+  :meth:`PlanContext.emit` in batches as they are fixed (written to
+  ``plan/openings.jsonl`` at once, so a plan of millions of dialogues is never held in
+  memory; the dialogue phase streams them back);
 * ``rounds``: the default round range of its dialogues;
 * :meth:`Sector.user_goal`: the reminder the user simulator gets on every turn.
 """
@@ -13,16 +16,26 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import itertools
 import random
 from abc import ABC, abstractmethod
+from array import array
+from collections import Counter, deque
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Any, ClassVar
+from typing import Any, ClassVar, TypeVar
 
 from ..backends import Backend, GenerationParams, Usage
 from ..prompts import Prompts
 from ..recipe import ModelConfig, Recipe
+from .compact import HashIndex, TextSpool, hash64
+from .lists import normalize
 from .progress import RunProgress
 from .store import RunStore
+
+T = TypeVar("T")
+R = TypeVar("R")
+EMIT_BATCH = 1000  # openings a planner hands to PlanContext.emit at once
 
 
 def stable_seed(*parts: object) -> int:
@@ -43,6 +56,75 @@ class Opening:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+class Assigned:
+    """What earlier runs already planned into ``plan/openings.jsonl``, read in one pass and
+    kept compact: the count per planning group (a topic, a kind...), and the 64-bit hashes
+    of the ids and of each opening's normalised text within its group."""
+
+    def __init__(self, openings: Iterable[Opening] = (), group: Callable[[Opening], str] = lambda op: "") -> None:
+        self.counts: Counter[str] = Counter()
+        ids, texts = array("Q"), array("Q")
+        for op in openings:
+            g = group(op)
+            self.counts[g] += 1
+            ids.append(hash64(op.id))
+            texts.append(hash64(f"{g}\x1f{normalize(op.text)}"))
+        self._ids = HashIndex(ids)
+        self._texts = HashIndex(texts)
+
+    def __len__(self) -> int:
+        return self.counts.total()
+
+    def __contains__(self, dialogue_id: object) -> bool:
+        return dialogue_id in self._ids
+
+    def count(self, group: str) -> int:
+        return self.counts[group]
+
+    def has_text(self, group: str, text: str) -> bool:
+        """Whether an opening of ``group`` already uses ``text`` (after normalisation)."""
+        return bool(self.counts[group]) and f"{group}\x1f{normalize(text)}" in self._texts
+
+
+async def ordered_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> AsyncIterator[R]:
+    """``fn(item)`` for each item, at most ``limit`` running at once, results in input
+    order: a plan wave of 100k calls keeps ``limit`` tasks alive, not 100k coroutines."""
+    pending: deque[asyncio.Task[R]] = deque()
+    it = iter(items)
+    try:
+        for item in itertools.islice(it, limit):
+            pending.append(asyncio.ensure_future(fn(item)))
+        while pending:
+            result = await pending.popleft()
+            for item in itertools.islice(it, 1):
+                pending.append(asyncio.ensure_future(fn(item)))
+            yield result
+    finally:
+        for task in pending:
+            task.cancel()
+
+
+def round_robin(items: Iterable[T], n: int, key: Callable[[T], object]) -> Iterator[T]:
+    """Pick ``n`` of ``items``, alternating across their groups (``key``, in order of first
+    appearance) so small runs still vary; within a group, in input order."""
+    groups: dict[object, list[T]] = {}
+    for item in items:
+        groups.setdefault(key(item), []).append(item)
+    queues = list(groups.values())
+    picked, turn = 0, 0
+    while picked < n and any(turn < len(q) for q in queues):
+        for q in queues:
+            if turn < len(q) and picked < n:
+                picked += 1
+                yield q[turn]
+        turn += 1
+
+
+async def gather_ordered(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> list[R]:
+    """The results of :func:`ordered_map` as a list (for waves whose results are small)."""
+    return [r async for r in ordered_map(fn, items, limit)]
 
 
 class BudgetExhausted(RuntimeError):
@@ -74,16 +156,26 @@ class PlanContext:
         self.cfg = cfg
         self.progress = progress
         self.budget = budget
-        self._cache = store.load_calls()
+        self.concurrency = concurrency
+        self.window = max(256, 4 * concurrency)  # planning tasks alive at once (see ordered_map)
+        self.emitted = 0
         self._sem = asyncio.Semaphore(concurrency)
 
-    def cached(self, key: str) -> bool:
-        return key in self._cache
+    def spool(self) -> TextSpool:
+        """A scratch store for a planner's texts (an unlinked file in ``plan/``)."""
+        return TextSpool(self.store.out / "plan")
+
+    def emit(self, openings: list[Opening]) -> None:
+        """Fix ``openings``: they are appended to ``plan/openings.jsonl`` now."""
+        if openings:
+            self.store.save_openings([op.to_json() for op in openings])
+            self.emitted += len(openings)
 
     async def call(self, stage: str, key: str, prompt: str, seed: int) -> str:
         """The planner model's reply to ``prompt``; replayed from the cache when ``key`` is done."""
-        if key in self._cache:
-            return str(self._cache[key]["text"])
+        cached = self.store.get_call(key)
+        if cached is not None:
+            return str(cached["text"])
         self.progress.add_total(stage, 1)
         async with self._sem:
             if self.budget.exhausted:
@@ -96,7 +188,6 @@ class PlanContext:
         record = {"key": key, "stage": stage, "text": out.text, "finish": out.finish_reason,
                   "usage": [out.usage.prompt_tokens, out.usage.completion_tokens]}
         self.store.save_call(record)
-        self._cache[key] = record
         self.progress.advance(stage, 1, out.usage.total_tokens)
         return out.text
 
@@ -129,13 +220,21 @@ class Sector(ABC):
         except KeyError:
             return ""
 
-    @abstractmethod
-    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
-        """Return the new openings needed so that ``dialogues`` are planned in all.
+    def plan_group(self, opening: Opening) -> str:
+        """The group an opening is planned in (a topic, a kind): :class:`Assigned` counts
+        earlier openings and their texts per group."""
+        return ""
 
-        ``assigned`` holds the openings an earlier run already fixed; they keep their ids.
+    @abstractmethod
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> list[Opening] | None:
+        """Plan the new openings needed so that ``dialogues`` are planned in all, handing
+        them to ``ctx.emit`` in batches as they are fixed (a plug-in may instead return
+        them all as a list, which is emitted at the end).
+
+        ``assigned`` describes the openings an earlier run already fixed; they keep their ids.
         """
 
-    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
-        """The openings this run should turn into dialogues (default: the first N)."""
-        return openings[:dialogues]
+    def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
+        """Of the planned openings (streamed in file order), those this run should turn
+        into dialogues (default: the first N)."""
+        return itertools.islice(openings, dialogues)

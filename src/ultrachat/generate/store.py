@@ -12,13 +12,16 @@ Layout of ``<out>/``::
 from __future__ import annotations
 
 import json
+from array import array
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
 from ..data.jsonl import JsonlAppender, iter_jsonl, repair_tail, write_json_atomic
 from ..recipe import Recipe
+from .compact import HashIndex, hash64
 
 
 class RunStoreError(RuntimeError):
@@ -43,6 +46,9 @@ class RunStore:
         self._calls: JsonlAppender | None = None
         self._openings: JsonlAppender | None = None
         self._dialogues: JsonlAppender | None = None
+        self._call_index: HashIndex | None = None  # hash of a call's key -> its line's offset
+        self._call_reader: IO[bytes] | None = None
+        self._done: HashIndex | None = None  # hashes of the ids in dialogues.jsonl
 
     # -- lifecycle -------------------------------------------------------------------
     def open(self) -> None:
@@ -61,6 +67,8 @@ class RunStore:
         for app in (self._calls, self._openings, self._dialogues):
             if app:
                 app.close()
+        if self._call_reader:
+            self._call_reader.close()
         self._lock.release()
 
     def __enter__(self) -> RunStore:
@@ -87,20 +95,51 @@ class RunStore:
         write_json_atomic(path, {"fingerprint": fp, "sector": self.sector, "recipe": payload})
 
     # -- stage cache -----------------------------------------------------------------
-    def load_calls(self) -> dict[str, dict[str, Any]]:
-        path = self.out / "plan" / "calls.jsonl"
-        repair_tail(path)
-        return {c["key"]: c for c in iter_jsonl(path, validate=False)} if path.exists() else {}
+    # Only an index is kept in memory (16 bytes a call); a cached reply is read back from
+    # its line, whose key is compared, so a hash collision can only cost a repeated call.
+    @property
+    def _calls_path(self) -> Path:
+        return self.out / "plan" / "calls.jsonl"
+
+    def _calls_loaded(self) -> HashIndex:
+        if self._call_index is None:
+            keys, offsets = array("Q"), array("Q")
+            repair_tail(self._calls_path)
+            if self._calls_path.exists():
+                with open(self._calls_path, "rb") as fh:
+                    offset = 0
+                    for line in fh:
+                        if line.strip():
+                            keys.append(hash64(json.loads(line)["key"]))
+                            offsets.append(offset)
+                        offset += len(line)
+            self._call_index = HashIndex(keys, offsets)
+        return self._call_index
+
+    def get_call(self, key: str) -> dict[str, Any] | None:
+        """The cached result of the planning call ``key``, or ``None``."""
+        offset = self._calls_loaded().get(hash64(key))
+        if offset is None:
+            return None
+        if self._call_reader is None:
+            self._call_reader = open(self._calls_path, "rb")  # noqa: SIM115 - closed in close()
+        self._call_reader.seek(offset)
+        record: dict[str, Any] = json.loads(self._call_reader.readline())
+        return record if record["key"] == key else None
 
     def save_call(self, record: dict[str, Any]) -> None:
         assert self._calls is not None
-        self._calls.write([record])
+        index = self._calls_loaded()
+        offset = self._calls.write([record])
+        index.add(hash64(record["key"]), offset)
 
     # -- openings --------------------------------------------------------------------
-    def load_openings(self) -> list[dict[str, Any]]:
+    def iter_openings(self) -> Iterator[dict[str, Any]]:
+        """The planned openings in file order, streamed."""
         path = self.out / "plan" / "openings.jsonl"
         repair_tail(path)
-        return list(iter_jsonl(path, validate=False)) if path.exists() else []
+        if path.exists():
+            yield from iter_jsonl(path, validate=False)
 
     def save_openings(self, items: list[dict[str, Any]]) -> None:
         assert self._openings is not None
@@ -111,11 +150,14 @@ class RunStore:
     def dialogues_path(self) -> Path:
         return self.out / "dialogues.jsonl"
 
-    def done_ids(self) -> set[str]:
-        repair_tail(self.dialogues_path)
-        if not self.dialogues_path.exists():
-            return set()
-        return {d["id"] for d in iter_jsonl(self.dialogues_path)}
+    def done_ids(self) -> HashIndex:
+        """The ids in ``dialogues.jsonl`` as 64-bit hashes (``id in done``), read once and
+        kept up to date by :meth:`save_dialogues`: 8 bytes a dialogue."""
+        if self._done is None:
+            repair_tail(self.dialogues_path)
+            ids = iter_jsonl(self.dialogues_path) if self.dialogues_path.exists() else iter(())
+            self._done = HashIndex(d["id"] for d in ids)
+        return self._done
 
     def save_dialogue(self, dialogue: dict[str, Any]) -> None:
         self.save_dialogues([dialogue])
@@ -124,3 +166,6 @@ class RunStore:
         """Append several dialogues with one write + fsync (group commit, see ``writer``)."""
         assert self._dialogues is not None
         self._dialogues.write(dialogues)
+        if self._done is not None:
+            for d in dialogues:
+                self._done.add(d["id"])

@@ -3,7 +3,9 @@
 meta topics -> subtopics -> questions per subtopic -> related questions per question ->
 one dialogue per question. The budget of N dialogues is spread evenly over the topics
 (a seeded order decides which topics get the remainder); each topic plans lazily, in
-waves, only as many model calls as it needs to reach its quota after deduplication.
+waves, only as many model calls as it needs to reach its quota after deduplication, and
+emits its openings when its pool is complete. Topics plan side by side while their quotas
+sum to at most ``plan_window`` dialogues, so memory does not grow with the run.
 """
 
 from __future__ import annotations
@@ -11,12 +13,15 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import defaultdict
+from array import array
+from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
 from ..prompts import load_list
+from .compact import HashIndex, TextSpool
 from .lists import clean_items, dedupe, normalize, parse_list
-from .sector import Opening, PlanContext, Sector, stable_seed
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin, stable_seed
 
 
 def quotas(n: int, topics: list[str], seed: int) -> list[int]:
@@ -33,22 +38,36 @@ def quotas(n: int, topics: list[str], seed: int) -> list[int]:
 
 
 class _TopicPool:
-    """Questions known for one topic, in a deterministic order, with their provenance."""
+    """Questions known for one topic, in a deterministic order, with their provenance.
 
-    def __init__(self) -> None:
+    Compact: the texts wait in a spool file and each question costs about 30 bytes of
+    memory (offsets, subtopic and parent indices, a 64-bit hash of its normalised text)."""
+
+    def __init__(self, spool: TextSpool, assigned: Assigned, group: str) -> None:
         self.subtopics: list[str] = []
-        self.questions: list[dict[str, Any]] = []  # {"text", "subtopic", "kind"}
-        self.seen: set[str] = set()
+        self.texts = spool
+        self.subtopic = array("I")  # index into subtopics, per question
+        self.parent = array("q")  # index of the question it was derived from, or -1
+        self.usable = bytearray()  # 1 where no earlier run's opening uses the question
+        self.available = 0
+        self.seen = HashIndex()
+        self.assigned, self.group = assigned, group
         self.expanded_subtopics = 0
         self.expanded_questions = 0
         self.subtopic_batches = 0
 
-    def add_questions(self, items: list[str], subtopic: str, kind: str, parent: str | None = None) -> None:
-        for text in dedupe(items, self.seen):
-            entry = {"text": text, "subtopic": subtopic, "kind": kind}
-            if parent:
-                entry["parent"] = parent
-            self.questions.append(entry)
+    def __len__(self) -> int:
+        return len(self.subtopic)
+
+    def add_questions(self, items: list[str], subtopic: int, parent: int = -1) -> None:
+        new = [t for t in items if (key := normalize(t)) and self.seen.add(key)]
+        self.texts.extend(new)
+        for text in new:
+            self.subtopic.append(subtopic)
+            self.parent.append(parent)
+            ok = not self.assigned.has_text(self.group, text)
+            self.usable.append(ok)
+            self.available += ok
 
 
 class WorldSector(Sector):
@@ -56,6 +75,9 @@ class WorldSector(Sector):
 
     name = "world"
     rounds = (3, 7)
+    #: Topics are planned at once while their quotas sum to at most this many dialogues
+    #: (always at least one), so the planner's pools stay small however large the run.
+    plan_window = 200_000
 
     def topics(self) -> list[str]:
         cfg = self.recipe.world
@@ -66,71 +88,83 @@ class WorldSector(Sector):
     def _id(self, topic_index: int, k: int) -> str:
         return f"world-s{self.recipe.seed}-t{topic_index:03d}-{k:05d}"
 
-    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
+    def plan_group(self, opening: Opening) -> str:
+        return str(opening.meta["topic_index"])
+
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         topics = self.topics()
         wanted = quotas(dialogues, topics, self.recipe.seed)
-        by_topic: dict[int, list[Opening]] = defaultdict(list)
-        for op in assigned:
-            by_topic[int(op.meta["topic_index"])].append(op)
-        jobs = [
-            self._plan_topic(ctx, i, topic, wanted[i], by_topic[i])
-            for i, topic in enumerate(topics)
-            if wanted[i] > len(by_topic[i])
-        ]
-        results = await asyncio.gather(*jobs)
-        return [op for ops in results for op in ops]
+        jobs = [(i, topic, wanted[i] - assigned.count(str(i))) for i, topic in enumerate(topics)
+                if wanted[i] > assigned.count(str(i))]
+        running: dict[asyncio.Task[None], int] = {}
+        try:
+            for i, topic, need in jobs:
+                while running and sum(running.values()) + need > self.plan_window:
+                    finished, _ = await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+                    for task in finished:
+                        del running[task]
+                        task.result()
+                running[asyncio.create_task(self._plan_topic(ctx, i, topic, wanted[i], assigned))] = need
+            for task in list(running):
+                await task
+                del running[task]
+        finally:
+            for task in running:
+                task.cancel()
 
-    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
+    def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
         topics = self.topics()
         wanted = quotas(dialogues, topics, self.recipe.seed)
-        return [op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["topic_index"])]]
+        return (op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["topic_index"])])
 
-    async def _plan_topic(self, ctx: PlanContext, index: int, topic: str, quota: int,
-                          assigned: list[Opening]) -> list[Opening]:
+    async def _plan_topic(self, ctx: PlanContext, index: int, topic: str, quota: int, assigned: Assigned) -> None:
         cfg = self.recipe.world
-        pool = _TopicPool()
-        used = {normalize(op.text) for op in assigned}
-        need = quota - len(assigned)
-
-        def available() -> list[dict[str, Any]]:
-            return [q for q in pool.questions if normalize(q["text"]) not in used]
-
-        for _wave in range(cfg.max_plan_waves):
-            deficit = need - len(available())
-            if deficit <= 0:
-                break
-            if pool.expanded_subtopics < len(pool.subtopics):
-                take = pool.subtopics[pool.expanded_subtopics:pool.expanded_subtopics + math.ceil(deficit / 5)]
-                pool.expanded_subtopics += len(take)
-                replies = await asyncio.gather(*(self._questions(ctx, topic, s) for s in take))
-                for sub, items in zip(take, replies, strict=True):
-                    pool.add_questions(items, sub, "question")
-            elif pool.expanded_questions < len(pool.questions):
-                start = pool.expanded_questions
-                take = pool.questions[start:start + math.ceil(deficit / 5)]
-                pool.expanded_questions += len(take)
-                replies = await asyncio.gather(*(self._related(ctx, topic, q["text"]) for q in take))
-                for q, items in zip(take, replies, strict=True):
-                    pool.add_questions(items, q["subtopic"], "related", parent=q["text"])
-            else:
-                batch = pool.subtopic_batches
-                pool.subtopic_batches += 1
-                prompt = self.prompts.render("world", "subtopics", n=cfg.subtopics_per_request, topic=topic)
-                key = f"subtopics|{topic}|{batch}"
-                text = await ctx.call("subtopics", key, prompt, stable_seed(self.recipe.seed, key))
-                known = {normalize(s) for s in pool.subtopics}
-                items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
-                pool.subtopics += dedupe(items, known)
-        chosen = _round_robin(available(), need)
-        return [
-            self.make_opening(
-                self._id(index, len(assigned) + k),
-                q["text"],
-                {"topic": topic, "topic_index": index, "k": len(assigned) + k,
-                 **{key: v for key, v in q.items() if key != "text"}},
-            )
-            for k, q in enumerate(chosen)
-        ]
+        have = assigned.count(str(index))
+        need = quota - have
+        with closing(ctx.spool()) as spool:
+            pool = _TopicPool(spool, assigned, str(index))
+            for _wave in range(cfg.max_plan_waves):
+                deficit = need - pool.available
+                if deficit <= 0:
+                    break
+                if pool.expanded_subtopics < len(pool.subtopics):
+                    start = pool.expanded_subtopics
+                    take = range(start, min(len(pool.subtopics), start + math.ceil(deficit / 5)))
+                    pool.expanded_subtopics += len(take)
+                    replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
+                    for sub, items in zip(take, [r async for r in replies], strict=True):
+                        pool.add_questions(items, sub)
+                elif pool.expanded_questions < len(pool):
+                    start = pool.expanded_questions
+                    take = range(start, min(len(pool), start + math.ceil(deficit / 5)))
+                    pool.expanded_questions += len(take)
+                    related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), take, ctx.window)
+                    q = start
+                    async for items in related:  # applied in order as they come: the same pool every run
+                        pool.add_questions(items, pool.subtopic[q], parent=q)
+                        q += 1
+                else:
+                    batch = pool.subtopic_batches
+                    pool.subtopic_batches += 1
+                    prompt = self.prompts.render("world", "subtopics", n=cfg.subtopics_per_request, topic=topic)
+                    key = f"subtopics|{topic}|{batch}"
+                    text = await ctx.call("subtopics", key, prompt, stable_seed(self.recipe.seed, key))
+                    known = {normalize(s) for s in pool.subtopics}
+                    items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
+                    pool.subtopics += dedupe(items, known)
+            batch: list[Opening] = []
+            usable = (i for i, ok in enumerate(pool.usable) if ok)
+            for k, q in enumerate(round_robin(usable, need, key=pool.subtopic.__getitem__), have):
+                meta: dict[str, Any] = {"topic": topic, "topic_index": index, "k": k,
+                                        "subtopic": pool.subtopics[pool.subtopic[q]],
+                                        "kind": "question" if pool.parent[q] < 0 else "related"}
+                if pool.parent[q] >= 0:
+                    meta["parent"] = pool.texts[pool.parent[q]]
+                batch.append(self.make_opening(self._id(index, k), pool.texts[q], meta))
+                if len(batch) >= EMIT_BATCH:
+                    ctx.emit(batch)
+                    batch = []
+            ctx.emit(batch)
 
     async def _questions(self, ctx: PlanContext, topic: str, subtopic: str) -> list[str]:
         return await self._ask(ctx, "questions", topic, subtopic, self.recipe.world.questions_per_subtopic,
@@ -152,17 +186,3 @@ def _label(item: str) -> str:
     """A subtopic's name without the explanation models add ("Sleep: how rest affects...")."""
     head, sep, _ = item.partition(": ")
     return head.strip() if sep and len(head.split()) <= 8 else item
-
-
-def _round_robin(items: list[dict[str, Any]], n: int) -> list[dict[str, Any]]:
-    """Pick ``n`` items, alternating across subtopics so small runs still vary."""
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for item in items:
-        groups[item["subtopic"]].append(item)
-    out: list[dict[str, Any]] = []
-    queues = list(groups.values())
-    while len(out) < n and any(queues):
-        for q in queues:
-            if q and len(out) < n:
-                out.append(q.pop(0))
-    return out

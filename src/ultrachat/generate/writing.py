@@ -18,13 +18,13 @@ from __future__ import annotations
 import asyncio
 import math
 import random
-from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from ..prompts import load_list
 from .lists import clean_items, dedupe, normalize, parse_list, text_units
 from .postprocess import strip_role_prefix
-from .sector import Opening, PlanContext, Sector, stable_seed
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
 from .world import quotas
 
 
@@ -68,20 +68,19 @@ class WritingSector(Sector):
     def _id(self, type_index: int, k: int) -> str:
         return f"writing-s{self.recipe.seed}-w{type_index:02d}-{k:05d}"
 
-    def wanted(self, openings: list[Opening], dialogues: int) -> list[Opening]:
-        wanted = quotas(dialogues, self.types(), self.recipe.seed)
-        return [op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["type_index"])]]
+    def plan_group(self, opening: Opening) -> str:
+        return str(opening.meta["type_index"])
 
-    async def plan(self, ctx: PlanContext, dialogues: int, assigned: list[Opening]) -> list[Opening]:
+    def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
+        wanted = quotas(dialogues, self.types(), self.recipe.seed)
+        return (op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["type_index"])])
+
+    async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         types = self.types()
         wanted = quotas(dialogues, types, self.recipe.seed)
-        have: dict[int, int] = defaultdict(int)
-        for op in assigned:
-            have[int(op.meta["type_index"])] += 1
         rank = self.ranks(types)
-        jobs = [self._plan_type(ctx, i, t, have[i], wanted[i], [k * len(types) + rank[i] for k in range(wanted[i])])
-                for i, t in enumerate(types) if wanted[i] > have[i]]
-        return [op for ops in await asyncio.gather(*jobs) for op in ops]
+        await asyncio.gather(*(self._plan_type(ctx, i, t, assigned.count(str(i)), wanted[i], len(types), rank[i])
+                               for i, t in enumerate(types) if wanted[i] > assigned.count(str(i))))
 
     async def _instructions(self, ctx: PlanContext, writing_type: str, count: int) -> list[str]:
         """The first ``count`` distinct instructions of a type (fewer if the planner runs dry)."""
@@ -117,21 +116,26 @@ class WritingSector(Sector):
         return text if 3 <= text_units(text) <= 200 and normalize(text) != normalize(instruction) else None
 
     async def _plan_type(self, ctx: PlanContext, index: int, writing_type: str, have: int,
-                         quota: int, positions: list[int]) -> list[Opening]:
+                         quota: int, types: int, rank: int) -> None:
+        """Openings ``have..quota-1`` of one type; dialogue ``k`` holds run position ``k * types + rank``."""
         cfg = self.recipe.writing
         cap = cfg.instructions_per_type
         pool = await self._instructions(ctx, writing_type, min(quota, cap))
-        ks = [k for k in range(have, quota) if k < len(pool) or (len(pool) == cap and k >= cap)]
-        bases = [pool[k % cap] if k >= cap else pool[k] for k in ks]
-        # Reuses of an instruction (k >= cap) are always expanded so no opening repeats.
-        expand = [is_expanded(positions[k], cfg.expand_share) or k >= cap for k in ks]
-        details = await asyncio.gather(*(self._expand(ctx, writing_type, k, base)
-                                         for k, base, e in zip(ks, bases, expand, strict=True) if e))
-        it = iter(details)
-        out = []
-        for k, base, e in zip(ks, bases, expand, strict=True):
-            text = next(it) if e else None
+
+        async def opening(k: int) -> Opening:
+            base = pool[k % cap] if k >= cap else pool[k]
+            # Reuses of an instruction (k >= cap) are always expanded so no opening repeats.
+            expand = is_expanded(k * types + rank, cfg.expand_share) or k >= cap
+            text = await self._expand(ctx, writing_type, k, base) if expand else None
             meta: dict[str, Any] = {"writing_type": writing_type, "type_index": index, "k": k,
                                     "instruction": base, "expanded": text is not None}
-            out.append(self.make_opening(self._id(index, k), text or base, meta))
-        return out
+            return self.make_opening(self._id(index, k), text or base, meta)
+
+        ks = (k for k in range(have, quota) if k < len(pool) or (len(pool) == cap and k >= cap))
+        batch: list[Opening] = []
+        async for op in ordered_map(opening, ks, ctx.window):
+            batch.append(op)
+            if len(batch) >= EMIT_BATCH:
+                ctx.emit(batch)
+                batch = []
+        ctx.emit(batch)

@@ -1,0 +1,121 @@
+"""Compact state for plans of millions of dialogues: 64-bit hash sets and maps, and a
+spool that keeps strings on disk.
+
+A plan of 1.5M dialogues must not hold a Python object per dialogue for the whole run.
+The ids already written, the planner's dedupe sets and the index of cached planning calls
+are 64-bit hashes in sorted numpy arrays (8 bytes a key, 16 with a value), with a small
+dict of recent additions merged in every :attr:`HashIndex.TAIL` entries. Two different
+strings share a hash with probability about n^2 / 2^65 (3e-8 for 1.5M ids); where a
+collision would change an output, callers verify the stored record (the plan-call cache
+compares the key it reads back).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+import threading
+from array import array
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+
+
+def hash64(text: str) -> int:
+    """A stable 64-bit hash of ``text`` (the same in every process and on every machine)."""
+    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+
+
+def _key(key: int | str) -> int:
+    return hash64(key) if isinstance(key, str) else key
+
+
+class HashIndex:
+    """A growing set of 64-bit keys, each with an optional 64-bit value (the first one
+    added wins); a string key stands for its :func:`hash64`. Thread-safe: the run store
+    adds written ids from the writer thread."""
+
+    TAIL = 4096
+
+    def __init__(self, keys: Iterable[int | str] = (), values: Iterable[int] | None = None) -> None:
+        k = np.frombuffer(keys, np.uint64) if isinstance(keys, array) else np.fromiter(map(_key, keys), np.uint64)
+        v = (np.frombuffer(values, np.uint64) if isinstance(values, array) else np.fromiter(values, np.uint64)) \
+            if values is not None else np.zeros(len(k), np.uint64)
+        self._keys, first = np.unique(k, return_index=True)  # sorted; the first of duplicates
+        self._values = v[first]
+        self._tail: dict[int, int] = {}
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._keys) + len(self._tail)
+
+    def _find(self, key: int) -> int:
+        i = int(np.searchsorted(self._keys, np.uint64(key)))
+        return i if i < len(self._keys) and int(self._keys[i]) == key else -1
+
+    def get(self, key: int | str) -> int | None:
+        key = _key(key)
+        with self._lock:
+            if key in self._tail:
+                return self._tail[key]
+            i = self._find(key)
+            return int(self._values[i]) if i >= 0 else None
+
+    def __contains__(self, key: object) -> bool:
+        if not isinstance(key, int | str):
+            return False
+        return self.get(key) is not None
+
+    def add(self, key: int | str, value: int = 0) -> bool:
+        """Add ``key`` (with ``value``); False when it was already there."""
+        key = _key(key)
+        with self._lock:
+            if key in self._tail or self._find(key) >= 0:
+                return False
+            self._tail[key] = value
+            if len(self._tail) >= self.TAIL:
+                self._merge()
+            return True
+
+    def _merge(self) -> None:
+        keys = np.fromiter(self._tail, np.uint64, len(self._tail))
+        values = np.fromiter(self._tail.values(), np.uint64, len(self._tail))
+        order = np.argsort(keys)
+        at = np.searchsorted(self._keys, keys[order])
+        self._keys = np.insert(self._keys, at, keys[order])
+        self._values = np.insert(self._values, at, values[order])
+        self._tail = {}
+
+
+class TextSpool:
+    """Strings kept in an unlinked temporary file, 8 bytes of memory each; ``spool[i]``
+    reads string ``i`` back. The file disappears when the spool is closed or collected."""
+
+    def __init__(self, folder: Path | None = None) -> None:
+        self._fh = tempfile.TemporaryFile(dir=folder, buffering=0)  # noqa: SIM115 - closed in close()
+        self._ends = array("Q", [0])
+
+    def __len__(self) -> int:
+        return len(self._ends) - 1
+
+    def extend(self, texts: Iterable[str]) -> range:
+        """Append ``texts`` with one write; returns their indices."""
+        first = len(self)
+        blobs = [t.encode() for t in texts]
+        end = self._ends[-1]
+        for b in blobs:
+            end += len(b)
+            self._ends.append(end)
+        data = memoryview(b"".join(blobs))
+        while data:
+            data = data[os.write(self._fh.fileno(), data):]
+        return range(first, len(self))
+
+    def __getitem__(self, i: int) -> str:
+        start, end = self._ends[i], self._ends[i + 1]
+        return os.pread(self._fh.fileno(), end - start, start).decode()
+
+    def close(self) -> None:
+        self._fh.close()
