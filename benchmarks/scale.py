@@ -61,6 +61,7 @@ def child(n: int, out: Path) -> None:
     """Generate ``n`` world dialogues with a history-free fake backend, printing samples."""
     import asyncio
 
+    from ultrachat import aio
     from ultrachat.backends import Backend, BackendPool, Completion, GenerationParams, Message
     from ultrachat.backends.fake import FakeBackend
     from ultrachat.generate.runner import generate_async
@@ -87,7 +88,7 @@ def child(n: int, out: Path) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=_sampler, args=(out / "dialogues.jsonl", started, stop), daemon=True)
     thread.start()
-    summary = asyncio.run(generate_async("world", recipe, progress=False, pool=Pool()))
+    summary = aio.run(generate_async("world", recipe, progress=False, pool=Pool()))  # uvloop, as the CLI runs
     stop.set()
     thread.join()
     print(json.dumps({"done": summary.stats.dialogues, "seconds": round(time.monotonic() - started, 2),
