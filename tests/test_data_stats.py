@@ -52,7 +52,19 @@ def test_topic_diversity_minilm_separates_topics(tmp_path: Path) -> None:
     same = corpus_stats(write(tmp_path / "s.jsonl", SPACE), StatsConfig(tokenizer="whitespace"), progress=False)
     assert 0 < same["row"]["topic_diversity"] < mixed["row"]["topic_diversity"] < 1.2
     how = mixed["methods"]["topic_diversity"]
-    assert "all-MiniLM-L6-v2" in how and "6 sampled" in how
+    assert "all-MiniLM-L6-v2" in how and "6 sampled" in how and "first 128 word pieces" in how
+
+
+def test_minilm_reads_only_the_first_embed_tokens_word_pieces(tmp_path: Path) -> None:
+    """Dialogues that differ only after their first 30 words embed alike at 16 word pieces, not at 128."""
+    opening = "Tell me about the history of the printing press in Europe and how it changed the spread of ideas " * 2
+    src = write(tmp_path / "t.jsonl", [[opening, answer] for _, answer in SPACE + COOKING])
+    short = corpus_stats(src, StatsConfig(tokenizer="whitespace", embed_tokens=16), progress=False)
+    full = corpus_stats(src, StatsConfig(tokenizer="whitespace"), progress=False)
+    assert abs(short["row"]["topic_diversity"]) < 1e-5 and full["row"]["topic_diversity"] > 0.05
+    assert "first 16 word pieces" in short["methods"]["topic_diversity"]
+    with pytest.raises(ValueError, match="--embed-tokens must be between 16 and 512"):
+        corpus_stats(src, StatsConfig(tokenizer="whitespace", embed_tokens=1000), progress=False)
 
 
 def test_mean_pairwise_distance_matches_brute_force() -> None:

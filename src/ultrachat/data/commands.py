@@ -140,6 +140,8 @@ def register(app: typer.Typer) -> None:
                   "--mtld-all", help="MTLD over every utterance, not the sample.")] = False,
               embedder: Annotated[str, typer.Option(
                   help="'minilm' (offline), 'endpoint' (/v1/embeddings) or 'none'.")] = "minilm",
+              embed_tokens: Annotated[int, typer.Option(
+                  help="Word pieces of each dialogue MiniLM reads (128: its training length; at most 512).")] = 128,
               embeddings_url: Annotated[Optional[str], typer.Option(
                   help="Base URL of an OpenAI-compatible API.")] = None,
               embeddings_model: Annotated[str, typer.Option(
@@ -167,8 +169,9 @@ def register(app: typer.Typer) -> None:
             judge = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url,  # type: ignore[arg-type]
                                 api_key_env=judge_key_env, temperature=0.0, max_tokens=16)
             cfg = StatsConfig(tokenizer=tokenizer, sample=sample, seed=seed, mtld_all=mtld_all, embedder=embedder,
-                              embeddings_url=embeddings_url, embeddings_model=embeddings_model,
-                              embeddings_key_env=embeddings_key_env, coherence_sample=coherence_sample, judge=judge)
+                              embed_tokens=embed_tokens, embeddings_url=embeddings_url,
+                              embeddings_model=embeddings_model, embeddings_key_env=embeddings_key_env,
+                              coherence_sample=coherence_sample, judge=judge)
             with OutputDir(out, inputs=[path]) as folder:
                 result = corpus_stats(path, cfg, skip_invalid, not no_progress, out=folder)
                 paths = write_outputs(result, folder, command)
