@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ultrachat.cli import app
-from ultrachat.data.formats import export_corpus, import_corpus
+from ultrachat.data.formats import _total, export_corpus, import_corpus
 from ultrachat.data.split import ROUND_TEMPLATE, plan_pieces, split_long
 
 DIALOGUES = [
@@ -39,6 +39,8 @@ def test_round_trip_is_byte_identical(corpus: Path, tmp_path: Path, fmt: str, na
     report = import_corpus(tmp_path / name, tmp_path / "back.jsonl", progress=False)
     assert report["format"] == fmt and report["dialogues"] == len(DIALOGUES)
     assert (tmp_path / "back.jsonl").read_bytes() == corpus.read_bytes()
+    # The progress bar's total, known before reading except for a ShareGPT JSON array.
+    assert _total(tmp_path / name, fmt) == (None if fmt == "sharegpt" else len(DIALOGUES))
 
 
 def test_hf_splits_load_and_round_trip(corpus: Path, tmp_path: Path) -> None:

@@ -43,7 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from .jsonl import validate_dialogue
-from .stream import OutputDir, json_lines, make_progress, parquet_rows, read_corpus
+from .stream import OutputDir, count_lines, json_lines, make_progress, parquet_rows, read_corpus
 
 FORMATS = ("hf", "parquet", "sharegpt", "openai")
 LAYOUTS = ("200k", "trl")
@@ -286,6 +286,20 @@ def _rows(src: Path, fmt: str) -> Iterator[tuple[str, Any]]:
         yield from json_lines(src)
 
 
+def _total(src: Path, fmt: str) -> int | None:
+    """Records in ``src`` for the progress bar, when known without reading them (``None`` for ShareGPT)."""
+    if fmt == "hf":
+        import datasets
+
+        ds = datasets.load_from_disk(str(src))
+        return sum(ds.num_rows.values()) if isinstance(ds, datasets.DatasetDict) else ds.num_rows
+    if fmt == "parquet":
+        import pyarrow.parquet as pq
+
+        return sum(pq.ParquetFile(f).metadata.num_rows for f in (src.rglob("*.parquet") if src.is_dir() else [src]))
+    return None if fmt == "sharegpt" and src.suffix == ".json" else count_lines(src)
+
+
 def _train_first(p: Path) -> tuple[int, str]:
     return (0 if p.name.startswith("train") else 1, str(p))
 
@@ -328,7 +342,7 @@ def import_corpus(src: Path, out: Path, fmt: str | None = None, skip_invalid: bo
     writer = OutputDir(out.parent, inputs=[src, sidecar_path])
     try:
         with writer, make_progress(progress) as bar:
-            task = bar.add_task("import", total=None)
+            task = bar.add_task("import", total=_total(src, fmt))
             writer.touch(out.name)
             for where, rec in _rows(src, fmt):
                 extra = json.loads(side.readline() or "{}") if side else None
