@@ -60,6 +60,15 @@ async def test_ordered_map_keeps_input_order_and_its_limit() -> None:
 
     assert [r async for r in ordered_map(slow, range(60), 8)] == [i * i for i in range(60)]
     assert peak == 8
+    peak = 0
+    shared = asyncio.Semaphore(6)  # one budget for several maps, as the topics of a plan share one
+
+    async def collect(start: int) -> list[int]:
+        return [r async for r in ordered_map(slow, range(start, start + 40), shared)]
+
+    a, b = await asyncio.gather(collect(0), collect(100))
+    assert a == [i * i for i in range(40)] and b == [i * i for i in range(100, 140)]
+    assert peak == 6
 
 
 def test_round_robin_alternates_groups_in_first_appearance_order() -> None:

@@ -37,7 +37,7 @@ class HashIndex:
     added wins); a string key stands for its :func:`hash64`. Thread-safe: the run store
     adds written ids from the writer thread."""
 
-    TAIL = 4096
+    TAIL = 1024
 
     def __init__(self, keys: Iterable[int | str] = (), values: Iterable[int] | None = None) -> None:
         k = np.frombuffer(keys, np.uint64) if isinstance(keys, array) else np.fromiter(map(_key, keys), np.uint64)

@@ -88,22 +88,36 @@ class Assigned:
         return bool(self.counts[group]) and f"{group}\x1f{normalize(text)}" in self._texts
 
 
-async def ordered_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> AsyncIterator[R]:
-    """``fn(item)`` for each item, at most ``limit`` running at once, results in input
-    order: a plan wave of 100k calls keeps ``limit`` tasks alive, not 100k coroutines."""
+async def ordered_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T],
+                      limit: int | asyncio.Semaphore) -> AsyncIterator[R]:
+    """``fn(item)`` for each item, results in input order, with at most ``limit`` tasks
+    alive at once: a plan wave of 100k calls keeps a few hundred tasks, not 100k coroutines.
+    A semaphore as ``limit`` is a budget shared with other maps (every topic of a plan)."""
+    slots = asyncio.Semaphore(limit) if isinstance(limit, int) else limit
     pending: deque[asyncio.Task[R]] = deque()
     it = iter(items)
+    more = True
     try:
-        for item in itertools.islice(it, limit):
-            pending.append(asyncio.ensure_future(fn(item)))
-        while pending:
-            result = await pending.popleft()
-            for item in itertools.islice(it, 1):
-                pending.append(asyncio.ensure_future(fn(item)))
-            yield result
+        while True:
+            # Start tasks while slots are free; wait for a slot only when none of ours runs.
+            while more and (not pending or not slots.locked()):
+                item = next(it, _END)
+                if item is _END:
+                    more = False
+                    break
+                await slots.acquire()
+                task = asyncio.ensure_future(fn(item))  # type: ignore[arg-type]
+                task.add_done_callback(lambda _: slots.release())
+                pending.append(task)
+            if not pending:
+                return
+            yield await pending.popleft()
     finally:
         for task in pending:
             task.cancel()
+
+
+_END: Any = object()
 
 
 def round_robin(items: Iterable[T], n: int, key: Callable[[T], object]) -> Iterator[T]:
@@ -120,11 +134,6 @@ def round_robin(items: Iterable[T], n: int, key: Callable[[T], object]) -> Itera
                 picked += 1
                 yield q[turn]
         turn += 1
-
-
-async def gather_ordered(fn: Callable[[T], Awaitable[R]], items: Iterable[T], limit: int) -> list[R]:
-    """The results of :func:`ordered_map` as a list (for waves whose results are small)."""
-    return [r async for r in ordered_map(fn, items, limit)]
 
 
 class BudgetExhausted(RuntimeError):
@@ -157,7 +166,8 @@ class PlanContext:
         self.progress = progress
         self.budget = budget
         self.concurrency = concurrency
-        self.window = max(256, 4 * concurrency)  # planning tasks alive at once (see ordered_map)
+        # Planning tasks alive at once, all planners together (see ordered_map).
+        self.window = asyncio.Semaphore(max(256, 4 * concurrency))
         self.emitted = 0
         self._sem = asyncio.Semaphore(concurrency)
 
