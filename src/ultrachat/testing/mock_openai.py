@@ -121,6 +121,8 @@ class MockOpenAI:
             messages, model = body["messages"], body["model"]
         except (ValueError, KeyError, TypeError):
             return self._record(_error(400, "body must be JSON with 'model' and 'messages'", "invalid_request_error"))
+        if not isinstance(messages, list) or not messages:  # as OpenAI answers an empty conversation
+            return self._record(_error(400, "'messages' must be a non-empty array", "invalid_request_error"))
         if self.cfg.models and model not in self.cfg.models:
             return self._record(_error(404, f"The model `{model}` does not exist.", "invalid_request_error",
                                        "model_not_found"))
