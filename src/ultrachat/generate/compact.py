@@ -32,19 +32,21 @@ def _key(key: int | str) -> int:
     return hash64(key) if isinstance(key, str) else key
 
 
+def _array(items: Iterable[int]) -> np.ndarray:
+    return np.frombuffer(items, np.uint64) if isinstance(items, array) else np.fromiter(items, np.uint64)
+
+
 class HashIndex:
-    """A growing set of 64-bit keys, each with an optional 64-bit value (the first one
-    added wins); a string key stands for its :func:`hash64`. Thread-safe: the run store
-    adds written ids from the writer thread."""
+    """A growing set of 64-bit keys (8 bytes each), or with ``values`` a map to 64-bit values
+    (16 bytes an entry; the first value added for a key wins); a string key stands for its
+    :func:`hash64`. Thread-safe: the run store adds written ids from the writer thread."""
 
     TAIL = 1024
 
     def __init__(self, keys: Iterable[int | str] = (), values: Iterable[int] | None = None) -> None:
-        k = np.frombuffer(keys, np.uint64) if isinstance(keys, array) else np.fromiter(map(_key, keys), np.uint64)
-        v = (np.frombuffer(values, np.uint64) if isinstance(values, array) else np.fromiter(values, np.uint64)) \
-            if values is not None else np.zeros(len(k), np.uint64)
+        k = _array(keys if isinstance(keys, array) else map(_key, keys))
         self._keys, first = np.unique(k, return_index=True)  # sorted; the first of duplicates
-        self._values = v[first]
+        self._values = _array(values)[first] if values is not None else None  # None: a set
         self._tail: dict[int, int] = {}
         self._lock = threading.Lock()
 
@@ -61,7 +63,7 @@ class HashIndex:
             if key in self._tail:
                 return self._tail[key]
             i = self._find(key)
-            return int(self._values[i]) if i >= 0 else None
+            return None if i < 0 else 0 if self._values is None else int(self._values[i])
 
     def __contains__(self, key: object) -> bool:
         if not isinstance(key, int | str):
@@ -81,11 +83,12 @@ class HashIndex:
 
     def _merge(self) -> None:
         keys = np.fromiter(self._tail, np.uint64, len(self._tail))
-        values = np.fromiter(self._tail.values(), np.uint64, len(self._tail))
         order = np.argsort(keys)
         at = np.searchsorted(self._keys, keys[order])
+        if self._values is not None:
+            values = np.fromiter(self._tail.values(), np.uint64, len(self._tail))
+            self._values = np.insert(self._values, at, values[order])
         self._keys = np.insert(self._keys, at, keys[order])
-        self._values = np.insert(self._values, at, values[order])
         self._tail = {}
 
 
