@@ -7,7 +7,7 @@ samples its own RSS and the dialogues written every 0.5 s from its start, so the
 covers the planning phase (peak RSS while nothing is written yet, RSS when the first
 dialogue is written) and the dialogue phase (RSS when 10k / 100k / 1.5M dialogues are
 written, at 10/50/90%, and the peak). ``ULTRACHAT_SCALE_DIR`` picks the folder the runs
-write to (default: the system's temporary folder; 1.5M dialogues need about 5 GB).
+write to (default: the system's temporary folder; 1.5M dialogues need about 3 GB).
 The fake backend answers instantly (yielding to the event loop once per call, as a real
 backend does) and keeps no call history, so the figures are the
 engine's own cost: planning, prompts, post-processing, accounting and crash-safe writes.
@@ -50,9 +50,9 @@ def _sampler(path: Path, started: float, stop: threading.Event) -> None:
         if path.exists():
             with open(path, "rb") as fh:
                 fh.seek(offset)
-                chunk = fh.read()
-            offset += len(chunk)
-            written += chunk.count(b"\n")
+                while chunk := fh.read(1 << 20):  # in blocks: the sampler must not weigh on RSS
+                    offset += len(chunk)
+                    written += chunk.count(b"\n")
         sample = {"t": round(time.monotonic() - started, 2), "written": written, "rss_mb": round(_rss_mb(), 1)}
         print(json.dumps(sample), flush=True)
 
