@@ -101,15 +101,20 @@ MILESTONES = (10_000, 100_000, 1_500_000)
 def measure(n: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="ultrachat-scale-", dir=os.environ.get("ULTRACHAT_SCALE_DIR")) as tmp:
         proc = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", str(n), str(Path(tmp) / "out")],
-                              capture_output=True, text=True, check=True, cwd=Path(__file__).resolve().parent.parent)
+                              capture_output=True, text=True, cwd=Path(__file__).resolve().parent.parent)
+    if proc.returncode != 0:
+        raise RuntimeError(f"scale run of {n:,} failed (exit {proc.returncode}): {proc.stderr[-2000:]}")
     samples = [json.loads(line) for line in proc.stdout.splitlines() if line.startswith("{")]
     final = samples.pop()
     first = next((s for s in samples if s["written"] > 0), samples[-1] if samples else final)
     plan_s = first["t"]
     rss_at: dict[float, float | None] = {}
     for frac in (0.1, 0.5, 0.9, *MILESTONES):
-        hit = next((s for s in samples if s["written"] >= (frac * n if frac < 1 else frac)), None)
-        rss_at[frac] = hit["rss_mb"] if hit and (frac < 1 or frac <= n) else None
+        if frac > n:
+            rss_at[frac] = None
+            continue
+        hit = next((s for s in samples if s["written"] >= (frac * n if frac < 1 else frac)), final)
+        rss_at[frac] = hit["rss_mb"]  # the run's end when it finished between two samples
     return {"n": n, "seconds": final["seconds"], "plan_s": plan_s,
             "dialogues_per_s": final["done"] / max(1e-9, final["seconds"] - plan_s),
             "rss_plan_peak": max([s["rss_mb"] for s in samples if s["written"] == 0] or [first["rss_mb"]]),

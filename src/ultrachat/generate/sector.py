@@ -165,7 +165,6 @@ class PlanContext:
         self.cfg = cfg
         self.progress = progress
         self.budget = budget
-        self.concurrency = concurrency
         # Planning tasks alive at once, all planners together (see ordered_map).
         self.window = asyncio.Semaphore(max(256, 4 * concurrency))
         self.emitted = 0
