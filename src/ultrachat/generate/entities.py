@@ -171,13 +171,38 @@ class EntitiesSector(Sector):
         return (op for op in openings if int(op.meta["k"]) < quota[op.meta["kind"]])
 
     async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
-        cfg = self.recipe.entities
         entities = self.entities()
         quota = self.quotas(dialogues)
         have = {k: assigned.count(k) for k in KINDS}
-        need = {k: quota[k] - have[k] for k in KINDS}
+
+        def used(text: str) -> bool:
+            return any(assigned.has_text(k, text) for k in KINDS)
+
+        cut = assigned.pending.get(self.name)
+        if cut:  # a kill cut the openings short: redo that plan, write only its rest
+            start, end = cut["from"], cut["quota"]
+            skip = {k: have[k] - start[k] for k in KINDS}
+            have, picked = await self._plan_round(ctx, entities, start, end, skip, used)
+            if all(quota[k] <= end[k] for k in KINDS):
+                return
+
+            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:
+                return earlier(text) or normalize(text) in picked
+
+        await self._plan_round(ctx, entities, have, quota, dict.fromkeys(KINDS, 0), used)
+
+    async def _plan_round(self, ctx: PlanContext, entities: list[Entity], start: dict[str, int],
+                          quota: dict[str, int], skip: dict[str, int],
+                          used: Callable[[str], bool]) -> tuple[dict[str, int], HashIndex]:
+        """Plan openings ``start[kind] <= k < quota[kind]`` from questions not ``used``; write
+        all but the first ``skip[kind]`` of each kind (a cut run wrote them). Returns the
+        count of each kind after it and the picks' text hashes."""
+        cfg = self.recipe.entities
+        need = {k: quota[k] - start[k] for k in KINDS}
+        ctx.begin(self.name, start, quota)
+        counts, picked = dict(start), HashIndex()
         with closing(ctx.spool()) as spool:
-            pool = _Pool(spool, lambda text: any(assigned.has_text(k, text) for k in KINDS))
+            pool = _Pool(spool, used)
             metas = pool.text["meta"], pool.base["meta"]  # meta question -> (spool index, entity index)
 
             per_call = {"meta": cfg.meta_per_entity, "specific": cfg.specific_per_meta,
@@ -195,9 +220,9 @@ class EntitiesSector(Sector):
                 for kind in ("specific", "general"):
                     if deficit[kind] <= 0:
                         continue
-                    start = pool.expanded[kind]
+                    first = pool.expanded[kind]
                     step = math.ceil(deficit[kind] / max(1, per_call[kind] // 2))
-                    take = range(start, min(len(metas[0]), start + step))
+                    take = range(first, min(len(metas[0]), first + step))
                     pool.expanded[kind] += len(take)
                     starved |= not take
                     jobs += [(kind, m) for m in take]
@@ -227,17 +252,24 @@ class EntitiesSector(Sector):
                     (lambda i, kind=kind: metas[1][pool.base[kind][i]])
                 batch: list[Opening] = []
                 for k, i in enumerate(round_robin(usable, max(0, need[kind]), key=lambda i, f=entity_of:
-                                                  entities[f(i)].name), have[kind]):
+                                                  entities[f(i)].name), start[kind]):
+                    text = spool[pool.text[kind][i]]
+                    picked.add(normalize(text))
+                    counts[kind] += 1
+                    if k < start[kind] + skip[kind]:
+                        continue
                     entity = entities[entity_of(i)]
                     meta: dict[str, Any] = {"entity": entity.name, "entity_type": entity.type or "-"}
                     if kind != "meta":
                         meta["meta_question"] = spool[metas[0][pool.base[kind][i]]]
                     meta.update(kind=kind, k=k)
-                    batch.append(self.make_opening(self._id(kind, k), spool[pool.text[kind][i]], meta))
+                    batch.append(self.make_opening(self._id(kind, k), text, meta))
                     if len(batch) >= EMIT_BATCH:
                         ctx.emit(batch)
                         batch = []
                 ctx.emit(batch)
+        ctx.end(self.name)
+        return counts, picked
 
     def _details(self, entity: Entity) -> str:
         info = "; ".join(x for x in (entity.type, entity.description) if x)

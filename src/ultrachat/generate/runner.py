@@ -165,7 +165,8 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
             ctx = PlanContext(store, planner, planner_cfg, bars, budget, recipe.concurrency)
             # The plan streams: each batch of openings goes to plan/openings.jsonl as it is
             # fixed, and the dialogue phase reads them back (three passes over the file).
-            assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group)
+            assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group,
+                                store.iter_emissions())
             try:
                 ctx.emit(await sector.plan(ctx, recipe.dialogues, assigned) or [])
             except BudgetExhausted:

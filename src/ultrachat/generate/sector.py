@@ -61,16 +61,30 @@ class Opening:
 class Assigned:
     """What earlier runs already planned into ``plan/openings.jsonl``, read in one pass and
     kept compact: the count per planning group (a topic, a kind...), and the 64-bit hashes
-    of the ids and of each opening's normalised text within its group."""
+    of the ids and of each opening's normalised text within its group.
 
-    def __init__(self, openings: Iterable[Opening] = (), group: Callable[[Opening], str] = lambda op: "") -> None:
+    ``emissions`` are the records of ``plan/emissions.jsonl`` (see
+    :meth:`PlanContext.begin`): a plan a kill cut short while it was writing its openings is
+    in :attr:`pending`, and the openings it wrote (``k`` at or past its ``from``) do not
+    count as used texts, since the rerun redoes that plan and keeps only its rest."""
+
+    def __init__(self, openings: Iterable[Opening] = (), group: Callable[[Opening], str] = lambda op: "",
+                 emissions: Iterable[dict[str, Any]] = ()) -> None:
+        self.pending: dict[str, dict[str, Any]] = {}
+        for record in emissions:
+            if "done" in record:
+                self.pending.pop(record["done"], None)
+            else:
+                self.pending[record["plan"]] = record
+        cut = {g: k for record in self.pending.values() for g, k in record["from"].items()}
         self.counts: Counter[str] = Counter()
         ids, texts = array("Q"), array("Q")
         for op in openings:
             g = group(op)
             self.counts[g] += 1
             ids.append(hash64(op.id))
-            texts.append(hash64(f"{g}\x1f{normalize(op.text)}"))
+            if g not in cut or int(op.meta["k"]) < cut[g]:
+                texts.append(hash64(f"{g}\x1f{normalize(op.text)}"))
         self._ids = HashIndex(ids)
         self._texts = HashIndex(texts)
 
@@ -173,6 +187,17 @@ class PlanContext:
     def spool(self) -> TextSpool:
         """A scratch store for a planner's texts (an unlinked file in ``plan/``)."""
         return TextSpool(self.store.out / "plan")
+
+    def begin(self, plan: str, start: dict[str, int], quota: dict[str, int]) -> None:
+        """Record that ``plan`` now writes the openings ``start[g] <= k < quota[g]`` of its
+        groups. A planner whose picks depend on what is already used (round robin over a
+        pool) writes this before its first :meth:`emit` and calls :meth:`end` after the
+        last, so a rerun after a kill in between redoes the same picks and writes only the
+        rest (:attr:`Assigned.pending`): the result equals an uninterrupted run's."""
+        self.store.save_emission({"plan": plan, "from": start, "quota": quota})
+
+    def end(self, plan: str) -> None:
+        self.store.save_emission({"done": plan})
 
     def emit(self, openings: list[Opening]) -> None:
         """Fix ``openings``: they are appended to ``plan/openings.jsonl`` now."""

@@ -6,6 +6,7 @@ Layout of ``<out>/``::
     .lock               held while a run uses the folder
     plan/calls.jsonl    every planning call's result, keyed by stage (resume skips them)
     plan/openings.jsonl the opening lines assigned to dialogue ids (append-only)
+    plan/emissions.jsonl which plan is writing which openings (see PlanContext.begin)
     dialogues.jsonl     the output corpus, one dialogue a line
 """
 
@@ -45,6 +46,7 @@ class RunStore:
         self._lock = FileLock(str(out / ".lock"))
         self._calls: JsonlAppender | None = None
         self._openings: JsonlAppender | None = None
+        self._emissions: JsonlAppender | None = None
         self._dialogues: JsonlAppender | None = None
         self._call_index: HashIndex | None = None  # hash of a call's key -> its line's offset
         self._call_reader: IO[bytes] | None = None
@@ -61,10 +63,11 @@ class RunStore:
         (self.out / "plan").mkdir(exist_ok=True)
         self._calls = JsonlAppender(self.out / "plan" / "calls.jsonl")
         self._openings = JsonlAppender(self.out / "plan" / "openings.jsonl")
+        self._emissions = JsonlAppender(self.out / "plan" / "emissions.jsonl")
         self._dialogues = JsonlAppender(self.out / "dialogues.jsonl")
 
     def close(self) -> None:
-        for app in (self._calls, self._openings, self._dialogues):
+        for app in (self._calls, self._openings, self._emissions, self._dialogues):
             if app:
                 app.close()
         if self._call_reader:
@@ -144,6 +147,16 @@ class RunStore:
     def save_openings(self, items: list[dict[str, Any]]) -> None:
         assert self._openings is not None
         self._openings.write(items)
+
+    def iter_emissions(self) -> Iterator[dict[str, Any]]:
+        path = self.out / "plan" / "emissions.jsonl"
+        repair_tail(path)
+        if path.exists():
+            yield from iter_jsonl(path, validate=False)
+
+    def save_emission(self, record: dict[str, Any]) -> None:
+        assert self._emissions is not None
+        self._emissions.write([record])
 
     # -- dialogues -------------------------------------------------------------------
     @property

@@ -14,7 +14,7 @@ import asyncio
 import math
 import random
 from array import array
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
@@ -43,7 +43,7 @@ class _TopicPool:
     Compact: the texts wait in a spool file and each question costs about 30 bytes of
     memory (offsets, subtopic and parent indices, a 64-bit hash of its normalised text)."""
 
-    def __init__(self, spool: TextSpool, assigned: Assigned, group: str) -> None:
+    def __init__(self, spool: TextSpool, used: Callable[[str], bool]) -> None:
         self.subtopics: list[str] = []
         self.texts = spool
         self.subtopic = array("I")  # index into subtopics, per question
@@ -51,7 +51,7 @@ class _TopicPool:
         self.usable = bytearray()  # 1 where no earlier run's opening uses the question
         self.available = 0
         self.seen = HashIndex()
-        self.assigned, self.group = assigned, group
+        self.used = used  # whether an earlier opening of the topic has this text
         self.expanded_subtopics = 0
         self.expanded_questions = 0
         self.subtopic_batches = 0
@@ -65,7 +65,7 @@ class _TopicPool:
         for text in new:
             self.subtopic.append(subtopic)
             self.parent.append(parent)
-            ok = not self.assigned.has_text(self.group, text)
+            ok = not self.used(text)
             self.usable.append(ok)
             self.available += ok
 
@@ -94,8 +94,8 @@ class WorldSector(Sector):
     async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         topics = self.topics()
         wanted = quotas(dialogues, topics, self.recipe.seed)
-        jobs = [(i, topic, wanted[i] - assigned.count(str(i))) for i, topic in enumerate(topics)
-                if wanted[i] > assigned.count(str(i))]
+        jobs = [(i, topic, max(1, wanted[i] - assigned.count(str(i)))) for i, topic in enumerate(topics)
+                if wanted[i] > assigned.count(str(i)) or f"world/{i}" in assigned.pending]
         running: dict[asyncio.Task[None], int] = {}
         try:
             for i, topic, need in jobs:
@@ -118,28 +118,52 @@ class WorldSector(Sector):
         return (op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["topic_index"])])
 
     async def _plan_topic(self, ctx: PlanContext, index: int, topic: str, quota: int, assigned: Assigned) -> None:
+        group, name = str(index), f"world/{index}"
+        have = assigned.count(group)
+
+        def used(text: str) -> bool:
+            return assigned.has_text(group, text)
+
+        cut = assigned.pending.get(name)
+        if cut:  # a kill cut this topic's openings short: redo that plan, write only its rest
+            start, end = cut["from"][group], cut["quota"][group]
+            picked = await self._plan_round(ctx, index, topic, start, end, have - start, used)
+            if quota <= end:
+                return
+            have = start + len(picked)
+
+            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:
+                return earlier(text) or normalize(text) in picked
+
+        await self._plan_round(ctx, index, topic, have, quota, 0, used)
+
+    async def _plan_round(self, ctx: PlanContext, index: int, topic: str, start: int, quota: int, skip: int,
+                          used: Callable[[str], bool]) -> HashIndex:
+        """Plan openings ``start <= k < quota`` of a topic from questions not ``used``; write
+        all but the first ``skip`` (a cut run wrote them). Returns the picks' text hashes."""
         cfg = self.recipe.world
-        have = assigned.count(str(index))
-        need = quota - have
+        group, name = str(index), f"world/{index}"
+        need = quota - start
+        ctx.begin(name, {group: start}, {group: quota})
         with closing(ctx.spool()) as spool:
-            pool = _TopicPool(spool, assigned, str(index))
+            pool = _TopicPool(spool, used)
             for _wave in range(cfg.max_plan_waves):
                 deficit = need - pool.available
                 if deficit <= 0:
                     break
                 if pool.expanded_subtopics < len(pool.subtopics):
-                    start = pool.expanded_subtopics
-                    take = range(start, min(len(pool.subtopics), start + math.ceil(deficit / 5)))
+                    first = pool.expanded_subtopics
+                    take = range(first, min(len(pool.subtopics), first + math.ceil(deficit / 5)))
                     pool.expanded_subtopics += len(take)
                     replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
                     for sub, items in zip(take, [r async for r in replies], strict=True):
                         pool.add_questions(items, sub)
                 elif pool.expanded_questions < len(pool):
-                    start = pool.expanded_questions
-                    take = range(start, min(len(pool), start + math.ceil(deficit / 5)))
+                    first = pool.expanded_questions
+                    take = range(first, min(len(pool), first + math.ceil(deficit / 5)))
                     pool.expanded_questions += len(take)
                     related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), take, ctx.window)
-                    q = start
+                    q = first
                     async for items in related:  # applied in order as they come: the same pool every run
                         pool.add_questions(items, pool.subtopic[q], parent=q)
                         q += 1
@@ -152,19 +176,26 @@ class WorldSector(Sector):
                     known = {normalize(s) for s in pool.subtopics}
                     items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
                     pool.subtopics += dedupe(items, known)
-            batch: list[Opening] = []
+            picked = HashIndex()
+            out: list[Opening] = []
             usable = (i for i, ok in enumerate(pool.usable) if ok)
-            for k, q in enumerate(round_robin(usable, need, key=pool.subtopic.__getitem__), have):
+            for k, q in enumerate(round_robin(usable, need, key=pool.subtopic.__getitem__), start):
+                text = pool.texts[q]
+                picked.add(normalize(text))
+                if k < start + skip:
+                    continue
                 meta: dict[str, Any] = {"topic": topic, "topic_index": index, "k": k,
                                         "subtopic": pool.subtopics[pool.subtopic[q]],
                                         "kind": "question" if pool.parent[q] < 0 else "related"}
                 if pool.parent[q] >= 0:
                     meta["parent"] = pool.texts[pool.parent[q]]
-                batch.append(self.make_opening(self._id(index, k), pool.texts[q], meta))
-                if len(batch) >= EMIT_BATCH:
-                    ctx.emit(batch)
-                    batch = []
-            ctx.emit(batch)
+                out.append(self.make_opening(self._id(index, k), text, meta))
+                if len(out) >= EMIT_BATCH:
+                    ctx.emit(out)
+                    out = []
+            ctx.emit(out)
+        ctx.end(name)
+        return picked
 
     async def _questions(self, ctx: PlanContext, topic: str, subtopic: str) -> list[str]:
         return await self._ask(ctx, "questions", topic, subtopic, self.recipe.world.questions_per_subtopic,
