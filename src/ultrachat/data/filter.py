@@ -171,7 +171,7 @@ class DialogueFilter:
             return self._reject("language", f"detected '{lang}', expected '{cfg.language}'")
         if cfg.role_confounding:
             for i in range(2, len(turns), 2):
-                if why := confounding_reason(turns[i], turns[i - 1]):
+                if why := confounding_reason(turns[i]):
                     return self._reject("role_confounding", f"user turn {i}: {why}")
         for rule in repairs:
             self.counts[rule]["repaired"] += 1

@@ -90,12 +90,12 @@ def _asks(text: str) -> bool:
     return "?" in text or _REQUEST.match(text) is not None
 
 
-def confounding_reason(user_text: str, previous_assistant: str = "") -> str | None:
+def confounding_reason(user_text: str) -> str | None:
     """Why a simulated user turn reads like an assistant's answer, or ``None``.
 
-    Rules: an assistant's opener; a structured answer (a list of 3+ items or several
-    paragraphs) with no question; a long turn with no question or request; a turn that
-    mostly repeats the assistant's previous reply.
+    Rules: an assistant's opener or self-description; talk about the task; a structured
+    answer (a list of 3+ items or several paragraphs) with no question; a turn too long
+    for a user, or with no question or request.
     """
     text = user_text.strip()
     if not text:
@@ -118,11 +118,6 @@ def confounding_reason(user_text: str, previous_assistant: str = "") -> str | No
         return "too long for a user turn"
     if not asks:
         return "neither a question nor a request"
-    if previous_assistant:
-        prev = set(re.findall(r"\w+", previous_assistant.lower()))
-        mine = re.findall(r"\w+", text.lower())
-        if len(mine) >= 25 and sum(w in prev for w in mine) / len(mine) > 0.85 and not asks:
-            return "repeats the assistant"
     return None
 
 
@@ -152,7 +147,7 @@ def repair_user_turn(raw: str, finish_reason: str, turns: list[str]) -> tuple[st
     text = strip_role_prefix(raw)
     if is_politeness_only(text):
         return text, "politeness"
-    why = "cut off by max_tokens" if finish_reason == "length" else confounding_reason(text, turns[-1])
+    why = "cut off by max_tokens" if finish_reason == "length" else confounding_reason(text)
     if why:
         found = extract_question(text)
         if found is None:
