@@ -170,9 +170,12 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
             _write_card(out, [splits[k] for k in sorted(writers)], layout)
         if fmt == "hf":
             import datasets
+            import pyarrow.dataset as pads
 
             files = {splits[k]: str(data_dir / f"{splits[k]}-00000-of-00001.parquet") for k in sorted(writers)}
-            ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"))
+            # pre_buffer=False, as in parquet_rows: pre-buffered, the Parquet builder's reads pile up.
+            ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"),
+                                       fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
             ds.save_to_disk(str(out))
     finally:
         if fmt == "hf":
