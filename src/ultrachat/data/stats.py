@@ -202,17 +202,18 @@ def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig, progress: b
     texts = [_dialogue_text(d) for d in sample]
     if cfg.embedder == "minilm":
         emb = _embed_minilm(texts, cfg.embed_tokens, progress)
-        model, text = MINILM, f"each truncated to its first {cfg.embed_tokens} word pieces"
+        model, text = MINILM, f"truncated to its first {cfg.embed_tokens} word pieces"
     elif cfg.embedder == "endpoint":
         if not cfg.embeddings_url:
             raise ValueError("--embedder endpoint needs --embeddings-url (e.g. https://api.openai.com/v1)")
         emb = aio.run(_embed_endpoint(texts, cfg, progress))
-        model, text = f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings", f"first {EMBED_CHARS} characters"
+        model = f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
+        text = f"its first {EMBED_CHARS} characters"
     else:
         raise ValueError(f"unknown embedder '{cfg.embedder}' (choose minilm, endpoint or none)")
     value = mean_pairwise_cosine_distance(emb)
     return value, (f"mean pairwise cosine distance of {model} embeddings of {len(sample)} sampled dialogues "
-                   f"(seed {cfg.seed}), each its turns joined by newlines, {text}")
+                   f"(seed {cfg.seed}): each dialogue's turns joined by newlines, {text}")
 
 
 @functools.cache
