@@ -43,6 +43,9 @@ _ASSISTANT_OPENERS = re.compile(
     re.I,
 )
 _LIST_LINE = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+\S", re.M)
+# A simulated user sometimes goes on to write the assistant's part too.
+_ANSWER_LABEL = re.compile(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?:\*\*)?\s*:", re.I)
+_WORD = re.compile(r"\w+")
 
 
 def strip_role_prefix(text: str) -> str:
@@ -57,9 +60,7 @@ def strip_role_prefix(text: str) -> str:
         text = text[1:-1].strip()
     elif text[:1] in _QUOTES and sum(text.count(q) for q in _QUOTES) == 1:
         text = text[1:].strip()  # an opening quote the model never closed
-    # A simulated user sometimes goes on to write the assistant's part too.
-    text = re.split(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?:\*\*)?\s*:", text, flags=re.I)[0]
-    return text.strip()
+    return _ANSWER_LABEL.split(text, maxsplit=1)[0].strip()
 
 
 def is_politeness_only(text: str) -> bool:
@@ -132,9 +133,8 @@ def extract_question(text: str) -> str | None:
     return None
 
 
-def _same_question(a: str, b: str) -> bool:
-    norm = lambda t: " ".join(re.findall(r"\w+", t.lower()))  # noqa: E731
-    return norm(a) == norm(b)
+def _words(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
 
 
 def repair_user_turn(raw: str, finish_reason: str, turns: list[str]) -> tuple[str, str | None]:
@@ -154,6 +154,7 @@ def repair_user_turn(raw: str, finish_reason: str, turns: list[str]) -> tuple[st
             return text, why
         text = found
     first = _SENTENCE.search(text)
-    if any(_same_question(first.group(0) if first else text, earlier) for earlier in turns[0::2]):
+    asked = _words(first.group(0) if first else text)
+    if any(asked == _words(earlier) for earlier in turns[0::2]):
         return text, "repeats an earlier question"
     return text, None
