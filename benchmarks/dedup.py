@@ -52,6 +52,7 @@ from ultrachat.data import dedup as dd
 dd.LshIndex.signatures = timed("minhash", dd.LshIndex.signatures)
 dd.LshIndex.query = timed("lsh", dd.LshIndex.query)
 dd.LshIndex.insert = timed("lsh", dd.LshIndex.insert)
+dd.LshIndex.band_keys = timed("lsh", dd.LshIndex.band_keys)
 
 src, out, engine, bands = sys.argv[1], Path(sys.argv[2]), sys.argv[3], int(sys.argv[4])
 t = time.perf_counter()

@@ -26,8 +26,11 @@ Example::
 from __future__ import annotations
 
 import hashlib
-from collections import defaultdict
+import sqlite3
+from collections import Counter
+from contextlib import closing
 from dataclasses import asdict, dataclass
+from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
@@ -78,87 +81,119 @@ def shingles(tokens: list[str], n: int) -> list[str]:
     return list(map(" ".join, zip(*(tokens[i:] for i in range(n)), strict=False)))
 
 
-class LshIndex:
-    """MinHash signatures plus an LSH index, on rensa or datasketch."""
+def scratch_db() -> sqlite3.Connection:
+    """A private temporary SQLite database (deleted on close): what dedup has kept so far
+    lives there, not in memory, so memory stays flat whatever the corpus size."""
+    db = sqlite3.connect("")
+    db.executescript("""
+        PRAGMA journal_mode = OFF;
+        PRAGMA synchronous = OFF;
+        CREATE TABLE kept (pos INTEGER PRIMARY KEY, id TEXT NOT NULL);
+        CREATE TABLE exact (key BLOB PRIMARY KEY, pos INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE band (key INTEGER PRIMARY KEY, pos INTEGER NOT NULL);
+        CREATE TABLE removed (pos INTEGER NOT NULL, id TEXT NOT NULL, kind TEXT NOT NULL);
+    """)
+    return db
 
-    def __init__(self, engine: str, num_perm: int, bands: int, rows: int, seed: int) -> None:
+
+class LshIndex:
+    """MinHash signatures (rensa or datasketch) and LSH bands kept in ``db``'s ``band`` table:
+    one row per band key, holding the first kept dialogue with that band."""
+
+    def __init__(self, engine: str, num_perm: int, bands: int, rows: int, seed: int,
+                 db: sqlite3.Connection) -> None:
         self.engine, self.num_perm, self.seed = engine, num_perm, seed
+        self.bands, self.rows, self.db = bands, rows, db
         if engine == "rensa":
-            from rensa import RMinHash, RMinHashLSH
+            from rensa import RMinHash
 
             self._minhash = RMinHash
-            # rensa's threshold only serves its is_similar(); candidates come from the bands.
-            self._lsh = RMinHashLSH(threshold=0.5, num_perm=num_perm, num_bands=bands)
         elif engine == "datasketch":
-            from datasketch import MinHashLSH
-
-            self._lsh = MinHashLSH(num_perm=num_perm, params=(bands, rows))
+            import datasketch  # noqa: F401  (fail here, with the engine named, if missing)
         else:
             raise ValueError(f"unknown MinHash engine '{engine}' (choose rensa or datasketch)")
+        self._query = f"SELECT min(pos) FROM band WHERE key IN ({','.join('?' * bands)})"
 
-    def signatures(self, shingle_sets: list[list[str]]) -> list[Any]:
+    def signatures(self, shingle_sets: list[list[str]]) -> list[list[int]]:
         if self.engine == "rensa":
-            return self._minhash.from_token_sets(shingle_sets, num_perm=self.num_perm, seed=self.seed)
+            return [m.digest() for m in
+                    self._minhash.from_token_sets(shingle_sets, num_perm=self.num_perm, seed=self.seed)]
         from datasketch import MinHash
 
-        return MinHash.bulk([[s.encode() for s in ss] for ss in shingle_sets], num_perm=self.num_perm,
-                            seed=self.seed)
+        return [m.hashvalues.tolist() for m in MinHash.bulk([[s.encode() for s in ss] for ss in shingle_sets],
+                                                            num_perm=self.num_perm, seed=self.seed)]
 
-    def query(self, sig: Any) -> list[int]:
-        return list(self._lsh.query(sig))
+    def band_keys(self, sig: list[int]) -> list[int]:
+        """One 64-bit key per band: two signatures share a key when they agree on all its rows."""
+        r = self.rows
+        return [hash((b, *sig[b * r:(b + 1) * r])) for b in range(self.bands)]
 
-    def insert(self, key: int, sig: Any) -> None:
-        self._lsh.insert(key, sig)
+    def query(self, keys: list[int]) -> int | None:
+        """The first kept dialogue sharing a band with ``keys``, if any."""
+        return self.db.execute(self._query, keys).fetchone()[0]
+
+    def insert(self, pos: int, keys: list[int]) -> None:
+        self.db.executemany("INSERT OR IGNORE INTO band VALUES (?, ?)", [(k, pos) for k in keys])
 
 
 def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip_invalid: bool = False,
                  progress: bool = True) -> dict[str, Any]:
     """Remove duplicates from ``path`` into ``out_dir``; returns (and writes) the report.
 
-    Memory grows with the kept dialogues' keys (8-byte hashes, ids and LSH bands), never
-    with their text: dialogues stream through in batches of 512.
+    Dialogues stream through in batches of 512; the exact keys, ids and LSH bands of kept
+    dialogues go to a temporary SQLite database, so memory does not grow with the corpus.
     """
     cfg = cfg or DedupConfig()
     bands, rows = cfg.banding()
-    index = LshIndex(cfg.engine, cfg.num_perm, bands, rows, cfg.seed) if cfg.near else None
-    seen: dict[bytes, int] = {}  # exact key -> position in kept_ids
-    kept_ids: list[str] = []
-    clusters: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    db = scratch_db()
+    index = LshIndex(cfg.engine, cfg.num_perm, bands, rows, cfg.seed, db) if cfg.near else None
+    total = 0
 
-    with OutputDir(out_dir, inputs=[path]) as out:
+    with closing(db), OutputDir(out_dir, inputs=[path]) as out:
         out.touch("kept", "removed")
 
         def flush(batch: list[dict[str, Any]]) -> None:
+            nonlocal total
             tokens = [dedup_text(d, cfg.scope) for d in batch]
             sigs = index.signatures([shingles(t, cfg.ngram) for t in tokens]) if index else None
             for i, d in enumerate(batch):
                 key = exact_key(tokens[i])
-                match, kind = seen.get(key), "exact"
-                if match is None and index and tokens[i]:
-                    cands = index.query(sigs[i])
-                    match, kind = (min(cands), "near") if cands else (None, "")
+                row = db.execute("SELECT pos FROM exact WHERE key = ?", (key,)).fetchone()
+                match, kind = (row[0] if row else None), "exact"
+                bkeys = index.band_keys(sigs[i]) if index and tokens[i] else None
+                if match is None and bkeys:
+                    match, kind = index.query(bkeys), "near"
                 if match is not None:
-                    clusters[match].append((str(d["id"]), kind))
-                    out.write("removed", {**d, "duplicate": {"of": kept_ids[match], "kind": kind}})
+                    db.execute("INSERT INTO removed VALUES (?, ?, ?)", (match, str(d["id"]), kind))
+                    of = db.execute("SELECT id FROM kept WHERE pos = ?", (match,)).fetchone()[0]
+                    out.write("removed", {**d, "duplicate": {"of": of, "kind": kind}})
                     continue
-                pos = len(kept_ids)
-                kept_ids.append(str(d["id"]))
-                seen[key] = pos
-                if index and tokens[i]:
-                    index.insert(pos, sigs[i])
+                pos = total
+                total += 1
+                db.execute("INSERT INTO kept VALUES (?, ?)", (pos, str(d["id"])))
+                db.execute("INSERT OR IGNORE INTO exact VALUES (?, ?)", (key, pos))
+                if bkeys:
+                    index.insert(pos, bkeys)
                 out.write("kept", d)
 
         with read_corpus(path, "dedup", out, skip_invalid, progress) as dialogues:
             for batch in batches(dialogues, BATCH):
                 flush(batch)
         out.touch("clusters")
-        for pos, members in clusters.items():
-            out.write("clusters", {"kept": kept_ids[pos], "removed": [m for m, _ in members],
-                                   "kinds": sorted({k for _, k in members})})
-        kinds = [k for members in clusters.values() for _, k in members]
-        report = {"input": str(path), "total": len(kept_ids) + len(kinds), "kept": len(kept_ids),
-                  "removed": len(kinds), "exact": kinds.count("exact"), "near": kinds.count("near"),
-                  "clusters": len(clusters), "invalid": out.counts.get("invalid", 0),
+        joined = db.execute("SELECT k.id, r.id, r.kind FROM removed r JOIN kept k USING (pos) "
+                            "ORDER BY r.pos, r.rowid")
+        kinds: Counter[str] = Counter()
+        clusters = 0
+        for kept_id, members in groupby(joined, key=lambda row: row[0]):
+            removed = list(members)
+            kinds.update(k for _, _, k in removed)
+            clusters += 1
+            out.write("clusters", {"kept": kept_id, "removed": [m for _, m, _ in removed],
+                                   "kinds": sorted({k for _, _, k in removed})})
+        n_removed = sum(kinds.values())
+        report = {"input": str(path), "total": total + n_removed, "kept": total,
+                  "removed": n_removed, "exact": kinds["exact"], "near": kinds["near"],
+                  "clusters": clusters, "invalid": out.counts.get("invalid", 0),
                   "config": {**asdict(cfg), "bands": bands, "rows": rows,
                              "approx_threshold": round((1 / bands) ** (1 / rows), 3)},
                   "outputs": {name: str(out.file(name)) for name in out.counts}}
