@@ -45,6 +45,12 @@ def main(argv: list[str]) -> int:
         section = importlib.import_module(SECTIONS[name]).run()
         (DOCS / "benchmarks" / f"{name}.md").write_text(section.rstrip() + "\n", encoding="utf-8")
         print(section, f"\n({time.monotonic() - started:.0f} s)", flush=True)
+    assemble()
+    return 0
+
+
+def assemble() -> None:
+    """Rebuild docs/benchmarks.md from the saved sections (after a run, or after editing one)."""
     parts = ["# Benchmarks\n",
              "Produced by `make bench` (or `python -m benchmarks NAME`). This machine is noisy: every figure is "
              "a ratio measured side by side in one run.\n",
@@ -54,7 +60,6 @@ def main(argv: list[str]) -> int:
         if path.exists():
             parts.append(path.read_text(encoding="utf-8"))
     (DOCS / "benchmarks.md").write_text("\n".join(parts), encoding="utf-8")
-    return 0
 
 
 if __name__ == "__main__":
