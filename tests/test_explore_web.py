@@ -69,7 +69,7 @@ def server(tmp_path_factory: pytest.TempPathFactory, ultrachat_exe: list[str]) -
     url = line.split(" on ")[1].split()[0]
     assert url.startswith("http://127.0.0.1:")  # loopback by default
     yield url
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)  # a service manager's stop; Ctrl+C takes the same path
     assert proc.wait(timeout=10) == 0
 
 

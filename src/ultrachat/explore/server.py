@@ -21,7 +21,9 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import signal
 import sqlite3
 import threading
 from collections.abc import Awaitable, Callable
@@ -129,7 +131,8 @@ def make_app(index: Path, allowed_hosts: set[str] | None = None,
 
 async def serve(index: Path, host: str = "127.0.0.1", port: int = 8000,
                 on_ready: Callable[[str], None] | None = None, corpus_stats: dict[str, Any] | None = None) -> None:
-    """Serve until cancelled; ``on_ready(url)`` gets the real URL (``port=0`` picks a free port)."""
+    """Serve until cancelled, Ctrl+C or SIGTERM; ``on_ready(url)`` gets the real URL
+    (``port=0`` picks a free port)."""
     allowed = LOOPBACK | {host} if host in LOOPBACK else None
     runner = web.AppRunner(make_app(index, allowed, corpus_stats), access_log=None)
     await runner.setup()
@@ -138,7 +141,18 @@ async def serve(index: Path, host: str = "127.0.0.1", port: int = 8000,
     bound = runner.addresses[0][1] if runner.addresses else port
     if on_ready:
         on_ready(f"http://{'[' + host + ']' if ':' in host else host}:{bound}/")
+    # Our own handlers: a server started in the background of a script inherits SIGINT
+    # ignored, and a service manager stops it with SIGTERM; both should close it cleanly.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    handled = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows: Ctrl+C ends it as KeyboardInterrupt
+            loop.add_signal_handler(sig, stop.set)
+            handled.append(sig)
     try:
-        await asyncio.Event().wait()
+        await stop.wait()
     finally:
+        for sig in handled:
+            loop.remove_signal_handler(sig)
         await runner.cleanup()
