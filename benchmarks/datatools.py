@@ -23,6 +23,7 @@ COMMANDS = ("filter", "decontaminate", "split-long", "export", "import")
 
 CHILD = TIMERS + r"""
 import subprocess
+from itertools import islice
 from ultrachat.data.decontaminate import decontaminate
 from ultrachat.data.filter import FilterConfig, filter_corpus
 from ultrachat.data.formats import export_corpus, import_corpus
@@ -31,10 +32,7 @@ from ultrachat.data.split import split_long
 src, limit, name, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.argv[4])
 path = tmp / "corpus.jsonl"
 with open(src, encoding="utf-8") as fin, open(path, "w", encoding="utf-8") as fout:
-    for i, line in enumerate(fin):
-        if i >= limit:
-            break
-        fout.write(line)
+    fout.writelines(islice(fin, limit))
 if name == "import":  # its input, made in another process so that export's peak is not counted here
     subprocess.run([sys.executable, "-c", "import sys; from pathlib import Path; "
                     "from ultrachat.data.formats import export_corpus; "
@@ -56,6 +54,7 @@ print(json.dumps({"wall": wall, "rss_mb": resource.getrusage(resource.RUSAGE_SEL
 
 HF = r"""
 import json, sys, threading, time
+from itertools import islice
 from pathlib import Path
 from ultrachat.data.formats import export_corpus, import_corpus
 
@@ -72,10 +71,7 @@ src, limit, name, tmp = sys.argv[1], int(sys.argv[2]), sys.argv[3], Path(sys.arg
 if name == "export":
     path = tmp / "corpus.jsonl"
     with open(src, encoding="utf-8") as fin, open(path, "w", encoding="utf-8") as fout:
-        for i, line in enumerate(fin):
-            if i >= limit:
-                break
-            fout.write(line)
+        fout.writelines(islice(fin, limit))
     export_corpus(path, "hf", tmp / "hf", test_fraction=0.05, progress=False)
 else:
     import_corpus(tmp / "hf", tmp / "back.jsonl", progress=False)
