@@ -208,7 +208,7 @@ def test_materials_reads_jsonl_parquet_text_with_bounds_and_dedup(tmp_path):
                    tmp_path / "b.parquet")
     (tmp_path / "c.txt").write_text(f"{_passage(5)}\n\nshort\nlines\n\n{_passage(6)}\n", encoding="utf-8")
     cfg = MaterialsConfig(files=[str(tmp_path / "a.jsonl"), str(tmp_path / "*.parquet"), str(tmp_path / "c.txt")],
-                          text_field="body", min_chars=100, max_chars=1000)
+                          text_field="body", min_chars=100, max_chars=1000, order="file")
     got = list(select_passages(cfg, "en", 0))
     # Dropped: the short line, the duplicate of 1, the upper-cased duplicate of 2, the over-long 4;
     # the short paragraph of the text file is joined to the next one.
@@ -217,13 +217,16 @@ def test_materials_reads_jsonl_parquet_text_with_bounds_and_dedup(tmp_path):
     assert got[0].source.endswith("a.jsonl:1") and got[2].source.endswith("b.parquet:row 1")
     sampled = list(select_passages(cfg.model_copy(update={"sample_rate": 0.5}), "en", 0))
     assert 0 < len(sampled) < len(got)
+    # The hash order takes the same passages, smallest seeded hash first.
+    hashed = list(select_passages(cfg.model_copy(update={"order": "hash"}), "en", 0))
+    assert sorted(hashed, key=lambda p: p.source) == sorted(got, key=lambda p: p.source) and hashed != got
 
 
 def test_materials_streams_only_what_it_needs(tmp_path, fake_recipe_file):
     # Line 4 is broken: a run needing 2 passages never reads it; one needing more stops there.
     path = tmp_path / "corpus.jsonl"
     path.write_text("\n".join([json.dumps({"text": _passage(i)}) for i in range(3)] + ["{broken"]) + "\n")
-    files = {"materials.files": [str(path)], "materials.instructions_per_passage": 2}
+    files = {"materials.files": [str(path)], "materials.instructions_per_passage": 2, "materials.order": "file"}
     dialogues, _ = run("materials", fake_recipe_file(), tmp_path / "m", dialogues=4, **files)
     assert len(dialogues) == 4 and {d["meta"]["passage_index"] for d in dialogues} == {0, 1}
     with pytest.raises(InvalidLine, match=r"corpus\.jsonl:4: invalid JSON"):

@@ -158,7 +158,9 @@ MATERIAL_TASKS = ("rewriting", "continuation", "summarisation", "inference", "qu
 class MaterialsConfig(_Strict):
     """Sector 3, Assistance on Existent Materials: passages -> instructions -> templated openings."""
 
-    files: list[str] | None = None  # JSONL / Parquet / plain-text files or globs; default: the bundled sample
+    # JSONL (C4's *.json.gz too) / Parquet / text files, globs, folders, datasets save_to_disk folders;
+    # default: the bundled sample
+    files: list[str] | None = None
     dataset: str | None = None  # a Hugging Face dataset name, streamed (needs a reachable hub)
     dataset_config: str | None = None
     split: str = "train"
@@ -169,11 +171,21 @@ class MaterialsConfig(_Strict):
     instructions_per_passage: int = Field(5, ge=1, le=5)
     tasks: list[Literal[MATERIAL_TASKS]] = Field(default_factory=lambda: list(MATERIAL_TASKS))  # type: ignore[valid-type]
     max_passages: int = Field(0, ge=0)  # 0 = as many as the dialogues need
+    # "hash": a seeded bottom-k over the whole corpus (read once); "file": corpus order, read
+    # only as far as needed. Default: hash for files, file for a hub dataset.
+    order: Literal["hash", "file"] | None = None
+
+    @property
+    def passage_order(self) -> str:
+        return self.order or ("file" if self.dataset else "hash")
 
     @model_validator(mode="after")
     def _bounds(self) -> MaterialsConfig:
         if self.min_chars > self.max_chars:
             raise ValueError("min_chars must not exceed max_chars")
+        if self.dataset and self.order == "hash":
+            raise ValueError("order = 'hash' reads the whole corpus; a hub dataset is streamed in its own order "
+                             "(use order = 'file', or download it and use files)")
         if not self.tasks:
             raise ValueError("tasks must name at least one task")
         return self

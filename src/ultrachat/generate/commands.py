@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -31,6 +32,9 @@ ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show li
 LangOpt = Annotated[Optional[str], typer.Option("--language", help="Language of prompts and lists (en, zh).")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (openings, dialogues, calls, tokens); "
                                       "call no model.")]
+MatOpt = Annotated[Optional[list[str]], typer.Option(
+    "--materials", metavar="PATH", help="Corpus for the materials sector (repeatable): a file (C4's *.json.gz, "
+    "JSONL, Parquet, text), a glob, a folder or a datasets save_to_disk folder; replaces materials.files.")]
 
 
 def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed: int | None = None,
@@ -56,19 +60,19 @@ def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed
 
 
 def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
-    @app.command(sector, help=help_text)
     def command(recipe: RecipeOpt = None, dialogues: DialoguesOpt = None, out: OutOpt = None, seed: SeedOpt = None,
                 concurrency: ConcOpt = None, max_total_tokens: BudgetOpt = None, min_rounds: MinROpt = None,
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
                 user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
                 progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
-                ray_workers: RayWOpt = None) -> None:
+                ray_workers: RayWOpt = None, materials: MatOpt = None) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
         overrides = recipe_overrides(dialogues, out, seed, concurrency, max_total_tokens, min_rounds, max_rounds,
                                      user_max_tokens, assistant_max_tokens, user_prompts, base_url, model)
         overrides["language"] = language
+        overrides["materials.files"] = materials or None
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
         if dry_run:
             from .dryrun import dry_run as plan_only
@@ -92,6 +96,11 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
             run = partial(generate, sector)
         summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console))
         Console().print(summary.table())
+
+    if sector not in ("materials", "all"):  # --materials only where the materials sector runs
+        params = inspect.signature(command, eval_str=True).parameters
+        command.__signature__ = inspect.Signature([p for name, p in params.items() if name != "materials"])  # type: ignore[attr-defined]
+    app.command(sector, help=help_text)(command)
 
 
 def register(app: typer.Typer) -> None:

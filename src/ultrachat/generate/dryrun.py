@@ -14,6 +14,7 @@ Example::
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import Counter
 from dataclasses import dataclass, field
@@ -170,8 +171,8 @@ def _materials(sector: MaterialsSector, est: _Estimator, n: int) -> float:
         found, chars = need, float(cfg.max_chars + cfg.min_chars) / 2
         est.report.notes.append(f"passages are streamed from the hub dataset '{cfg.dataset}' (not read in a dry run)")
     else:
-        lengths = [len(p.text) for p, _ in zip(select_passages(cfg, sector.recipe.language, sector.recipe.seed),
-                                               range(need), strict=False)]
+        passages = select_passages(cfg, sector.recipe.language, sector.recipe.seed, need)
+        lengths = [len(p.text) for p in itertools.islice(passages, need)]
         found, chars = len(lengths), (sum(lengths) / len(lengths) if lengths else 0.0)
         if found < need:
             est.report.notes.append(f"the corpus holds only {found:,} usable passages; {need:,} are needed "

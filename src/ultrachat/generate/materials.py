@@ -1,148 +1,110 @@
 """Sector 3, Assistance on Existent Materials.
 
-passages streamed from the user's corpus (JSONL, Parquet or plain-text files, or a Hugging
-Face dataset streamed from the hub) -> selected by length bounds, deduplication and a seeded
-sample rate -> up to 5 instructions per passage spanning rewriting, continuation,
+passages streamed from the user's corpus (C4's ``*.json.gz``, JSONL, Parquet, text, a
+``datasets`` folder: :mod:`ultrachat.sources.passages`; or a Hugging Face dataset streamed
+from the hub) -> selected by length bounds, deduplication and a seeded sample rate, taken
+in a seeded hash order (or corpus order) -> up to 5 instructions per passage spanning rewriting, continuation,
 summarisation, inference, question answering and translation -> each combined with its
 passage by one of the editable templates (``prompts/<lang>/materials.toml``) -> one 2-4
 round dialogue each, in which the user keeps referring to the material.
 
-Nothing is loaded whole: passages are read one at a time and only as many as the requested
-dialogues need. Passage ``p``'s instruction slot ``j`` becomes dialogue
-``materials-s<seed>-p<p>-<j>``; a larger ``--dialogues`` reads further into the corpus.
+Nothing is loaded whole: passages are streamed, and the hash order keeps only the keys of
+the passages it needs in memory (their texts wait in a spool file). Passage ``p``'s
+instruction slot ``j`` becomes dialogue ``materials-s<seed>-p<p>-<j>``; a larger
+``--dialogues`` keeps every earlier passage at its index and adds the next ones.
 """
 
 from __future__ import annotations
 
-import glob
 import hashlib
+import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterable, Iterator
+from contextlib import closing
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import InvalidLine
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
-from .compact import HashIndex
-from .entities import jsonl_rows
+from ..sources.passages import Passage, corpus_inputs, hub_passages, read_passages
+from .compact import HashIndex, TextSpool
 from .lists import clean_items, normalize, parse_list
 from .sector import Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
 
 PASSAGE_HEAD_CHARS = 160  # of the passage, quoted in the user simulator's goal
 
 
-@dataclass(frozen=True)
-class Passage:
-    text: str
-    source: str  # file:line (or dataset:row) it came from
-
-
-def _jsonl_passages(path: Path, field: str) -> Iterator[Passage]:
-    with open(path, encoding="utf-8") as fh:
-        for no, obj in jsonl_rows(path, fh):
-            text = obj if isinstance(obj, str) else obj.get(field) if isinstance(obj, dict) else None
-            if not isinstance(text, str):
-                raise InvalidLine(f"{path}:{no}: no text field '{field}' (set materials.text_field)")
-            yield Passage(text.strip(), f"{path}:{no}")
-
-
-def _parquet_passages(path: Path, field: str) -> Iterator[Passage]:
-    import pyarrow.parquet as pq
-
-    try:
-        pf = pq.ParquetFile(path)
-    except Exception as exc:  # pyarrow raises several types for a file that is not Parquet
-        raise InvalidLine(f"{path}:1: not a readable Parquet file ({exc})") from None
-    if field not in pf.schema_arrow.names:
-        raise InvalidLine(f"{path}:1: no column '{field}' (columns: {', '.join(pf.schema_arrow.names)}; "
-                          "set materials.text_field)")
-    row = 0
-    for batch in pf.iter_batches(columns=[field], batch_size=1024):
-        for text in batch.column(0).to_pylist():
-            row += 1
-            if isinstance(text, str):
-                yield Passage(text.strip(), f"{path}:row {row}")
-
-
-def _text_passages(path: Path, min_chars: int) -> Iterator[Passage]:
-    """Paragraphs separated by blank lines, short neighbours joined up to ``min_chars``."""
-    parts: list[str] = []
-    start = 1
-    with open(path, encoding="utf-8") as fh:
-        for no, line in enumerate(fh, 1):
-            if line.strip():
-                parts.append(line.strip())
-                continue
-            if parts and sum(map(len, parts)) >= min_chars:
-                yield Passage(" ".join(parts), f"{path}:{start}")
-                parts, start = [], no + 1
-            elif not parts:
-                start = no + 1
-    if parts:
-        yield Passage(" ".join(parts), f"{path}:{start}")
-
-
-def _dataset_passages(cfg: MaterialsConfig) -> Iterator[Passage]:
-    try:
-        from datasets import load_dataset
-
-        stream = load_dataset(cfg.dataset, cfg.dataset_config, split=cfg.split, streaming=True)
-        rows = iter(stream)
-        first = next(rows, None)
-    except Exception as exc:  # the hub client raises many kinds when offline or misnamed
-        raise ValueError(f"materials.dataset: cannot stream '{cfg.dataset}' from the Hugging Face hub "
-                         f"({type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}); "
-                         "the hub must be reachable, or use materials.files with local JSONL/Parquet/text") from None
-    for i, row in enumerate(itertools.chain([first] if first is not None else [], rows), 1):
-        yield Passage(str(row.get(cfg.text_field, "")).strip(), f"{cfg.dataset}:row {i}")
-
-
 def source_files(cfg: MaterialsConfig, language: str) -> list[Path]:
-    """The corpus files the recipe names (globs expanded, sorted), or the bundled sample."""
+    """The corpus inputs the recipe names (globs expanded, folders walked), or the bundled sample."""
     if not cfg.files:
         return [Path(str(resources.files("ultrachat.resources") / language / "sample_passages.jsonl"))]
-    out: list[Path] = []
-    for pattern in cfg.files:
-        matches = sorted(glob.glob(pattern, recursive=True)) if glob.has_magic(pattern) else [pattern]
-        if not matches or not Path(matches[0]).exists():
-            raise FileNotFoundError(f"materials.files: no file matches '{pattern}'")
-        out += [Path(m) for m in matches if Path(m).is_file()]
-    return out
+    return corpus_inputs(cfg.files)
 
 
 def raw_passages(cfg: MaterialsConfig, language: str) -> Iterator[Passage]:
     """Every passage of the corpus in order, streamed."""
     if cfg.dataset:
-        yield from _dataset_passages(cfg)
+        yield from hub_passages(cfg.dataset, cfg.dataset_config, cfg.split, cfg.text_field)
         return
     for path in source_files(cfg, language):
-        suffix = path.suffix.lower()
-        if suffix in (".jsonl", ".json", ".ndjson"):
-            yield from _jsonl_passages(path, cfg.text_field)
-        elif suffix == ".parquet":
-            yield from _parquet_passages(path, cfg.text_field)
-        else:
-            yield from _text_passages(path, cfg.min_chars)
+        yield from read_passages(path, cfg.text_field, cfg.min_chars, cfg.split)
 
 
-def select_passages(cfg: MaterialsConfig, language: str, seed: int) -> Iterator[Passage]:
-    """Passages within the length bounds, first occurrence of each (after normalisation),
-    kept with probability ``sample_rate`` decided by a seeded hash of the text."""
-    seen = HashIndex()  # 8 bytes a passage
+def eligible_passages(cfg: MaterialsConfig, language: str, seed: int) -> Iterator[tuple[int, Passage]]:
+    """``(rank key, passage)`` of the passages within the length bounds and kept by the
+    seeded ``sample_rate``; the key is a seeded 63-bit hash of the normalised text, so
+    duplicates (after normalisation) share it."""
     for passage in raw_passages(cfg, language):
         if not cfg.min_chars <= len(passage.text) <= cfg.max_chars:
             continue
-        digest = hashlib.blake2b(normalize(passage.text).encode(), digest_size=12).digest()
-        if not seen.add(int.from_bytes(digest[:8], "little")):
+        key = stable_seed(seed, hashlib.blake2b(normalize(passage.text).encode(), digest_size=12).hexdigest())
+        if key / 2**63 < cfg.sample_rate:
+            yield key, passage
+
+
+def select_passages(cfg: MaterialsConfig, language: str, seed: int, want: int = 0) -> Iterator[Passage]:
+    """The passages a run uses, in the order it uses them, each distinct text once.
+
+    ``order = "file"``: corpus order, read only as far as the consumer goes. ``"hash"``: the
+    passages with the smallest rank keys (a seeded bottom-k), smallest first, so a sample
+    is spread over the whole corpus and the first ``k`` never change when more are asked
+    for: a larger run extends a smaller one. The whole corpus is read once per ``want``
+    (a hint of how many will be taken; asking past it reads it again for twice as many).
+    """
+    if cfg.passage_order == "file":
+        seen = HashIndex()  # 8 bytes a passage
+        yield from (p for key, p in eligible_passages(cfg, language, seed) if seen.add(key))
+        return
+    done, k = 0, max(want, 16)
+    while True:
+        with closing(TextSpool()) as spool:
+            ranked = bottom_k(eligible_passages(cfg, language, seed), k, spool)
+            for i in ranked[done:]:
+                yield Passage(spool[i + 1], spool[i])
+        if len(ranked) < k:
+            return
+        done, k = len(ranked), 2 * k
+
+
+def bottom_k(items: Iterable[tuple[int, Passage]], k: int, spool: TextSpool) -> list[int]:
+    """The ``k`` passages of distinct keys with the smallest keys, ascending, as spool
+    indices (source at ``i``, text at ``i + 1``). Memory: ``k`` keys; the texts of kept
+    candidates go to ``spool`` (on disk)."""
+    heap: list[tuple[int, int]] = []  # (-key, spool index): the largest kept key on top
+    kept: set[int] = set()
+    for key, passage in items:
+        if key in kept or (len(heap) >= k and key >= -heap[0][0]):
             continue
-        if cfg.sample_rate < 1.0 and stable_seed(seed, digest.hex()) / 2**63 >= cfg.sample_rate:
-            continue
-        yield passage
+        entry = (-key, spool.extend([passage.source, passage.text])[0])
+        if len(heap) < k:
+            heapq.heappush(heap, entry)
+        else:
+            kept.discard(-heapq.heapreplace(heap, entry)[0])
+        kept.add(key)
+    return [i for _, i in sorted(heap, reverse=True)]
 
 
 class MaterialsSector(Sector):
@@ -179,7 +141,8 @@ class MaterialsSector(Sector):
 
     async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         cfg = self.recipe.materials
-        passages = select_passages(cfg, self.recipe.language, self.recipe.seed)
+        want = math.ceil(dialogues / cfg.instructions_per_passage) + 8  # a few spare for short replies
+        passages = select_passages(cfg, self.recipe.language, self.recipe.seed, want)
         templates = self.templates()
         planned = 0  # openings of the passages read so far, earlier runs' included
         p = 0
