@@ -23,6 +23,7 @@ COMMANDS: list[str] = [
     "ultrachat.chat.commands",  # chat
     "ultrachat.evaluate.commands",  # answer, eval pairwise|score, best-of-n
     "ultrachat.explore.commands",  # explore DATA... (index + web UI)
+    "ultrachat.sources.commands",  # entities build (from a Wikidata dump)
     "ultrachat.testing.mock_openai",  # mock-server (OpenAI-compatible, fault injection)
 ]
 
