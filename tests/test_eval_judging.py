@@ -17,7 +17,6 @@ from ultrachat.evaluate.judges import load_judge
 from ultrachat.evaluate.pairwise import combine, pairwise_eval
 from ultrachat.evaluate.report import leaderboard_rows, write_report
 from ultrachat.evaluate.score import score_eval
-from ultrachat.evaluate.stats import length_controlled
 from ultrachat.recipe import ModelConfig
 
 FAKE_JUDGE = ModelConfig(backend="fake", model="judge")
@@ -189,18 +188,6 @@ def test_coverage_check_lists_missing_prompts(tmp_path, judge_backend) -> None:
     assert calls(judge_backend) == 0  # checked before judging anything
 
 
-def test_length_controlled_win_rate_discounts_length() -> None:
-    import numpy as np
-
-    # wins come with much longer answers, losses with shorter ones: a length-driven judge
-    diffs = np.array([300.0] * 15 + [-300.0] * 5 + [0.0] * 10)
-    prefs = np.array([1.0] * 15 + [0.0] * 5 + [1.0] * 5 + [0.0] * 5)
-    raw = prefs.mean() * 100
-    lc = length_controlled(prefs, diffs) * 100
-    assert raw == pytest.approx(66.67, abs=0.01)
-    assert 45 < lc < 55  # at equal length the model is an even match
-
-
 def test_score_per_class_with_references_for_math(tmp_path, judge_backend) -> None:
     def scorer(messages, params):
         text = messages[-1]["content"]
@@ -243,3 +230,23 @@ def test_report_without_matplotlib_skips_only_the_chart(tmp_path, judge_backend,
     assert paths["png"] is None and not (tmp_path / "o" / "report.png").exists()
     assert "matplotlib is not installed" in (tmp_path / "o" / "report.html").read_text()
     assert (tmp_path / "o" / "report.json").exists()
+
+
+def test_lc_label_only_with_instruction_difficulties(tmp_path, judge_backend) -> None:
+    outputs = ["GOOD " * (i % 3) + "x" * (5 * i) for i in range(12)]
+    mine = write_answers(tmp_path / "mine.json", outputs, "mine")
+    ref = write_answers(tmp_path / "ref.json", ["GOOD"] * 12, "ref")
+    plain = pairwise_eval([mine], ref, load_judge("pairwise"), FAKE_JUDGE, tmp_path / "plain")
+    header = leaderboard_rows(plain)[0]
+    assert "len-adj win %" in header and not any("LC" in h for h in header)
+    assert "lc_win_rate" not in plain["models"][0]["overall"]
+    assert plain["length_control"]["glm"] == "length_controlled_minimal"
+
+    gamed = tmp_path / "df_gamed.csv"
+    gamed.write_text("model,index,preference,std_delta_len,instruction_difficulty,not_gamed_baseline\n" + "".join(
+        f"{m},{i},{0.3 + 0.04 * i},{s * (0.5 + i / 10)},{(i - 6) / 4},False\n"
+        for m, s in (("verbose", 1), ("concise", -1)) for i in range(12)), encoding="utf-8")
+    lc = pairwise_eval([mine], ref, load_judge("pairwise"), FAKE_JUDGE, tmp_path / "lc", lc_gamed=gamed)
+    assert "LC win %" in leaderboard_rows(lc)[0]
+    assert lc["models"][0]["overall"]["lc_win_rate"] is not None
+    assert lc["length_control"]["df_gamed"] == str(gamed)

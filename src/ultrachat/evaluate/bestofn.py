@@ -30,6 +30,7 @@ from .answers import answer_item, default_generator, model_identity, to_model_ou
 from .cache import CallCache, fingerprint, gather_limited
 from .evalset import EvalItem, align, generator_name, load_answers
 from .judges import JudgeConfig, JudgeConfigError, default_judge, judge_once, load_judge
+from .lc import length_control_info
 from .pairwise import compare_async, judge_view, summarize
 
 
@@ -224,7 +225,7 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
     return {
         "kind": "pairwise", "metric": "win_rate", "repeats": s.repeats,
         "reference": generator_name(reference, Path(str(s.reference))) if reference is not None else names["n1"],
-        "judge": {"config": pair_judge.source, **judge_id},
+        "judge": {"config": pair_judge.source, **judge_id}, "length_control": length_control_info(None),
         "best_of_n": {"n": s.n, "scorer": scorer.identity(), "policy": model_identity(policy_cfg),
                       "prompts": len(items), "chosen_first_sample": sum(b == 0 for b in best_idx),
                       "win_rate_n1": n1_rate, "win_rate_best": best_rate, "gain": gain,

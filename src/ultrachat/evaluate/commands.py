@@ -78,6 +78,9 @@ def _show(report: dict[str, Any], out: Path) -> None:
     stdout = Console()
     for table in leaderboard(report):
         stdout.print(table)
+    note = (report.get("length_control") or {}).get("note")
+    if note:
+        console.print(f"len-adj win %: alpaca_eval's length_controlled_minimal GLM; {note}")
     chart = paths["png"] or "skipped (pip install 'ultrachat[data]' for matplotlib)"
     console.print(f"report: {paths['json']}  chart: {chart}  page: {paths['html']}")
 
@@ -108,6 +111,10 @@ def pairwise(models: AnswersArg,
              judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="pairwise"))] = None,
              judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
              judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, repeats: RepeatsOpt = 1,
+             lc_gamed: Annotated[Optional[Path], typer.Option(
+                 "--lc-gamed", help="AlpacaEval's df_gamed.csv (instruction difficulties and gamed baselines): "
+                                    "reports AlpacaEval 2's LC win rate; the answers must be in AlpacaEval's order. "
+                                    "Without it the length-adjusted win rate is shown instead.")] = None,
              concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Judge each model's answers against the reference's, both orders; win rates per class."""
     from .pairwise import pairwise_eval
@@ -115,7 +122,7 @@ def pairwise(models: AnswersArg,
     jcfg = _model_config(judge_backend, judge_model, judge_base_url)
     jconf = _judge(judge, "pairwise", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: pairwise_eval(models, reference, jconf, jcfg, out, repeats, concurrency,
-                                               _progress(progress)))
+                                               _progress(progress), lc_gamed))
     _show(report, out)
 
 

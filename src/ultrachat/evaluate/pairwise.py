@@ -28,7 +28,8 @@ from .answers import model_identity
 from .cache import CallCache, gather_limited
 from .evalset import align, generator_name, load_answers, prompt_class
 from .judges import JudgeConfig, JudgeConfigError, judge_once
-from .stats import UNPARSEABLE, fold_repeats, pairwise_stats
+from .lc import GamedBaselines, length_control_info, length_controlled_win_rate
+from .stats import UNPARSEABLE, fold_repeats, pairwise_stats, preference
 
 AS_A = {"A": "win", "B": "lose", "tie": "tie"}  # verdict -> model's outcome when the model is answer A
 AS_B = {"A": "lose", "B": "win", "tie": "tie"}
@@ -66,8 +67,11 @@ class AnswerSet:
 
 
 async def judge_pair(backend: Backend, judge: JudgeConfig, cache: CallCache, judge_id: dict[str, Any],
-                     model_rec: dict[str, Any], ref_rec: dict[str, Any], repeat: int) -> dict[str, Any]:
-    """Both orders of one pair; returns the outcome, both verdicts and the length difference."""
+                     model_rec: dict[str, Any], ref_rec: dict[str, Any], repeat: int, index: int = 0) -> dict[str, Any]:
+    """Both orders of one pair; returns the outcome, both verdicts and the length difference.
+
+    ``index`` is the prompt's position in the model's answer file (AlpacaEval's instruction index).
+    """
     question, mine = judge_view(model_rec)
     _, theirs = judge_view(ref_rec)
     first, second = await asyncio.gather(
@@ -78,21 +82,37 @@ async def judge_pair(backend: Backend, judge: JudgeConfig, cache: CallCache, jud
     )
     return {"outcome": combine(first["verdict"], second["verdict"]), "model_as_a": first["verdict"],
             "model_as_b": second["verdict"], "len_diff": float(len(mine) - len(theirs)),
-            "class": prompt_class(model_rec), "instruction": model_rec["instruction"], "repeat": repeat}
+            "class": prompt_class(model_rec), "instruction": model_rec["instruction"], "repeat": repeat,
+            "index": index}
 
 
-def summarize(judged: list[dict[str, Any]], repeats: int) -> dict[str, Any]:
-    """Overall and per-class figures, each folded over the repeats."""
-    def stats_for(rows: list[dict[str, Any]]) -> dict[str, Any]:
-        runs = [pairwise_stats([r["outcome"] for r in rows if r["repeat"] == k],
-                               [r["len_diff"] for r in rows if r["repeat"] == k]) for k in range(repeats)]
+def length_control(rows: list[dict[str, Any]], gamed: GamedBaselines | None = None) -> dict[str, Any]:
+    """AlpacaEval's LC win rate with ``df_gamed.csv``, else its minimal GLM's length-adjusted win rate."""
+    key = "lc_win_rate" if gamed is not None else "len_adj_win_rate"
+    try:
+        got = length_controlled_win_rate([preference(r["outcome"]) for r in rows], [r["len_diff"] for r in rows],
+                                         [r["index"] for r in rows], gamed)
+    except ImportError:  # scikit-learn comes with the data extra
+        return {key: None, f"{key}_se": None}
+    rate, se = got["win_rate"], got["standard_error"]
+    return {key: None if rate is None else round(rate, 3), f"{key}_se": None if se is None else round(se, 3)}
+
+
+def summarize(judged: list[dict[str, Any]], repeats: int, gamed: GamedBaselines | None = None) -> dict[str, Any]:
+    """Overall and per-class figures, each folded over the repeats; the length control is overall only."""
+    def stats_for(rows: list[dict[str, Any]], overall: bool = False) -> dict[str, Any]:
+        runs = []
+        for k in range(repeats):
+            run = [r for r in rows if r["repeat"] == k]
+            runs.append({**pairwise_stats([r["outcome"] for r in run]),
+                         **(length_control(run, gamed) if overall else {})})
         folded = fold_repeats(runs, "win_rate")
         if repeats > 1:
             folded["runs"] = [r["win_rate"] for r in runs]
         return folded
 
     classes = sorted({r["class"] for r in judged})
-    return {"overall": stats_for(judged),
+    return {"overall": stats_for(judged, overall=True),
             "per_class": {c: stats_for([r for r in judged if r["class"] == c]) for c in classes}}
 
 
@@ -100,11 +120,12 @@ async def compare_async(pairs: dict[str, list[tuple[dict[str, Any], dict[str, An
                         judge: JudgeConfig, cache: CallCache, judge_id: dict[str, Any], repeats: int = 1,
                         concurrency: int = 16, bars: RunProgress | None = None) -> dict[str, list[dict[str, Any]]]:
     """Judge every (model, reference) pair of every named model, ``repeats`` times."""
-    jobs = [(name, m, r, k) for name, rows in pairs.items() for m, r in rows for k in range(repeats)]
+    jobs = [(name, i, m, r, k) for name, rows in pairs.items() for i, (m, r) in enumerate(rows)
+            for k in range(repeats)]
 
-    async def run(job: tuple[str, dict[str, Any], dict[str, Any], int]) -> dict[str, Any]:
-        name, m, r, k = job
-        return {"model": name, **await judge_pair(backend, judge, cache, judge_id, m, r, k)}
+    async def run(job: tuple[str, int, dict[str, Any], dict[str, Any], int]) -> dict[str, Any]:
+        name, i, m, r, k = job
+        return {"model": name, **await judge_pair(backend, judge, cache, judge_id, m, r, k, i)}
 
     rows = await gather_limited(jobs, run, concurrency, bars, "judging")
     return {name: [row for row in rows if row["model"] == name] for name in pairs}
@@ -132,10 +153,15 @@ def with_judge_backend(judge_cfg: ModelConfig, cache_path: Path, progress: bool,
 
 
 def pairwise_eval(model_paths: list[Path], reference_path: Path, judge: JudgeConfig, judge_cfg: ModelConfig,
-                  out: Path, repeats: int = 1, concurrency: int = 16, progress: bool = False) -> dict[str, Any]:
-    """Judge each model's answers against the reference's; writes ``out/judgments.jsonl`` and returns the report."""
+                  out: Path, repeats: int = 1, concurrency: int = 16, progress: bool = False,
+                  lc_gamed: Path | None = None) -> dict[str, Any]:
+    """Judge each model's answers against the reference's; writes ``out/judgments.jsonl`` and returns the report.
+
+    ``lc_gamed``: AlpacaEval's ``df_gamed.csv``, for the LC win rate (answers in AlpacaEval's order).
+    """
     if judge.kind != "pairwise":
         raise JudgeConfigError(f"{judge.source}: a pairwise evaluation needs a judge with kind = \"pairwise\"")
+    gamed = GamedBaselines.load(lc_gamed) if lc_gamed is not None else None
     reference = AnswerSet.load(reference_path)
     models = [AnswerSet.load(p) for p in model_paths]
     pairs = {m.name: align(m.records, reference.records, str(m.path), str(reference.path)) for m in models}
@@ -148,7 +174,8 @@ def pairwise_eval(model_paths: list[Path], reference_path: Path, judge: JudgeCon
                                                                  bars))
     return {
         "kind": "pairwise", "metric": "win_rate", "reference": reference.name, "repeats": repeats,
-        "judge": {"config": judge.source, **judge_id},
-        "models": [{"model": m.name, "source": str(m.path), **summarize(judged[m.name], repeats)} for m in models],
+        "judge": {"config": judge.source, **judge_id}, "length_control": length_control_info(gamed),
+        "models": [{"model": m.name, "source": str(m.path), **summarize(judged[m.name], repeats, gamed)}
+                   for m in models],
         "judgments": [row for m in models for row in judged[m.name]],
     }

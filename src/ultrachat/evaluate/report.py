@@ -20,6 +20,7 @@ from typing import Any
 from rich.table import Table
 
 from ..data.jsonl import write_json_atomic
+from .lc import length_control_info
 
 TITLES = {"win_rate": "win rate (%)", "mean": "score (1-10)"}
 
@@ -33,13 +34,14 @@ def leaderboard_rows(report: dict[str, Any]) -> tuple[list[str], list[list[str]]
     metric = report["metric"]
     models = sorted(report["models"], key=lambda m: -(m["overall"][metric] or -1))
     if report["kind"] == "pairwise":
-        header = ["model", "win %", "± se", "LC win %", "win", "tie", "lose", "unparseable"]
+        lc = report.get("length_control") or length_control_info(None)
+        header = ["model", "win %", "± se", lc["label"], "win", "tie", "lose", "unparseable"]
         if report.get("repeats", 1) > 1:
             header.append("spread (min-max)")
         rows = []
         for m in models:
             o = m["overall"]
-            row = [m["model"], _fmt(o["win_rate"]), _fmt(o["win_rate_se"]), _fmt(o["lc_win_rate"]),
+            row = [m["model"], _fmt(o["win_rate"]), _fmt(o["win_rate_se"]), _fmt(o.get(lc["metric"])),
                    str(o["wins"]), str(o["ties"]), str(o["losses"]), str(o["unparseable"])]
             if "spread" in o:
                 row.append("-" if o["spread"] is None else f"{o['spread'][0]:.1f}-{o['spread'][1]:.1f}")

@@ -1,13 +1,8 @@
-"""Win rates, standard errors, the length-controlled win rate, and folding repeats.
-
-The length-controlled win rate follows AlpacaEval 2: fit a logistic regression of the
-preference (win 1, tie 0.5, loss 0) on the normalised length difference of the two answers,
-then report the predicted win rate with the length term set to zero, i.e. the win rate the
-model would have if its answers were as long as the reference's.
+"""Win rates, standard errors and folding repeats (the length-controlled win rate is in ``lc``).
 
 Example::
 
-    >>> s = pairwise_stats(["win", "tie", "lose", "win"], [10.0, 0.0, -5.0, 20.0])
+    >>> s = pairwise_stats(["win", "tie", "lose", "win"])
     >>> s["win_rate"], s["wins"], s["ties"], s["losses"]
     (62.5, 2, 1, 1)
 """
@@ -37,36 +32,20 @@ def mean_se(values: np.ndarray) -> tuple[float, float]:
     return mean, se
 
 
-def length_controlled(prefs: np.ndarray, len_diff: np.ndarray, l2: float = 1e-2, steps: int = 50) -> float:
-    """Win probability with the length effect removed (Newton's method on a 2-parameter logit)."""
-    if len(prefs) == 0:
-        return math.nan
-    scale = float(len_diff.std()) or 1.0
-    x = np.stack([np.ones_like(len_diff), np.tanh(len_diff / scale)], axis=1)
-    w = np.zeros(2)
-    for _ in range(steps):
-        p = 1.0 / (1.0 + np.exp(-(x @ w)))
-        grad = x.T @ (p - prefs) + l2 * w
-        hess = (x.T * (p * (1 - p))) @ x + l2 * np.eye(2)
-        step = np.linalg.solve(hess, grad)
-        w -= step
-        if np.abs(step).max() < 1e-8:
-            break
-    return float(1.0 / (1.0 + math.exp(-w[0])))
+def preference(outcome: str) -> float:
+    """The model's preference: win 1, tie 0.5, loss 0, unparseable NaN."""
+    return PREFERENCE.get(outcome, math.nan)
 
 
-def pairwise_stats(outcomes: list[str], len_diffs: list[float]) -> dict[str, Any]:
-    """Win / tie / loss counts, win rate (%) with standard error and length-controlled win rate."""
-    judged = [(o, d) for o, d in zip(outcomes, len_diffs, strict=True) if o != UNPARSEABLE]
-    prefs = np.array([PREFERENCE[o] for o, _ in judged])
-    diffs = np.array([d for _, d in judged], dtype=float)
-    rate, se = mean_se(prefs)
+def pairwise_stats(outcomes: list[str]) -> dict[str, Any]:
+    """Win / tie / loss counts and the win rate (%) with its standard error."""
+    judged = [o for o in outcomes if o != UNPARSEABLE]
+    rate, se = mean_se(np.array([PREFERENCE[o] for o in judged]))
     return {
         "n": len(outcomes), "judged": len(judged),
-        "wins": sum(o == "win" for o, _ in judged), "ties": sum(o == "tie" for o, _ in judged),
-        "losses": sum(o == "lose" for o, _ in judged), "unparseable": len(outcomes) - len(judged),
+        "wins": judged.count("win"), "ties": judged.count("tie"), "losses": judged.count("lose"),
+        "unparseable": len(outcomes) - len(judged),
         "win_rate": _clean(rate * 100), "win_rate_se": _clean(se * 100),
-        "lc_win_rate": _clean(length_controlled(prefs, diffs) * 100),
     }
 
 
