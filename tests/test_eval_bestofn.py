@@ -172,3 +172,84 @@ def test_reference_coverage_checked_before_sampling(tmp_path, fake_world) -> Non
     with pytest.raises(EvalSetError, match=r"ref\.json lacks 2 prompt"):
         best_of_n(items, POLICY, BestOfNSettings(n=2, reference=ref, judge_cfg=JUDGE), tmp_path / "o")
     assert sum(len(x.calls) for x in fake_world) == 0
+
+
+def _ultrarm_folder(path: Path, tok_dir: Path, shards: int = 2, head: bool = True) -> Path:
+    """A tiny random model saved in UltraRM's published layout: LlamaModel weights under ``model.``,
+    ``regression_head.weight``, PyTorch ``.bin`` shards with their index, a Llama config."""
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    tok = AutoTokenizer.from_pretrained(tok_dir)
+    torch.manual_seed(1)
+    cfg = LlamaConfig(vocab_size=len(tok), hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                      num_attention_heads=2, num_key_value_heads=2, architectures=["LlamaRewardModel"])
+    state = {f"model.{k}": v for k, v in LlamaModel(cfg).state_dict().items()}
+    if head:
+        state["regression_head.weight"] = torch.randn(1, 32)
+    path.mkdir(parents=True)
+    cfg.save_pretrained(path)
+    tok.save_pretrained(path)
+    names = sorted(state)
+    weight_map = {}
+    for i in range(shards):
+        fname = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        part = {n: state[n].clone() for n in names[i::shards]}
+        torch.save(part, path / fname)
+        weight_map.update(dict.fromkeys(part, fname))
+    (path / "pytorch_model.bin.index.json").write_text(json.dumps({"metadata": {}, "weight_map": weight_map}))
+    return path
+
+
+def test_ultrarm_layout_scores_like_its_model_card(tmp_path, embedded_model_dir) -> None:
+    import asyncio
+
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaModel
+
+    from ultrachat.evaluate.bestofn import ultrarm_text
+    from ultrachat.evaluate.evalset import EvalItem
+
+    folder = _ultrarm_folder(tmp_path / "ultrarm", embedded_model_dir)
+    scorer = RewardModelScorer(folder, batch_size=4)
+    assert scorer.layout == "ultrarm"
+    item = EvalItem("q1", ["What is the capital of France?"])
+    cands = [["Paris."], ["The capital of France is Paris, a city on the Seine."], ["Lyon"], ["I don't know"]]
+    got = asyncio.run(scorer.score(item, cands))  # one padded batch of 4
+
+    # the model card's forward, one text at a time: LlamaModel -> regression_head at the last token
+    state = {}
+    for f in folder.glob("*.bin"):
+        state.update(torch.load(f, weights_only=True))
+    base = LlamaModel(LlamaConfig.from_pretrained(folder))
+    base.load_state_dict({k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")})
+    base.eval()
+    tok = AutoTokenizer.from_pretrained(folder)
+    expected = []
+    for c in cands:
+        text = ultrarm_text(conversation(item, c))
+        assert text == f"Human: {item.turns[0]}\nAssistant: {c[0]}"
+        enc = tok(text, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = base(**enc).last_hidden_state
+        expected.append(float(hidden[0, -1] @ state["regression_head.weight"][0]))
+    assert got == pytest.approx(expected, abs=1e-4)
+    assert len(set(round(x, 4) for x in got)) == 4  # a real head, distinct rewards
+
+
+def test_reward_model_without_a_trained_head_is_refused(tmp_path, embedded_model_dir) -> None:
+    import asyncio
+
+    from ultrachat.evaluate.bestofn import RewardModelError
+    from ultrachat.evaluate.evalset import EvalItem
+
+    headless = _ultrarm_folder(tmp_path / "headless", embedded_model_dir, head=False)
+    with pytest.raises(RewardModelError, match=r"headless: no trained reward head"):
+        RewardModelScorer(headless)  # a LlamaModel without regression_head, architectures LlamaRewardModel
+
+    # a sequence-classification config whose weights lack the head: refused at load, not scored randomly
+    cfg = json.loads((headless / "config.json").read_text())
+    (headless / "config.json").write_text(json.dumps({**cfg, "architectures": ["LlamaForSequenceClassification"]}))
+    scorer = RewardModelScorer(headless)
+    with pytest.raises(RewardModelError, match=r"no trained reward head \('score.weight' is not in its weights\)"):
+        asyncio.run(scorer.score(EvalItem("q", ["hi"]), [["a"], ["b"]]))

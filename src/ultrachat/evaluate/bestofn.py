@@ -17,6 +17,7 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -49,18 +50,52 @@ class Scorer(Protocol):
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]: ...
 
 
-class RewardModelScorer:
-    """A local Hugging Face sequence-classification reward model.
+ULTRARM_HEAD = "regression_head.weight"
 
-    The conversation is rendered with the tokenizer's chat template (plain ``User:`` /
-    ``Assistant:`` lines when it has none); the score is the single logit (the last one
-    for a model with several labels).
+
+class RewardModelError(ValueError):
+    """A folder that is not a usable reward model; one line naming the folder."""
+
+
+def ultrarm_text(messages: list[Message]) -> str:
+    """UltraRM's format: ``Human: ...`` / ``Assistant: ...`` lines (as in its model card)."""
+    role = {"user": "Human", "assistant": "Assistant"}
+    return "\n".join(f"{role[m['role']]}: {m['content']}" for m in messages if m["role"] in role)
+
+
+def reward_layout(path: Path) -> str:
+    """``"ultrarm"`` (LlamaModel + ``regression_head``) or ``"sequence-classification"``; refuses other folders."""
+    from ..train.delta import DeltaError, weight_index
+
+    if not (path / "config.json").is_file():
+        raise RewardModelError(f"reward model {path} is not a Hugging Face model folder (no config.json)")
+    try:
+        names = weight_index(path)
+    except DeltaError as exc:
+        raise RewardModelError(str(exc)) from None
+    if ULTRARM_HEAD in names:
+        return "ultrarm"
+    archs = json.loads((path / "config.json").read_text(encoding="utf-8")).get("architectures") or []
+    if not any(str(a).endswith("ForSequenceClassification") for a in archs):
+        raise RewardModelError(f"reward model {path}: no trained reward head (no '{ULTRARM_HEAD}' and config.json "
+                               f"architectures {archs} is not a sequence classifier)")
+    return "sequence-classification"
+
+
+class RewardModelScorer:
+    """A local reward model: UltraRM's published layout or a Hugging Face sequence classifier.
+
+    UltraRM (``regression_head.weight`` beside a ``LlamaModel``'s weights): the conversation is
+    written ``Human: ... / Assistant: ...`` and the reward is the head's output at the last
+    token. Otherwise the conversation is rendered with the tokenizer's chat template (plain
+    ``User:`` / ``Assistant:`` lines when it has none) and the score is the single logit (the
+    last one for a model with several labels). A checkpoint whose head is not in its weights
+    (a base or chat model) is refused rather than scored by a randomly initialised head.
     """
 
     def __init__(self, path: Path, cache: CallCache | None = None, batch_size: int = 8,
                  max_length: int = 2048) -> None:
-        if not (path / "config.json").is_file():
-            raise ValueError(f"reward model {path} is not a Hugging Face model folder (no config.json)")
+        self.layout = reward_layout(path)
         self.path = path
         self.cache = cache
         self.batch_size = batch_size
@@ -80,12 +115,22 @@ class RewardModelScorer:
 
         self._tok = AutoTokenizer.from_pretrained(self.path)
         if self._tok.pad_token is None:
-            self._tok.pad_token = self._tok.eos_token
-        self._model = AutoModelForSequenceClassification.from_pretrained(self.path, dtype=torch.float32).eval()
+            self._tok.pad_token = self._tok.unk_token or self._tok.eos_token
+        self._tok.padding_side = "right"  # UltraRM reads the reward at the last attended position
+        extra = {"num_labels": 1, "key_mapping": {r"^regression_head\.": "score."}} if self.layout == "ultrarm" else {}
+        model, info = AutoModelForSequenceClassification.from_pretrained(
+            self.path, dtype=torch.float32, output_loading_info=True, **extra)
+        missing = sorted(info.get("missing_keys") or [])
+        if missing:
+            raise RewardModelError(f"reward model {self.path}: no trained reward head ('{missing[0]}' is not in its "
+                                   "weights); refusing to score with a random head")
+        self._model = model.eval()
         if self._model.config.pad_token_id is None:  # needed to find each row's last token
             self._model.config.pad_token_id = self._tok.pad_token_id
 
     def render(self, messages: list[Message]) -> str:
+        if self.layout == "ultrarm":
+            return ultrarm_text(messages)
         if getattr(self._tok, "chat_template", None):
             return str(self._tok.apply_chat_template(messages, tokenize=False))
         return "\n\n".join(f"{m['role'].capitalize()}: {m['content']}" for m in messages)
@@ -97,10 +142,15 @@ class RewardModelScorer:
         out: list[float] = []
         for i in range(0, len(texts), self.batch_size):
             enc = self._tok(texts[i:i + self.batch_size], return_tensors="pt", padding=True, truncation=True,
-                            max_length=self.max_length, add_special_tokens=False)
+                            max_length=self.max_length, add_special_tokens=self.layout == "ultrarm")
             with torch.inference_mode():
-                logits = self._model(**enc).logits
-            out += [float(x) for x in logits[:, -1]]
+                if self.layout == "ultrarm":  # UltraRM's forward: the head at the last attended position
+                    hidden = self._model.model(**enc).last_hidden_state
+                    rewards = self._model.score(hidden).squeeze(-1)
+                    ends = enc["attention_mask"].cumsum(dim=1).argmax(dim=1)
+                    out += [float(x) for x in rewards[torch.arange(len(ends)), ends]]
+                else:
+                    out += [float(x) for x in self._model(**enc).logits[:, -1]]
         return out
 
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]:

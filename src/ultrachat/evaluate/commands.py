@@ -147,7 +147,8 @@ def best_of_n(eval_set: EvalSetArg = "ultra_eval",
               n: Annotated[int, typer.Option("--n", help="Samples per prompt.")] = 4,
               out: Annotated[Path, typer.Option(help="Output folder.")] = Path("ultrachat-out/eval/best-of-n"),
               reward_model: Annotated[Optional[Path], typer.Option(
-                  "--reward-model", help="Local Hugging Face sequence-classification reward model folder. "
+                  "--reward-model", help="Local reward model folder: UltraRM's published layout (regression_head, "
+                                         "'Human: ... Assistant: ...' format) or a Hugging Face sequence classifier. "
                                          "Without it, the score judge rates each sample.")] = None,
               reference: Annotated[Optional[Path], typer.Option(
                   help="Reference answers to measure win rates against; without it best-of-N meets N=1 "

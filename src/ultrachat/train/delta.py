@@ -66,21 +66,54 @@ def _wide(dtype: Any) -> Any:
 
 
 def weight_index(model_dir: Path, prefix: str = "model") -> dict[str, Path]:
-    """Tensor name -> safetensors shard of a model (or delta) folder."""
-    from safetensors import safe_open
-
+    """Tensor name -> weight file of a model (or delta) folder: safetensors, else PyTorch ``.bin`` shards."""
     index = model_dir / f"{prefix}.safetensors.index.json"
     if index.exists():
-        weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
-        return {name: model_dir / shard for name, shard in weight_map.items()}
+        return _index_json(index)
     files = sorted(model_dir.glob(f"{prefix}*.safetensors"))
+    if not files and prefix == "model":  # save_pretrained's PyTorch layout (the published UltraLM / UltraRM)
+        if (model_dir / "pytorch_model.bin.index.json").exists():
+            return _index_json(model_dir / "pytorch_model.bin.index.json")
+        files = sorted(model_dir.glob("pytorch_model*.bin"))
     if not files:
-        raise DeltaError(f"{model_dir}: no {prefix}*.safetensors weights (save the model with save_pretrained)")
+        raise DeltaError(f"{model_dir}: no {prefix}*.safetensors or pytorch_model*.bin weights "
+                         "(save the model with save_pretrained)")
     out: dict[str, Path] = {}
     for f in files:
-        with safe_open(str(f), framework="pt") as handle:
-            out.update(dict.fromkeys(handle.keys(), f))
+        out.update(dict.fromkeys(_open_weights(f).keys(), f))
     return out
+
+
+def _index_json(index: Path) -> dict[str, Path]:
+    weight_map = json.loads(index.read_text(encoding="utf-8"))["weight_map"]
+    return {name: index.parent / shard for name, shard in weight_map.items()}
+
+
+def _open_weights(path: Path) -> Any:
+    """A mapping of a weight file's tensors, read lazily (safetensors handle or memory-mapped ``.bin``)."""
+    if path.suffix == ".bin":
+        import torch
+
+        try:
+            return torch.load(str(path), map_location="cpu", mmap=True, weights_only=True)
+        except Exception as exc:  # a damaged or non-tensor pickle: one line, the file named
+            raise DeltaError(f"{path}: not a PyTorch weight file ({type(exc).__name__})") from None
+    from safetensors import safe_open
+
+    return _SafeTensors(safe_open(str(path), framework="pt"))
+
+
+class _SafeTensors:
+    """A safetensors file behind the same ``keys()`` / ``[name]`` interface as a ``.bin`` state dict."""
+
+    def __init__(self, handle: Any) -> None:
+        self.handle = handle
+
+    def keys(self) -> list[str]:
+        return list(self.handle.keys())
+
+    def __getitem__(self, name: str) -> Any:
+        return self.handle.get_tensor(name)
 
 
 def _architecture(model_dir: Path) -> dict[str, Any]:
@@ -92,27 +125,24 @@ def _architecture(model_dir: Path) -> dict[str, Any]:
 
 
 class _Reader:
-    """Open shards lazily and keep them open: tensors are read one at a time."""
+    """Open weight files lazily and keep them open: tensors are read one at a time."""
 
     def __init__(self, index: dict[str, Path]) -> None:
         self.index = index
-        self._stack = contextlib.ExitStack()
         self._open: dict[Path, Any] = {}
 
     def get(self, name: str) -> Any:
-        from safetensors import safe_open
-
         shard = self.index[name]
         if shard not in self._open:
-            self._open[shard] = self._stack.enter_context(safe_open(str(shard), framework="pt"))
-        return self._open[shard].get_tensor(name)
+            self._open[shard] = _open_weights(shard)
+        return self._open[shard][name]
 
     def names_by_shard(self) -> Iterator[str]:
         """Names in shard order, so each shard is read from start to end once."""
         yield from sorted(self.index, key=lambda n: (str(self.index[n]), n))
 
     def close(self) -> None:
-        self._stack.close()
+        self._open.clear()
 
 
 class _ShardWriter:
