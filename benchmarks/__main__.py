@@ -27,6 +27,7 @@ SECTIONS: dict[str, str] = {
     "dedup": "benchmarks.dedup",  # rensa vs datasketch: throughput, recall on planted copies, RSS (100k)
     "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
     "datatools": "benchmarks.datatools",  # filter/decontaminate/split-long/export/import: dialogues/s, RSS
+    "sources": "benchmarks.sources",  # entities build on a Wikidata-format dump; hash-order C4 sampling
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"

@@ -16,8 +16,6 @@ import pytest
 
 from ultrachat.data.jsonl import InvalidLine, iter_jsonl
 from ultrachat.generate.entities import read_entities
-from ultrachat.generate.runner import generate
-from ultrachat.recipe import load_recipe
 from ultrachat.sources.wikidata import TopEntities, WikidataEntity, load_classes, top_entities
 
 
@@ -152,9 +150,10 @@ def test_cli_builds_a_list_that_generate_entities_uses(tmp_path, fake_recipe_fil
                          timeout=120)
     assert res.returncode == 0 and (tmp_path / "s.csv").read_bytes() == out.read_bytes()
 
-    rec = load_recipe(fake_recipe_file(extra=f'[entities]\nentities_file = "{out}"\n'),
-                      {"out": str(tmp_path / "gen"), "dialogues": 12})
-    generate("entities", rec, progress=False)
+    res = subprocess.run([*ultrachat_exe, "generate", "entities", "-r", str(fake_recipe_file()), "--entities", str(out),
+                          "--dialogues", "12", "--out", str(tmp_path / "gen"), "--no-progress"],
+                         capture_output=True, text=True, timeout=240)
+    assert res.returncode == 0, res.stderr
     dialogues = list(iter_jsonl(tmp_path / "gen" / "dialogues.jsonl"))
     assert len(dialogues) == 12
     used = {(d["meta"]["entity"], d["meta"]["entity_type"]) for d in dialogues}

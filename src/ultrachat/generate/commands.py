@@ -35,6 +35,11 @@ DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (opening
 MatOpt = Annotated[Optional[list[str]], typer.Option(
     "--materials", metavar="PATH", help="Corpus for the materials sector (repeatable): a file (C4's *.json.gz, "
     "JSONL, Parquet, text), a glob, a folder or a datasets save_to_disk folder; replaces materials.files.")]
+EntOpt = Annotated[Optional[Path], typer.Option(
+    "--entities", metavar="FILE", help="Entity list for the entities sector (CSV/JSONL/TXT, e.g. from ultrachat "
+    "entities build); replaces entities.entities_file.")]
+# Flags that only mean something where their sector runs.
+SECTOR_FLAGS = {"materials": ("materials", "all"), "entities": ("entities", "all")}
 
 
 def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed: int | None = None,
@@ -65,7 +70,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
                 user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
                 progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
-                ray_workers: RayWOpt = None, materials: MatOpt = None) -> None:
+                ray_workers: RayWOpt = None, materials: MatOpt = None, entities: EntOpt = None) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
@@ -73,6 +78,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                                      user_max_tokens, assistant_max_tokens, user_prompts, base_url, model)
         overrides["language"] = language
         overrides["materials.files"] = materials or None
+        overrides["entities.entities_file"] = str(entities) if entities else None
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
         if dry_run:
             from .dryrun import dry_run as plan_only
@@ -97,9 +103,9 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
         summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console))
         Console().print(summary.table())
 
-    if sector not in ("materials", "all"):  # --materials only where the materials sector runs
-        params = inspect.signature(command, eval_str=True).parameters
-        command.__signature__ = inspect.Signature([p for name, p in params.items() if name != "materials"])  # type: ignore[attr-defined]
+    params = inspect.signature(command, eval_str=True).parameters
+    command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]
+        [p for name, p in params.items() if sector in SECTOR_FLAGS.get(name, (sector,))])
     app.command(sector, help=help_text)(command)
 
 

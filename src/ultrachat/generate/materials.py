@@ -27,11 +27,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..data.stream import words
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
 from ..sources.passages import Passage, corpus_inputs, hub_passages, read_passages
 from .compact import HashIndex, TextSpool
-from .lists import clean_items, normalize, parse_list
+from .lists import clean_items, parse_list
 from .sector import Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
 
 PASSAGE_HEAD_CHARS = 160  # of the passage, quoted in the user simulator's goal
@@ -55,12 +56,15 @@ def raw_passages(cfg: MaterialsConfig, language: str) -> Iterator[Passage]:
 
 def eligible_passages(cfg: MaterialsConfig, language: str, seed: int) -> Iterator[tuple[int, Passage]]:
     """``(rank key, passage)`` of the passages within the length bounds and kept by the
-    seeded ``sample_rate``; the key is a seeded 63-bit hash of the normalised text, so
-    duplicates (after normalisation) share it."""
+    seeded ``sample_rate``; the key is a seeded 63-bit hash of the text's words (lower
+    case, punctuation dropped), so duplicates up to case, punctuation and spacing share it.
+    ``words`` (str.translate) rather than ``normalize`` (a regex): 5x faster on C4-size
+    passages, where it was half the time of a scan."""
     for passage in raw_passages(cfg, language):
         if not cfg.min_chars <= len(passage.text) <= cfg.max_chars:
             continue
-        key = stable_seed(seed, hashlib.blake2b(normalize(passage.text).encode(), digest_size=12).hexdigest())
+        text = " ".join(words(passage.text))
+        key = stable_seed(seed, hashlib.blake2b(text.encode(), digest_size=12).hexdigest())
         if key / 2**63 < cfg.sample_rate:
             yield key, passage
 
