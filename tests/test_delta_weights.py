@@ -126,12 +126,120 @@ def test_recovery_checks_the_base_and_the_delta(pair, tmp_path):
     with pytest.raises(DeltaError, match=r"'embed\.weight': recovered checksum mismatch"):
         recover_delta(base_dir, damaged, tmp_path / "r2")
     assert not (tmp_path / "r2").exists()
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "README.md").write_text("x")
     with pytest.raises(DeltaError, match="not a delta"):
-        recover_delta(base_dir, tuned_dir, tmp_path / "r3")
+        recover_delta(base_dir, tmp_path / "notes", tmp_path / "r3")
     (tmp_path / "busy").mkdir()
     (tmp_path / "busy" / "x").write_text("x")
     with pytest.raises(DeltaError, match="not empty"):
         recover_delta(base_dir, tmp_path / "delta", tmp_path / "busy")
+
+
+def _published_pair(tmp_path: Path, shards: int = 2) -> tuple[Path, Path, Path]:
+    """A base without a pad token, a tuned model with "<PAD>" added, and the delta as UltraLM published it:
+    a model folder of tuned - (base with the pad row) in float32, PyTorch .bin shards, the tuned tokenizer."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from ultrachat.train.tiny import make_tiny_model
+
+    base = make_tiny_model(tmp_path / "base", ["hello world, how are you"] * 10, vocab_size=300)
+    tok = AutoTokenizer.from_pretrained(base)
+    tok.pad_token = None
+    tok.save_pretrained(base)
+    for side in ("special_tokens_map.json", "tokenizer_config.json"):  # no pad anywhere in the base's files
+        path = base / side
+        if path.exists():
+            data = json.loads(path.read_text())
+            data.pop("pad_token", None)
+            path.write_text(json.dumps(data))
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    model.config.tie_word_embeddings = False  # LLaMA's output matrix is its own
+    model.lm_head.weight = torch.nn.Parameter(torch.randn_like(model.lm_head.weight))
+    model.save_pretrained(base)
+    raw = {k: v.clone() for k, v in model.state_dict().items()}
+    tok.add_special_tokens({"pad_token": "<PAD>"})
+    tuned, with_pad = dict(raw), dict(raw)
+    for key in ("model.embed_tokens.weight", "lm_head.weight"):
+        m = raw[key]
+        tuned[key] = torch.cat([m, torch.randn(1, m.shape[1])])
+        with_pad[key] = torch.cat([m, m.mean(0, keepdim=True)])
+    g = torch.Generator().manual_seed(2)
+    tuned = {k: v + 0.05 * torch.randn(v.shape, generator=g) for k, v in tuned.items()}
+    delta_dir = tmp_path / "delta"
+    delta_dir.mkdir()
+    names = sorted(tuned)
+    weight_map = {}
+    for i in range(shards):
+        fname = f"pytorch_model-{i + 1:05d}-of-{shards:05d}.bin"
+        torch.save({n: tuned[n] - with_pad[n] for n in names[i::shards]}, delta_dir / fname)
+        weight_map.update(dict.fromkeys(names[i::shards], fname))
+    (delta_dir / "pytorch_model.bin.index.json").write_text(json.dumps({"weight_map": weight_map}))
+    config = json.loads((base / "config.json").read_text())
+    (delta_dir / "config.json").write_text(json.dumps({**config, "vocab_size": len(tok)}))
+    tok.save_pretrained(delta_dir)
+    torch.save(tuned, tmp_path / "tuned.pt")
+    return base, delta_dir, tmp_path / "tuned.pt"
+
+
+def _reference_recover(base: Path, delta: Path) -> dict:
+    """The published recovery, step by step with transformers: pad row = mean row, then base + delta."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model = AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32)
+    tok = AutoTokenizer.from_pretrained(base)
+    assert tok.pad_token is None and AutoTokenizer.from_pretrained(delta).pad_token == "<PAD>"
+    added = tok.add_special_tokens({"pad_token": "<PAD>"})
+    model.resize_token_embeddings(len(tok))
+    for emb in (model.get_input_embeddings().weight.data, model.get_output_embeddings().weight.data):
+        emb[-added:] = emb[:-added].mean(dim=0, keepdim=True)
+    state = model.state_dict()
+    delta_state = {}
+    for f in delta.glob("*.bin"):
+        delta_state.update(torch.load(f, weights_only=True))
+    return {k: state[k] + delta_state[k] for k in delta_state}
+
+
+def test_recover_published_ultralm_delta(tmp_path):
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    base, delta, tuned_pt = _published_pair(tmp_path)
+    n = recover_delta(base, delta, tmp_path / "rec")
+    rec = _load(tmp_path / "rec")
+    tuned = torch.load(tuned_pt, weights_only=True)
+    expected = _reference_recover(base, delta)
+    assert n == len(expected) == len(rec)
+    for name, tensor in expected.items():
+        assert rec[name].dtype == torch.float32 and torch.equal(rec[name], tensor), name
+        assert torch.allclose(rec[name], tuned[name], atol=1e-6), name  # the tuned model is back
+    assert rec["model.embed_tokens.weight"].shape[0] == len(AutoTokenizer.from_pretrained(tmp_path / "rec"))
+    model = AutoModelForCausalLM.from_pretrained(tmp_path / "rec")  # loads as a model
+    assert model.get_input_embeddings().weight.shape[0] == rec["model.embed_tokens.weight"].shape[0]
+
+
+def test_published_delta_names_and_shapes_are_checked(tmp_path):
+    import torch
+
+    base, delta, _ = _published_pair(tmp_path, shards=1)
+    shard = delta / "pytorch_model-00001-of-00001.bin"
+    state = torch.load(shard, weights_only=True)
+    state["model.layers.9.mlp.up_proj.weight"] = state.pop("model.layers.1.mlp.up_proj.weight")
+    torch.save(state, shard)
+    index = json.loads((delta / "pytorch_model.bin.index.json").read_text())
+    index["weight_map"] = dict.fromkeys(state, shard.name)
+    (delta / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with pytest.raises(DeltaError, match=r"tensor 'model.layers.9.mlp.up_proj.weight' is missing from the base"):
+        recover_delta(base, delta, tmp_path / "r1")
+    state["model.layers.1.mlp.up_proj.weight"] = state.pop("model.layers.9.mlp.up_proj.weight")[:, :3]
+    torch.save(state, shard)
+    index["weight_map"] = dict.fromkeys(state, shard.name)
+    (delta / "pytorch_model.bin.index.json").write_text(json.dumps(index))
+    with pytest.raises(DeltaError, match=r"tensor 'model.layers.1.mlp.up_proj.weight': shape \(128, 64\) in base"):
+        recover_delta(base, delta, tmp_path / "r2")
+    assert not (tmp_path / "r1").exists() and not (tmp_path / "r2").exists()
 
 
 def test_parse_size():

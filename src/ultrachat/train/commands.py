@@ -83,13 +83,16 @@ def register(app: typer.Typer) -> None:
         inexact = sum(1 for t in manifest["tensors"].values() if not t["exact"])
         console.print(f"wrote {out}: {len(manifest['tensors'])} tensors, {inexact} not bit-exact", highlight=False)
 
-    @delta.command("recover", help="Write OUT = BASE + DELTA and verify every tensor's checksum.")
+    @delta.command("recover", help="Write OUT = BASE + DELTA: an `ultrachat delta make` delta (every checksum "
+                                   "verified) or a published one such as UltraLM's (a model folder of tuned - base).")
     def delta_recover(base: Path, delta_dir: Annotated[Path, typer.Argument(metavar="DELTA")], out: Path,
                       shard_size: Annotated[str, typer.Option(help="Largest output shard, e.g. 2GB.")] = "2GB") -> None:
-        from .delta import recover_delta
+        from .delta import MANIFEST, recover_delta
 
         n = run_guarded(lambda: recover_delta(base, delta_dir, out, shard_size, progress=sys.stderr.isatty()))
-        console.print(f"recovered {out}: {n} tensors, all checksums match", highlight=False)
+        checked = ("all checksums match" if (delta_dir / MANIFEST).exists()
+                   else "published delta format: names and shapes checked, float32")
+        console.print(f"recovered {out}: {n} tensors, {checked}", highlight=False)
 
     app.add_typer(delta, name="delta")
 

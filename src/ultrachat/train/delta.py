@@ -13,6 +13,12 @@ Example::
 
     make_delta("llama-13b", "ultralm-13b", "ultralm-13b-delta")
     recover_delta("llama-13b", "ultralm-13b-delta", "ultralm-13b-recovered")
+
+The published UltraLM delta (a Hugging Face model folder holding ``tuned - base`` in float32,
+made by the UltraChat repository's ``weight_diff.py``) is recovered the way that script does
+it: when the delta's tokenizer has a pad token and the base's has none, the base's embedding
+and output matrices get one more row each, the mean of their rows; then every tensor is
+``base + delta`` in float32, after checking that both have the same tensor names and shapes.
 """
 
 from __future__ import annotations
@@ -30,7 +36,9 @@ from ..data.jsonl import write_json_atomic
 
 MANIFEST = "delta-manifest.json"
 FORMAT = "ultrachat-delta/1"
-_WEIGHTS = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt)$|.*\.safetensors\.index\.json$")
+_WEIGHTS = re.compile(r".*\.(safetensors|bin|pt|pth|ckpt)$|.*\.(safetensors|bin)\.index\.json$")
+# buffers that old checkpoints saved and transformers recomputes (the published script never adds them)
+_BUFFERS = re.compile(r".*rotary_emb\.inv_freq$")
 _UNITS = {"": 1, "B": 1, "KB": 10**3, "MB": 10**6, "GB": 10**9, "TB": 10**12, "KIB": 2**10, "MIB": 2**20,
           "GIB": 2**30, "TIB": 2**40}
 
@@ -273,7 +281,10 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
     try:
         manifest = json.loads((delta / MANIFEST).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise DeltaError(f"{delta}: no {MANIFEST} (not a delta made by `ultrachat delta make`)") from None
+        if (delta / "config.json").exists():
+            return recover_published_delta(base, delta, out, shard_size, progress)
+        raise DeltaError(f"{delta}: not a delta: no {MANIFEST} (`ultrachat delta make`) and no config.json "
+                         "(a published delta such as UltraLM's)") from None
     if manifest.get("format") != FORMAT:
         raise DeltaError(f"{delta}/{MANIFEST}: unknown format {manifest.get('format')!r}")
     arch = _architecture(base)
@@ -312,3 +323,62 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
         writer.finish()
         _copy_side_files(delta, tmp, {MANIFEST})
     return len(entries)
+
+
+def _has_pad(folder: Path) -> bool:
+    """Whether a model folder's tokenizer defines a pad token (from its JSON side files)."""
+    for name in ("special_tokens_map.json", "tokenizer_config.json"):
+        path = folder / name
+        if path.exists() and json.loads(path.read_text(encoding="utf-8")).get("pad_token"):
+            return True
+    return False
+
+
+def _resized(name: str, b: Any, d: Any, pad_added: bool) -> Any:
+    """The base tensor, float32, with the pad token's rows (the mean row) when the delta has them."""
+    import torch
+
+    b = b.to(torch.float32) if b.is_floating_point() else b
+    if b.shape == d.shape:
+        return b
+    grows = b.dim() == 2 and d.dim() == 2 and b.shape[1] == d.shape[1] and d.shape[0] > b.shape[0]
+    if not (grows and pad_added):
+        raise DeltaError(f"tensor '{name}': shape {tuple(b.shape)} in base vs {tuple(d.shape)} in the delta")
+    extra = d.shape[0] - b.shape[0]
+    return torch.cat([b, b.mean(dim=0, keepdim=True).expand(extra, -1)])
+
+
+def recover_published_delta(base: str | Path, delta: str | Path, out: str | Path, shard_size: str | int = "2GB",
+                            progress: bool = False) -> int:
+    """``base + delta`` for a delta published as a model folder (UltraLM's ``weight_diff.py`` format).
+
+    Float32 throughout, as that script loads both models; written as safetensors shards with the
+    delta's config and tokenizer. Returns the tensor count.
+    """
+    import torch
+
+    base, delta, out = Path(base), Path(delta), Path(out)
+    base_r, delta_r = _Reader(weight_index(base)), _Reader(weight_index(delta))
+    names = {n for n in delta_r.index if not _BUFFERS.match(n)}
+    base_names = {n for n in base_r.index if not _BUFFERS.match(n)}
+    if names != base_names:
+        missing = sorted(names - base_names)
+        name, where = (missing[0], "base model") if missing else (sorted(base_names - names)[0], "delta")
+        raise DeltaError(f"tensor '{name}' is missing from the {where} "
+                         f"({len(names ^ base_names)} names differ): the architectures differ")
+    pad_added = _has_pad(delta) and not _has_pad(base)
+    bar, task = _progress(len(names), "delta recover", progress)
+    with _staged(out) as tmp, bar:
+        writer = _ShardWriter(tmp, "model", parse_size(shard_size))
+        try:
+            for name in (n for n in delta_r.names_by_shard() if n in names):
+                d = delta_r.get(name)
+                d = d.to(torch.float32) if d.is_floating_point() else d
+                writer.add(name, _resized(name, base_r.get(name), d, pad_added) + d)
+                bar.advance(task)
+        finally:
+            base_r.close()
+            delta_r.close()
+        writer.finish()
+        _copy_side_files(delta, tmp, set())
+    return len(names)
