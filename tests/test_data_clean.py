@@ -170,3 +170,29 @@ def test_decontaminate_builtin_and_files(tmp_path: Path) -> None:
                          progress=False)["contaminated_dialogues"] == 0
     with pytest.raises(ValueError, match=r"quiz.jsonl:1: no text in field 'nope'"):
         decontaminate(src, tmp_path / "x", [str(tmp_path / "quiz.jsonl")], field="nope", progress=False)
+
+
+def test_decontaminate_mt_bench_checks_every_turn_without_flags(tmp_path: Path) -> None:
+    second = "Now rewrite your previous response so that every sentence starts with the letter A please"
+    mt = write(tmp_path / "mt_bench_questions.jsonl", [
+        {"question_id": 81, "category": "writing",
+         "turns": ["Compose an engaging travel blog post about a recent trip to Hawaii and its culture", second]},
+        {"question_id": 82, "category": "stem", "turns": ["Short one?", "Also short."]},
+    ])
+    alpaca = tmp_path / "alpaca_eval.json"
+    alpaca.write_text(json.dumps([{"instruction": "Give three tips for staying healthy while working from home "
+                                                  "during a long winter season", "dataset": "selfinstruct"}]))
+    src = write(tmp_path / "in.jsonl", [
+        {"id": "clean", "data": [GOOD, ANSWER]},
+        {"id": "turn2", "data": ["Hi", "Hello", second.lower() + "!", "Sure."]},
+        {"id": "alpaca", "data": [GOOD, "give three tips for staying healthy while working from home during a long "
+                                        "winter season"]},
+    ])
+    report = decontaminate(src, tmp_path / "mt", [str(mt), str(alpaca)], progress=False)
+    matches = lines(tmp_path / "mt" / "matches.jsonl")
+    assert {m["id"] for m in matches} == {"turn2", "alpaca"}
+    hit = next(m for m in matches if m["id"] == "turn2")
+    assert hit["eval_text"] == second and hit["eval_source"].endswith("turn 2") and hit["eval_class"] == "writing"
+    assert report["eval_prompts"] == 3 and report["eval_prompts_too_short"] == 2  # every turn of both questions
+    only_first = decontaminate(src, tmp_path / "t0", [str(mt)], field="turns.0", progress=False)
+    assert only_first["contaminated_dialogues"] == 0  # an explicit turns.0 checks the first turn only

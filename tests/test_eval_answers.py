@@ -140,3 +140,35 @@ def test_rerun_is_served_from_cache(tmp_path, made) -> None:
     summary = answer_eval_set(items, FAKE, out)
     assert summary.from_cache == 3 and made[-1].calls == []
     assert isinstance(cache_path_for(out), Path) and cache_path_for(out).name == "a.cache.jsonl"
+
+
+def test_fastchat_answer_files_written_and_read(tmp_path, made) -> None:
+    bench = tmp_path / "data" / "mt_bench"
+    (bench / "model_answer").mkdir(parents=True)
+    questions = [{"question_id": 81, "category": "writing", "turns": ["Write a haiku about rain.", "Now a limerick."]},
+                 {"question_id": 101, "category": "reasoning", "turns": ["What is 2+2?", "And 3+3?"],
+                  "reference": ["4", "6"]}]
+    (bench / "question.jsonl").write_text("".join(json.dumps(q) + "\n" for q in questions))
+    out = bench / "model_answer" / "fake-model.jsonl"
+    answer_eval_set(load_eval_set(bench / "question.jsonl"), FAKE, out, generator="fake-model")
+    rows = [json.loads(line) for line in out.read_text().splitlines()]
+    assert [r["question_id"] for r in rows] == [81, 101]
+    assert all(r["model_id"] == "fake-model" and len(r["choices"][0]["turns"]) == 2 for r in rows)
+    assert set(rows[0]) == {"question_id", "answer_id", "model_id", "choices", "tstamp"}
+    assert [p.name for p in (bench / "model_answer").glob("*.jsonl")] == ["fake-model.jsonl"]  # cache hidden
+
+    # read back through FastChat's layout: question.jsonl beside model_answer/
+    back = load_answers(out)
+    assert back[0]["instruction"] == "Write a haiku about rain." and back[0]["turns"] == questions[0]["turns"]
+    turns = rows[1]["choices"][0]["turns"]
+    assert back[1]["outputs"] == turns and back[1]["output"] == turns[1]
+    assert back[0]["generator"] == "fake-model" and back[1]["class"] == "reasoning"
+    elsewhere = tmp_path / "answers.jsonl"
+    elsewhere.write_text(out.read_text())
+    with pytest.raises(EvalSetError, match=r"answers.jsonl: a FastChat answer file holds no questions; pass --quest"):
+        load_answers(elsewhere)
+    assert load_answers(elsewhere, bench / "question.jsonl") == back
+    stray = tmp_path / "stray.jsonl"
+    stray.write_text(json.dumps({"question_id": 999, "model_id": "m", "choices": [{"turns": ["x"]}]}) + "\n")
+    with pytest.raises(EvalSetError, match=r"stray.jsonl: record 1: question_id 999 is not in"):
+        load_answers(stray, bench / "question.jsonl")

@@ -250,3 +250,22 @@ def test_lc_label_only_with_instruction_difficulties(tmp_path, judge_backend) ->
     assert "LC win %" in leaderboard_rows(lc)[0]
     assert lc["models"][0]["overall"]["lc_win_rate"] is not None
     assert lc["length_control"]["df_gamed"] == str(gamed)
+
+
+def test_pairwise_reads_fastchat_answers(tmp_path, judge_backend) -> None:
+    bench = tmp_path / "mt_bench"
+    (bench / "model_answer").mkdir(parents=True)
+    (bench / "question.jsonl").write_text("".join(json.dumps(
+        {"question_id": i, "category": CLASSES[i % 2], "turns": [f"Question {i}?", f"Follow-up {i}?"]}) + "\n"
+        for i in range(3)))
+    for name, outs in (("mine", ["GOOD", "GOOD GOOD", "meh"]), ("ref", ["meh", "GOOD", "GOOD"])):
+        (bench / "model_answer" / f"{name}.jsonl").write_text("".join(json.dumps(
+            {"question_id": i, "answer_id": f"a{i}", "model_id": name, "choices": [{"index": 0, "turns": ["t1", o]}],
+             "tstamp": 0}) + "\n" for i, o in enumerate(outs)))
+    report = pairwise_eval([bench / "model_answer" / "mine.jsonl"], bench / "model_answer" / "ref.jsonl",
+                           load_judge("pairwise"), FAKE_JUDGE, tmp_path / "out")
+    o = report["models"][0]["overall"]
+    assert (report["reference"], report["models"][0]["model"]) == ("ref", "mine")
+    assert (o["wins"], o["ties"], o["losses"]) == (2, 0, 1)
+    seen = [m[-1]["content"] for b in judge_backend["made"] for m in b.calls]
+    assert any("[Turn 2] Follow-up 1?" in text for text in seen)  # the judge sees the questions' turns

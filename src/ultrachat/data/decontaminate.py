@@ -8,8 +8,8 @@ are not checked (a 3-word prompt would match half of any corpus); the report cou
 Evaluation sets: the shipped ``ultra_eval.json`` (``--against builtin``, the default) or
 JSON / JSONL / Parquet files; ``--field`` picks the prompt (dotted path such as
 ``data.0`` or ``messages.0.content``), else the first of ``prompt``, ``instruction``,
-``question``, ``input``, ``text``, ``data.0``, ``data``, ``messages.0.content``
-present.
+``question``, ``turns``, ``input``, ``text``, ``data.0``, ``data``, ``messages.0.content``
+present. A field holding a list of strings (MT-bench's ``turns``) checks every one of them.
 
 Outputs: ``matches.jsonl`` (dialogue id, turn, the shared n-gram, both texts),
 ``report.json``; with ``remove=True`` also ``kept.jsonl`` and ``removed.jsonl``.
@@ -31,7 +31,7 @@ from typing import Any
 from .stream import OutputDir, json_lines, parquet_rows, read_corpus, words
 
 BUILTIN = "builtin"
-AUTO_FIELDS = ("prompt", "instruction", "question", "input", "text", "data.0", "data", "messages.0.content")
+AUTO_FIELDS = ("prompt", "instruction", "question", "turns", "input", "text", "data.0", "data", "messages.0.content")
 
 
 def _get(obj: Any, dotted: str) -> Any:
@@ -83,27 +83,34 @@ class EvalIndex:
         self.skipped_short = 0
         for file in files:
             for where, rec in _records(file):
-                text = self._prompt(rec, field, where)
-                toks = words(text)
-                if len(toks) < min_words:
-                    self.skipped_short += 1
-                    continue
-                k = min(n, len(toks))
-                idx = len(self.prompts)
-                label = str(rec.get("class", "")).strip() if isinstance(rec, dict) else ""
-                self.prompts.append({"source": where, "class": label, "text": text})
-                table = self.grams.setdefault(k, {})
-                for g in {_hash(toks[i:i + k]) for i in range(len(toks) - k + 1)}:
-                    table.setdefault(g, []).append(idx)
+                label = str(rec.get("class", rec.get("category", ""))).strip() if isinstance(rec, dict) else ""
+                texts = self._prompts(rec, field, where)
+                for t, text in enumerate(texts):
+                    self._add(f"{where} turn {t + 1}" if len(texts) > 1 else where, label, text)
+
+    def _add(self, source: str, label: str, text: str) -> None:
+        toks = words(text)
+        if len(toks) < self.min_words:
+            self.skipped_short += 1
+            return
+        k = min(self.n, len(toks))
+        idx = len(self.prompts)
+        self.prompts.append({"source": source, "class": label, "text": text})
+        table = self.grams.setdefault(k, {})
+        for g in {_hash(toks[i:i + k]) for i in range(len(toks) - k + 1)}:
+            table.setdefault(g, []).append(idx)
 
     @staticmethod
-    def _prompt(rec: Any, field: str | None, where: str) -> str:
+    def _prompts(rec: Any, field: str | None, where: str) -> list[str]:
+        """The prompt texts of a record: a string field, or every string of a list field (MT-bench ``turns``)."""
         if isinstance(rec, str):
-            return rec
+            return [rec]
         for f in [field] if field else AUTO_FIELDS:
             value = _get(rec, f)
             if isinstance(value, str):
-                return value
+                return [value]
+            if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+                return list(value)
         wanted = f"field '{field}'" if field else f"any of the fields {', '.join(AUTO_FIELDS)}"
         raise ValueError(f"{where}: no text in {wanted}; choose one with --field")
 

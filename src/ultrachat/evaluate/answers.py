@@ -2,7 +2,8 @@
 
 Each prompt's answer is cached (``<out>.cache.jsonl``) under a fingerprint of its turns, the
 model and the sampling parameters, so a killed run resumes where it stopped; the output is
-AlpacaEval ``model_outputs`` JSON, written atomically at the end.
+AlpacaEval ``model_outputs`` JSON (or, for an ``--out`` ending in ``.jsonl``, a FastChat
+``model_answer`` file), written atomically at the end.
 
 Example::
 
@@ -12,6 +13,9 @@ Example::
 
 from __future__ import annotations
 
+import json
+import os
+import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +26,7 @@ from ..data.jsonl import write_json_atomic
 from ..generate.progress import RunProgress
 from ..recipe import ModelConfig
 from .cache import CallCache, fingerprint, gather_limited
-from .evalset import EvalItem
+from .evalset import EvalItem, to_fastchat
 
 
 def model_identity(cfg: ModelConfig) -> dict[str, Any]:
@@ -35,7 +39,13 @@ def default_generator(cfg: ModelConfig) -> str:
 
 
 def cache_path_for(out: Path) -> Path:
-    return out.with_name(out.stem + ".cache.jsonl")
+    """Beside the output; for a FastChat file not named ``*.jsonl``, the files FastChat reads as answers."""
+    return out.with_name(out.name + ".cache") if is_fastchat_path(out) else out.with_name(out.stem + ".cache.jsonl")
+
+
+def is_fastchat_path(out: Path) -> bool:
+    """``.jsonl`` answers are FastChat ``model_answer`` files; ``.json`` ones AlpacaEval ``model_outputs``."""
+    return out.suffix == ".jsonl"
 
 
 async def answer_item(item: EvalItem, backend: Backend, cfg: ModelConfig, params: GenerationParams,
@@ -110,5 +120,11 @@ def answer_eval_set(items: list[EvalItem], cfg: ModelConfig, out: Path, generato
     finally:
         cache.close()
     out.parent.mkdir(parents=True, exist_ok=True)
-    write_json_atomic(out, records)
+    if is_fastchat_path(out):
+        lines = [{**rec, "tstamp": time.time()} for rec in to_fastchat(records, items)]
+        tmp = out.with_name(out.name + ".tmp")  # renamed into place: readers never see half a file
+        tmp.write_text("".join(json.dumps(rec, ensure_ascii=False) + "\n" for rec in lines), encoding="utf-8")
+        os.replace(tmp, out)
+    else:
+        write_json_atomic(out, records)
     return AnswerSummary(out, len(records), cache.hits, sum(r["finish_reason"] == "length" for r in records))

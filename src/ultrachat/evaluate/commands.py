@@ -16,7 +16,10 @@ if TYPE_CHECKING:
 EvalSetArg = Annotated[str, typer.Argument(
     help="Prompts: 'ultra_eval' (built in, 385 prompts), an ultra_eval-style or AlpacaEval JSON file, "
          "or MT-bench style JSONL ('turns').")]
-AnswersArg = Annotated[list[Path], typer.Argument(help="AlpacaEval-style answer files (from `ultrachat answer`).")]
+AnswersArg = Annotated[list[Path], typer.Argument(help="Answer files (from `ultrachat answer`): AlpacaEval JSON or "
+                                                       "FastChat model_answer/*.jsonl.")]
+QuestionsOpt = Annotated[Optional[Path], typer.Option(
+    help="The questions of FastChat answer files (default: question.jsonl beside their model_answer/ folder).")]
 BackendOpt = Annotated[Optional[str], typer.Option(help="local (default), openai or fake.")]
 ModelOpt = Annotated[Optional[str], typer.Option(help="Model: 'smollm2-135m' (embedded), a local HF folder, or "
                                                       "the model name at --base-url.")]
@@ -86,8 +89,9 @@ def _show(report: dict[str, Any], out: Path) -> None:
 
 
 def answer(eval_set: EvalSetArg = "ultra_eval",
-           out: Annotated[Optional[Path], typer.Option(help="Output JSON (default: ultrachat-out/eval/"
-                                                            "<generator>.json).")] = None,
+           out: Annotated[Optional[Path], typer.Option(help="Output: .json for AlpacaEval model_outputs (default: "
+                                                            "ultrachat-out/eval/<generator>.json), .jsonl for a "
+                                                            "FastChat model_answer file.")] = None,
            backend: BackendOpt = None, model: ModelOpt = None, base_url: URLOpt = None,
            system: Annotated[str, typer.Option(help="System prompt for the model.")] = "",
            temperature: TempOpt = 0.7, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0, generator: GenOpt = None,
@@ -115,14 +119,14 @@ def pairwise(models: AnswersArg,
                  "--lc-gamed", help="AlpacaEval's df_gamed.csv (instruction difficulties and gamed baselines): "
                                     "reports AlpacaEval 2's LC win rate; the answers must be in AlpacaEval's order. "
                                     "Without it the length-adjusted win rate is shown instead.")] = None,
-             concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
+             questions: QuestionsOpt = None, concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Judge each model's answers against the reference's, both orders; win rates per class."""
     from .pairwise import pairwise_eval
 
     jcfg = _model_config(judge_backend, judge_model, judge_base_url)
     jconf = _judge(judge, "pairwise", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: pairwise_eval(models, reference, jconf, jcfg, out, repeats, concurrency,
-                                               _progress(progress), lc_gamed))
+                                               _progress(progress), lc_gamed, questions))
     _show(report, out)
 
 
@@ -132,14 +136,15 @@ def score(models: AnswersArg,
           out: Annotated[Path, typer.Option(help="Report folder.")] = Path("ultrachat-out/eval/score"),
           judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="score"))] = None,
           judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
-          judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, concurrency: ConcOpt = 16,
-          progress: ProgOpt = True) -> None:
+          judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, questions: QuestionsOpt = None,
+          concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Grade every answer 1-10 with a judge; mean scores per class."""
     from .score import score_eval
 
     jcfg = _model_config(judge_backend, judge_model, judge_base_url)
     jconf = _judge(judge, "score", jcfg, judge_temperature, judge_max_tokens)
-    report = run_guarded(lambda: score_eval(models, jconf, jcfg, out, references, concurrency, _progress(progress)))
+    report = run_guarded(lambda: score_eval(models, jconf, jcfg, out, references, concurrency, _progress(progress),
+                                            questions))
     _show(report, out)
 
 

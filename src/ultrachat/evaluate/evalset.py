@@ -8,8 +8,10 @@ Evaluation sets (prompts to answer):
 
 Answer files are AlpacaEval ``model_outputs`` JSON: ``instruction``, ``output``,
 ``generator``, ``dataset``, plus ``class``, ``id`` and, for multi-turn prompts, ``turns``
-and ``outputs``. Two answer files are matched prompt by prompt on the instruction (the
-n-th occurrence of a repeated instruction matches the n-th occurrence in the other file).
+and ``outputs``; or FastChat ``model_answer/*.jsonl`` (``question_id``, ``model_id``,
+``choices[0].turns``), read with the questions they answer. Two answer files are matched
+prompt by prompt on the instruction (the n-th occurrence of a repeated instruction matches
+the n-th occurrence in the other file).
 
 Example::
 
@@ -42,6 +44,7 @@ class EvalItem:
     cls: str = ""
     dataset: str = ""
     reference: str | None = None
+    question_id: int | str | None = None  # the set's own id (MT-bench's question_id), else the position
 
     @property
     def instruction(self) -> str:
@@ -79,7 +82,7 @@ def _item(obj: Any, index: int, source: str, dataset: str) -> EvalItem:
         ref = obj.get("reference")
         reference = ref[-1] if isinstance(ref, list) and ref else ref if isinstance(ref, str) else None
         qid = obj.get("question_id", index + 1)
-        return EvalItem(f"{dataset}-{qid}", list(turns), str(obj.get("category", "")), dataset, reference)
+        return EvalItem(f"{dataset}-{qid}", list(turns), str(obj.get("category", "")), dataset, reference, qid)
     text = obj.get("instruction", obj.get("data"))
     if isinstance(text, list) and text and all(isinstance(t, str) for t in text):
         turns = text[::2]  # an UltraChat dialogue: its user turns are the even positions
@@ -89,7 +92,8 @@ def _item(obj: Any, index: int, source: str, dataset: str) -> EvalItem:
         raise EvalSetError(f"{where}: needs a non-empty 'instruction', 'data' or 'turns' field")
     cls = str(obj.get("class", obj.get("dataset", ""))).strip()
     reference = obj.get("reference") if isinstance(obj.get("reference"), str) else None
-    return EvalItem(str(obj.get("id", f"{dataset}-{index + 1:04d}")), turns, cls, dataset, reference)
+    return EvalItem(str(obj.get("id", f"{dataset}-{index + 1:04d}")), turns, cls, dataset, reference,
+                    obj.get("question_id", index + 1))
 
 
 def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
@@ -119,11 +123,62 @@ def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
 
 
 # -- answer files -------------------------------------------------------------------------
-def load_answers(path: Path) -> list[dict[str, Any]]:
-    """AlpacaEval-style answer records, checked: each has ``instruction`` and ``output`` strings."""
+def is_fastchat_answer(rec: Any) -> bool:
+    """A FastChat ``model_answer/*.jsonl`` record: ``question_id``, ``model_id``, ``choices[].turns``."""
+    return isinstance(rec, dict) and "question_id" in rec and isinstance(rec.get("choices"), list)
+
+
+def fastchat_questions(answers: Path, questions: Path | None = None) -> Path:
+    """The questions of a FastChat answer file: ``questions``, else FastChat's layout
+    (``data/<bench>/question.jsonl`` beside ``data/<bench>/model_answer/``)."""
+    found = questions or answers.parent.parent / "question.jsonl"
+    if not found.is_file():
+        raise EvalSetError(f"{answers}: a FastChat answer file holds no questions; pass --questions question.jsonl "
+                           f"(looked for {found})")
+    return found
+
+
+def from_fastchat(records: list[Any], path: Path, questions: Path | None = None) -> list[dict[str, Any]]:
+    """FastChat answers as AlpacaEval-style records (first choice), questions joined on ``question_id``."""
+    qpath = fastchat_questions(path, questions)
+    by_id = {str(item.question_id): item for item in load_eval_set(qpath)}
+    out = []
+    for i, rec in enumerate(records):
+        where = f"{path}: record {i + 1}"
+        if not is_fastchat_answer(rec):
+            raise EvalSetError(f"{where}: not a FastChat answer (needs 'question_id' and 'choices')")
+        item = by_id.get(str(rec["question_id"]))
+        if item is None:
+            raise EvalSetError(f"{where}: question_id {rec['question_id']} is not in {qpath}")
+        turns = rec["choices"][0].get("turns") if rec["choices"] and isinstance(rec["choices"][0], dict) else None
+        if not isinstance(turns, list) or not all(isinstance(t, str) for t in turns) or not turns:
+            raise EvalSetError(f"{where}: field 'choices.0.turns' must be a non-empty list of strings")
+        answer = {"instruction": item.instruction, "output": turns[-1], "generator": rec.get("model_id"),
+                  "dataset": item.cls, "class": item.cls, "id": item.id, "question_id": rec["question_id"]}
+        if len(item.turns) > 1:
+            answer["turns"], answer["outputs"] = item.turns, turns
+        out.append(answer)
+    return out
+
+
+def to_fastchat(records: list[dict[str, Any]], items: list[EvalItem]) -> list[dict[str, Any]]:
+    """Answer records as FastChat ``model_answer`` lines (one choice, every turn)."""
+    return [{"question_id": item.question_id, "answer_id": item.id, "model_id": rec["generator"],
+             "choices": [{"index": 0, "turns": rec.get("outputs") or [rec["output"]]}], "tstamp": 0.0}
+            for rec, item in zip(records, items, strict=True)]
+
+
+def load_answers(path: Path, questions: Path | None = None) -> list[dict[str, Any]]:
+    """Answer records, checked: each has ``instruction`` and ``output`` strings.
+
+    AlpacaEval JSON as it is; FastChat ``model_answer/*.jsonl`` joined with its questions
+    (``questions``, or ``../question.jsonl`` as FastChat lays them out).
+    """
     if not path.is_file():
         raise EvalSetError(f"answer file {path} not found")
     records = _records(path)
+    if records and is_fastchat_answer(records[0]):
+        records = from_fastchat(records, path, questions)
     for i, rec in enumerate(records):
         if not isinstance(rec, dict):
             raise EvalSetError(f"{path}: record {i + 1}: not a JSON object")

@@ -61,8 +61,8 @@ class AnswerSet:
     name: str
 
     @classmethod
-    def load(cls, path: Path) -> AnswerSet:
-        records = load_answers(path)
+    def load(cls, path: Path, questions: Path | None = None) -> AnswerSet:
+        records = load_answers(path, questions)
         return cls(path, records, generator_name(records, path))
 
 
@@ -154,16 +154,17 @@ def with_judge_backend(judge_cfg: ModelConfig, cache_path: Path, progress: bool,
 
 def pairwise_eval(model_paths: list[Path], reference_path: Path, judge: JudgeConfig, judge_cfg: ModelConfig,
                   out: Path, repeats: int = 1, concurrency: int = 16, progress: bool = False,
-                  lc_gamed: Path | None = None) -> dict[str, Any]:
+                  lc_gamed: Path | None = None, questions: Path | None = None) -> dict[str, Any]:
     """Judge each model's answers against the reference's; writes ``out/judgments.jsonl`` and returns the report.
 
     ``lc_gamed``: AlpacaEval's ``df_gamed.csv``, for the LC win rate (answers in AlpacaEval's order).
+    ``questions``: the questions FastChat answer files answer (default: FastChat's ``../question.jsonl``).
     """
     if judge.kind != "pairwise":
         raise JudgeConfigError(f"{judge.source}: a pairwise evaluation needs a judge with kind = \"pairwise\"")
     gamed = GamedBaselines.load(lc_gamed) if lc_gamed is not None else None
-    reference = AnswerSet.load(reference_path)
-    models = [AnswerSet.load(p) for p in model_paths]
+    reference = AnswerSet.load(reference_path, questions)
+    models = [AnswerSet.load(p, questions) for p in model_paths]
     pairs = {m.name: align(m.records, reference.records, str(m.path), str(reference.path)) for m in models}
     if len(pairs) != len(models):
         raise ValueError("two answer files have the same generator name; rename one's 'generator' field")

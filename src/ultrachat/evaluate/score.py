@@ -58,13 +58,14 @@ def summarize_scores(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def score_eval(model_paths: list[Path], judge: JudgeConfig, judge_cfg: ModelConfig, out: Path,
-               references: Path | None = None, concurrency: int = 16, progress: bool = False) -> dict[str, Any]:
+               references: Path | None = None, concurrency: int = 16, progress: bool = False,
+               questions: Path | None = None) -> dict[str, Any]:
     """Score every answer of every file; writes ``out/judgments.jsonl`` and returns the report."""
     if judge.kind != "score":
         raise JudgeConfigError(f"{judge.source}: scoring needs a judge with kind = \"score\"")
-    models = [AnswerSet.load(p) for p in model_paths]
+    models = [AnswerSet.load(p, questions) for p in model_paths]
     refs: dict[str, dict[int, dict[str, Any]] | None] = {}
-    ref_records = load_answers(references) if references else None
+    ref_records = load_answers(references, questions) if references else None
     for m in models:
         refs[m.name] = None if ref_records is None else dict(
             enumerate(r for _, r in align(m.records, ref_records, str(m.path), str(references))))
