@@ -126,10 +126,13 @@ def test_local_model_chat_with_commands(trained, tmp_path):
 
 
 class _SSE(BaseHTTPRequestHandler):
-    """An OpenAI-compatible endpoint that streams each reply word by word, 0.3 s apart."""
+    """An OpenAI-compatible endpoint that streams each reply word by word. In the first reply it
+    holds the last word back until the test has seen the first ones on the terminal, so
+    streaming is proven by order, not by timing."""
 
     requests: ClassVar[list[dict]] = []
-    sent_last: ClassVar[list[float]] = []
+    shown = threading.Event()  # set by the test once the first words reached the terminal
+    held: ClassVar[list[bool]] = []  # whether they had, when the last word was due
 
     def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
@@ -139,12 +142,11 @@ class _SSE(BaseHTTPRequestHandler):
         self.end_headers()
         words = ["Hello", " from", " the", f" stream {len(self.requests)}."]
         for i, word in enumerate(words):
-            if i == len(words) - 1:
-                type(self).sent_last.append(time.monotonic())
+            if i == len(words) - 1 and len(self.requests) == 1:
+                type(self).held.append(type(self).shown.wait(timeout=60))
             chunk = {"choices": [{"index": 0, "delta": {"content": word}}]}
             self.wfile.write(f"data: {json.dumps(chunk)}\n\n".encode())
             self.wfile.flush()
-            time.sleep(0.3)
         self.wfile.write(b"data: [DONE]\n\n")
 
     def log_message(self, *args: object) -> None:
@@ -161,9 +163,9 @@ def test_endpoint_chat_streams_and_keeps_history():
         term.send("Hi")
         term.expect(r"Assistant: ")
         term.expect(r"Hello")
-        first_seen = time.monotonic()
+        _SSE.shown.set()
         assert term.expect(r"\nYou: ").startswith(" from the stream 1.")
-        assert first_seen < _SSE.sent_last[0], "the first words were not shown before the last was sent"
+        assert _SSE.held == [True], "the first words were not shown before the last was sent"
         assert term.reply("More?").strip() == "Hello from the stream 2."
         term.send("/exit")
         assert term.close() == 0
@@ -198,8 +200,19 @@ def test_embedded_default_model_answers(embedded_model_dir):
     assert session.model.template == "chat" and session.system == ""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    question = "What is the capital of France?"
     try:
-        pieces = list(session.send("What is the capital of France?"))
+        pieces = list(session.send(question))
+        # The streamed reply is the model's own greedy continuation of the formatted prompt.
+        ids = session.model._prompt_ids([{"role": "user", "content": question}], 4)
+        with torch.no_grad():
+            tok = session.model.tok
+            direct = session.model.model.generate(ids, attention_mask=torch.ones_like(ids), max_new_tokens=4,
+                                                  do_sample=False, eos_token_id=tok.eos_token_id,
+                                                  pad_token_id=tok.pad_token_id or tok.eos_token_id)
     finally:
         torch.set_num_threads(threads)
-    assert "".join(pieces).strip() and len(session.history) == 2
+    expected = tok.decode(direct[0, ids.shape[1]:], skip_special_tokens=True)
+    assert len(pieces) >= 1 and "".join(pieces) == expected and expected.strip(), (pieces, expected)
+    assert session.history == [{"role": "user", "content": question},
+                               {"role": "assistant", "content": expected.strip()}]

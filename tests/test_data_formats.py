@@ -130,7 +130,7 @@ def test_export_refuses_existing_output_and_cli_round_trip(corpus: Path, tmp_pat
     (tmp_path / "taken" / "x").write_text("keep me")
     runner = CliRunner()
     res = runner.invoke(app, ["export", str(corpus), "--format", "parquet", "--out", str(tmp_path / "taken")])
-    assert res.exit_code == 2 and "already exists" in res.output
+    assert res.exit_code == 1 and "already exists" in res.output
     assert (tmp_path / "taken" / "x").read_text() == "keep me"
     res = runner.invoke(app, ["export", str(corpus), "-f", "openai", "-o", str(tmp_path / "o.jsonl"), "--no-progress"])
     assert res.exit_code == 0, res.output

@@ -66,8 +66,42 @@ async def test_rejected_request_is_not_retried(mock: MockServer) -> None:
     assert b.stats["retries"] == 0 and mock.stats()["counts"]["400"] == 1
 
 
+class VirtualClock:
+    """Time that moves only when the code under test sleeps: waits become exact numbers,
+    whatever the machine's load. ``slept`` lists every wait asked for."""
+
+    def __init__(self) -> None:
+        self.now = 0.0
+        self.slept: list[float] = []
+        self._real_sleep = asyncio.sleep
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float, result: object = None) -> object:
+        if seconds > 0:
+            self.slept.append(seconds)
+            self.now += max(seconds, 1e-6)  # no real sleep is shorter; float residues would never end
+        await self._real_sleep(0)
+        return result
+
+
+@pytest.fixture
+def clock(monkeypatch: pytest.MonkeyPatch) -> VirtualClock:
+    """The rate limiters' clock and sleeps, and the backend's retry sleeps, made virtual."""
+    from types import SimpleNamespace
+
+    from ultrachat.backends import ratelimit
+
+    c = VirtualClock()
+    monkeypatch.setattr(ratelimit, "time", SimpleNamespace(monotonic=c.monotonic))
+    monkeypatch.setattr(ratelimit, "asyncio", SimpleNamespace(sleep=c.sleep, Lock=asyncio.Lock))
+    monkeypatch.setattr(asyncio, "sleep", c.sleep)
+    return c
+
+
 @pytest.mark.parametrize("date_form", [False, True])
-async def test_retry_after_is_honoured(mock: MockServer, date_form: bool) -> None:
+async def test_retry_after_is_honoured(mock: MockServer, clock: VirtualClock, date_form: bool) -> None:
     # An HTTP-date has whole-second resolution, so ask for 2 s and expect at least 1 s.
     wait, least = (2.0, 1.0) if date_form else (0.8, 0.8)
     mock.control(retry_after=wait, retry_after_date=date_form)
@@ -75,13 +109,11 @@ async def test_retry_after_is_honoured(mock: MockServer, date_form: bool) -> Non
     await b.start()
     try:
         mock.control(queue=["429"])
-        started = time.monotonic()
         out = await b.complete(HELLO, PARAMS)
-        elapsed = time.monotonic() - started
     finally:
         await b.close()
-    assert out.finish_reason == "stop"
-    assert least <= elapsed < wait + 1.5
+    assert out.finish_reason == "stop" and mock.stats()["counts"]["fault_429"] == 1
+    assert len(clock.slept) == 1 and least <= clock.slept[0] <= wait * 1.1, clock.slept  # one wait, as asked
 
 
 def test_retry_after_parsing() -> None:
@@ -119,47 +151,41 @@ async def test_exhausted_retries_then_circuit_breaker(mock: MockServer) -> None:
         await b.close()
 
 
-async def burst(mock: MockServer, calls: int, **cfg: object) -> tuple[float, list[tuple[float, int]]]:
-    """Send ``calls`` at once through a backend with ``cfg``; returns the client's wall time
-    and the server's ``(time, tokens)`` row of each successful request."""
+async def burst(mock: MockServer, calls: int, **cfg: object) -> list[int]:
+    """Send ``calls`` at once through a backend with ``cfg``; returns the tokens of each
+    request the server answered successfully."""
     b = backend(mock.url, **cfg)
     await b.start()
     try:
         mock.control(reset=True)  # forget the start probe
-        started = time.monotonic()
         await asyncio.gather(*(b.complete(HELLO, PARAMS) for _ in range(calls)))
-        elapsed = time.monotonic() - started
     finally:
         await b.close()
-    return elapsed, [(t, tok) for t, status, tok in mock.stats()["log"] if status == 200]
+    return [tok for _, status, tok in mock.stats()["log"] if status == 200]
 
 
-async def test_requests_per_minute_is_measured(mock: MockServer) -> None:
-    _, log = await burst(mock, 25, requests_per_minute=600)  # 10/s, bucket of 1 s
-    times = [t for t, _ in log]
-    assert len(times) == 25
-    # The bucket refills at 10/s; after the start probe it holds ~9, so 25 calls need >= ~1.6 s.
-    assert times[-1] - times[0] >= 1.4
-    steady = (len(times) - 10) / (times[-1] - times[10])  # after the first burst
-    assert 7.5 <= steady <= 11.5, steady
+async def test_requests_per_minute_is_measured(mock: MockServer, clock: VirtualClock) -> None:
+    served = await burst(mock, 25, requests_per_minute=600)  # 10/s, bucket of 1 s (10 requests)
+    assert len(served) == 25
+    # The start probe took 1 of the 10; the other 9 pass at once and the remaining 16 wait
+    # for the refill at exactly 10 a second.
+    assert clock.now == pytest.approx(1.6) and (25 - 9) / clock.now == pytest.approx(10.0)
 
 
-async def test_tokens_per_minute_is_measured(mock: MockServer) -> None:
-    _, log = await burst(mock, 40, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s
-    total = sum(tok for _, tok in log)
-    span = log[-1][0] - log[0][0]
-    assert total > 500  # the server counted the tokens it served
-    # Everything but one bucket (200 tokens) had to wait for the 200 tokens/s refill.
-    assert span >= (total - 200 - 60) / 200
-    rate = sum(tok for _, tok in log[1:]) / span
-    assert 140 <= rate <= 260, rate
+async def test_tokens_per_minute_is_measured(mock: MockServer, clock: VirtualClock) -> None:
+    served = await burst(mock, 40, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s (200 tokens)
+    total = sum(served)
+    assert len(served) == 40 and total > 500  # the server counted the tokens it served
+    # Everything but one bucket had to wait for the 200 tokens/s refill: the rate over the
+    # virtual time is the limit, give or take one request's estimate.
+    rate = (total - 200) / clock.now
+    assert 0.85 <= rate / 200 <= 1.15, (total, clock.now, rate)
 
 
 async def test_max_in_flight_is_measured(mock: MockServer) -> None:
     mock.control(latency_ms=200)
-    elapsed, log = await burst(mock, 9, max_in_flight=3)
-    assert len(log) == 9 and mock.stats()["counts"]["max_active"] == 3
-    assert elapsed >= 0.55  # three waves of 200 ms
+    served = await burst(mock, 9, max_in_flight=3)
+    assert len(served) == 9 and mock.stats()["counts"]["max_active"] == 3  # the server's own count
 
 
 def _closed_port() -> int:
@@ -169,10 +195,11 @@ def _closed_port() -> int:
 
 
 async def test_fail_fast_unreachable() -> None:
-    started = time.monotonic()
+    b = backend(f"http://127.0.0.1:{_closed_port()}/v1")
     with pytest.raises(BackendError, match="cannot reach") as err:
-        await backend(f"http://127.0.0.1:{_closed_port()}/v1").start()
-    assert time.monotonic() - started < 3 and "\n" not in str(err.value)
+        await b.start()
+    assert b.stats["attempts"] == 1 and b.stats["retries"] == 0  # no retry of a refused connection
+    assert "\n" not in str(err.value)
 
 
 async def test_fail_fast_bad_key_and_unknown_model(monkeypatch: pytest.MonkeyPatch) -> None:

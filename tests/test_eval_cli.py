@@ -74,7 +74,7 @@ def test_mismatched_answer_sets_one_line_error(answered, tmp_path) -> None:
     (tmp_path / "short.json").write_text(json.dumps(short))
     res = run("eval", "pairwise", str(answered / "mine.json"), "--reference",
               str(tmp_path / "short.json"), "--judge-backend", "fake", "--out", str(tmp_path / "o"))
-    assert res.exit_code == 2
+    assert res.exit_code == 1
     err = " ".join(res.stderr.split())
     assert "short.json lacks 2 prompt(s)" in err and "Traceback" not in res.stderr
     assert not (tmp_path / "o" / "judgments.jsonl").exists()
@@ -83,9 +83,9 @@ def test_mismatched_answer_sets_one_line_error(answered, tmp_path) -> None:
 def test_bad_judge_config_and_missing_file(answered, tmp_path) -> None:
     res = run("eval", "score", str(answered / "mine.json"), "--judge", "pairwise",
               "--judge-backend", "fake", "--out", str(tmp_path / "o"))
-    assert res.exit_code == 2 and "needs a judge with kind" in res.stderr
+    assert res.exit_code == 1 and "needs a judge with kind" in res.stderr
     res = run("answer", str(tmp_path / "nope.json"), "--backend", "fake")
-    assert res.exit_code == 2 and "nope.json not found" in res.stderr
+    assert res.exit_code == 1 and "nope.json not found" in res.stderr
 
 
 def test_answers_and_judge_over_http_endpoint(tmp_path) -> None:

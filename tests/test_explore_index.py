@@ -176,7 +176,7 @@ def test_cli_index_only_and_one_line_errors(tmp_path: Path, ultrachat_exe: list[
     assert connect(db, readonly=True).execute("SELECT count(*) FROM map").fetchone()[0] == 3
     bad = subprocess.run([*ultrachat_exe, "explore", str(tmp_path / "nope.jsonl"), "--index-only"],
                          capture_output=True, text=True, check=False)
-    assert bad.returncode == 2 and "nope.jsonl: no such file or folder" in bad.stderr
+    assert bad.returncode == 1 and "nope.jsonl: no such file or folder" in bad.stderr
     assert len(bad.stderr.strip().splitlines()) == 1
 
 

@@ -110,4 +110,6 @@ def test_plan_command_prints_json(tmp_path: Path, fake_recipe_file) -> None:
     assert data["dialogues"] == 1000 and data["sampled"] == 20
     assert {s["stage"] for s in data["stages"]} == {"plan", "user", "assistant"}
     bad = CliRunner().invoke(app, ["plan", str(tmp_path / "nope.toml")])
-    assert bad.exit_code != 0
+    # A one-line error naming the file, not a traceback.
+    assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit), bad.output
+    assert "nope.toml" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

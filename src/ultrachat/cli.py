@@ -11,8 +11,12 @@ import importlib
 
 import typer
 
+from .cliutil import GuardedGroup
+
+# GuardedGroup is the one error boundary: every command's errors end as one line and an exit
+# code (1 runtime, 2 usage), never a traceback (see cliutil).
 app = typer.Typer(help="Build, clean, train on, evaluate and explore UltraChat-style multi-round dialogue data.",
-                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich")
+                  no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich", cls=GuardedGroup)
 
 COMMANDS: list[str] = [
     "ultrachat.generate.commands",  # generate <sector>

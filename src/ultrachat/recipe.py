@@ -304,15 +304,25 @@ def load_toml_model(model: type[Model], path: str | Path | None, overrides: dict
             raise RecipeError(f"{source}: file not found") from None
         except tomllib.TOMLDecodeError as exc:
             raise RecipeError(f"{source}: invalid TOML: {exc}") from None
+        except UnicodeDecodeError as exc:
+            raise RecipeError(f"{source}: not UTF-8 text (byte {exc.start})") from None
+        except OSError as exc:
+            raise RecipeError(f"{source}: cannot read ({exc.strerror or exc})") from None
         if table:
             data = data.get(table, data)
+            if not isinstance(data, dict):
+                raise RecipeError(f"{source}: field '{table}' must be a table")
     for dotted, value in (overrides or {}).items():
         if value is None:
             continue
         node = data
         *parents, leaf = dotted.split(".")
-        for key in parents:
+        for depth, key in enumerate(parents, 1):
             node = node.setdefault(key, {})
+            if not isinstance(node, dict):  # e.g. `dialogue = 3` in the file and --min-rounds on the command line
+                field = ".".join(parents[:depth])
+                raise RecipeError(f"{source}: field '{field}' must be a table ([{field}]), "
+                                  f"got {type(node).__name__} {node!r}")
         node[leaf] = value
     try:
         return model.model_validate(data)

@@ -215,13 +215,16 @@ def register(app: typer.Typer) -> None:
                 out: Annotated[Path, typer.Option("--out", "-o", help="UltraChat JSONL file to write.")],
                 format: Annotated[Optional[str], typer.Option(
                     "--format", "-f", help="hf, parquet, sharegpt, openai or ultrachat (default: detected).")] = None,
+                overwrite: Annotated[bool, typer.Option(
+                    "--overwrite", help="Replace an existing --out (once the new file is complete).")] = False,
                 skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from .formats import import_corpus
 
         def run() -> None:
             if format is not None and format not in ("hf", "parquet", "sharegpt", "openai", "ultrachat"):
-                raise ValueError(f"unknown format '{format}' (choose hf, parquet, sharegpt, openai or ultrachat)")
-            report = import_corpus(src, out, format, skip_invalid, not no_progress)
+                raise ValueError(f"--format: unknown format '{format}' "
+                                 "(choose hf, parquet, sharegpt, openai or ultrachat)")
+            report = import_corpus(src, out, format, skip_invalid, not no_progress, overwrite)
             _summary(report, ["format", "dialogues", "invalid", "out"])
 
         run_guarded(run)

@@ -330,15 +330,18 @@ def _to_dialogue(rec: Any, fmt: str, where: str, sidecar: dict[str, Any] | None)
 
 
 def import_corpus(src: Path, out: Path, fmt: str | None = None, skip_invalid: bool = False,
-                  progress: bool = True) -> dict[str, Any]:
+                  progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
     """Read ``src`` (any export format, or released UltraChat files) into UltraChat JSONL at ``out``.
 
     A record that cannot be converted stops the import with its location and reason; with
-    ``skip_invalid`` it goes to ``<out stem>.invalid.jsonl`` instead.
+    ``skip_invalid`` it goes to ``<out stem>.invalid.jsonl`` instead. An existing ``out`` is
+    refused unless ``overwrite``; it is replaced only once the new file is complete.
     """
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
+    if out.exists() and not overwrite:
+        raise ValueError(f"{out}: already exists; choose a new --out or pass --overwrite")
     fmt = fmt or detect_format(src)
     sidecar_path = src.with_name(src.stem + ".meta.jsonl")
     side = open(sidecar_path, encoding="utf-8") if fmt == "openai" and sidecar_path.exists() else None  # noqa: SIM115

@@ -138,6 +138,26 @@ class JsonlAppender:
             self._fd = -1
 
 
+def read_json_object(path: Path, fields: tuple[str, ...] = ()) -> dict[str, Any]:
+    """A JSON object file (a state file such as ``run.json``): an empty, damaged or
+    non-UTF-8 file, or one lacking ``fields``, raises :class:`InvalidLine` naming the file."""
+    raw = Path(path).read_bytes()
+    try:
+        obj = json.loads(raw.decode("utf-8")) if raw.strip() else None
+    except UnicodeDecodeError as exc:
+        raise InvalidLine(f"{path}: not UTF-8 (byte {exc.start}); the file is damaged") from None
+    except json.JSONDecodeError as exc:
+        raise InvalidLine(f"{path}:{exc.lineno}: invalid JSON ({exc.msg}); the file is damaged") from None
+    if obj is None:
+        raise InvalidLine(f"{path}: empty file; the file is damaged")
+    if not isinstance(obj, dict):
+        raise InvalidLine(f"{path}: not a JSON object; the file is damaged")
+    missing = [f for f in fields if f not in obj]
+    if missing:
+        raise InvalidLine(f"{path}: missing field '{missing[0]}'; the file is damaged")
+    return obj
+
+
 def write_json_atomic(path: Path, obj: Any) -> None:
     """Write JSON via a temporary file and rename, so readers never see half a file."""
     tmp = path.with_name(path.name + ".tmp")

@@ -19,14 +19,15 @@ def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, conso
     with the most turns); returns how many were shown."""
     console = console or Console()
     items = iter_jsonl(path)
-    if dialogue_id is not None:
-        items = (d for d in items if d["id"] == dialogue_id)
+    if dialogue_id is not None:  # ids may be strings or integers: `--id 0` finds {"id": 0}
+        items = (d for d in items if str(d["id"]) == dialogue_id)
     chosen = heapq.nlargest(n, items, key=lambda d: len(d["data"])) if longest else islice(items, n)
     shown = 0
     for d in chosen:
-        meta = d.get("meta", {})
-        title = f"{d['id']}  {meta.get('topic', '')}  rounds={meta.get('rounds', len(d['data']) // 2)}  " \
-                f"stop={meta.get('stop_reason', '-')}"
+        meta = d.get("meta") or {}
+        # A Text title: ids and topics are data, never rich markup ("[/x]" is an id, not a tag).
+        title = Text(f"{d['id']}  {meta.get('topic', '')}  rounds={meta.get('rounds', len(d['data']) // 2)}  "
+                     f"stop={meta.get('stop_reason', '-')}")
         body = Text()
         for i, turn in enumerate(d["data"]):
             body.append("User: " if i % 2 == 0 else "Assistant: ", style="bold cyan" if i % 2 == 0 else "bold green")

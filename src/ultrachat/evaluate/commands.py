@@ -33,8 +33,9 @@ JTokOpt = Annotated[Optional[int], typer.Option("--judge-max-tokens", help="Over
 MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Most tokens per answer.")]
 TempOpt = Annotated[float, typer.Option(help="Sampling temperature of the answering model.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]
-LimitOpt = Annotated[Optional[int], typer.Option(help="Only the first N prompts.")]
-PerClassOpt = Annotated[Optional[int], typer.Option("--per-class", help="Only the first N prompts of each class.")]
+LimitOpt = Annotated[Optional[int], typer.Option(min=1, help="Only the first N prompts (N >= 1).")]
+PerClassOpt = Annotated[Optional[int], typer.Option("--per-class", min=1,
+                                                    help="Only the first N prompts of each class (N >= 1).")]
 ConcOpt = Annotated[int, typer.Option(help="Calls in flight at once (the local model batches them).")]
 ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show live progress bars.")]
 RepeatsOpt = Annotated[int, typer.Option(min=1, help="Judge K times; report the median and spread.")]

@@ -98,7 +98,11 @@ def _item(obj: Any, index: int, source: str, dataset: str) -> EvalItem:
 
 def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
                   per_class: int | None = None) -> list[EvalItem]:
-    """Prompts from a built-in set name or a file; ``per_class`` keeps the first N of each class."""
+    """Prompts from a built-in set name or a file; ``limit`` keeps the first N, ``per_class``
+    the first N of each class (N >= 1: zero prompts is not a run)."""
+    for name, value in (("limit", limit), ("per_class", per_class)):
+        if value is not None and value < 1:
+            raise EvalSetError(f"{name} must be at least 1, got {value}")
     if str(source) in BUILTIN_SETS:
         name = str(source)
         raw = json.loads((resources.files("ultrachat.resources") / f"{name}.json").read_text(encoding="utf-8"))
@@ -109,7 +113,7 @@ def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
             raise EvalSetError(f"evaluation set {path} not found (built-in sets: {', '.join(BUILTIN_SETS)})")
         raw, where, name = _records(path), str(path), path.stem
     items = [_item(obj, i, where, name) for i, obj in enumerate(raw)]
-    if per_class:
+    if per_class is not None:
         seen: Counter[str] = Counter()
         kept = []
         for item in items:
@@ -119,7 +123,7 @@ def load_eval_set(source: str | Path = "ultra_eval", limit: int | None = None,
         items = kept
     if not items:
         raise EvalSetError(f"{where}: no prompts")
-    return items[:limit] if limit else items
+    return items[:limit] if limit is not None else items
 
 
 # -- answer files -------------------------------------------------------------------------

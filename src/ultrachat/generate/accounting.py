@@ -197,10 +197,9 @@ def write_report(out: Path, summary: Any, ledger: Ledger, seconds: float) -> Pat
     The file keeps every run of the folder (a resumed run is a new entry) and the totals
     over all of them, so the cost of a corpus built in several sittings is one lookup.
     """
-    import json
     import time
 
-    from ..data.jsonl import write_json_atomic
+    from ..data.jsonl import read_json_object, write_json_atomic
 
     s = summary.stats
     run = {
@@ -218,11 +217,15 @@ def write_report(out: Path, summary: Any, ledger: Ledger, seconds: float) -> Pat
         **ledger.to_json(),
     }
     path = out / "report.json"
-    runs = json.loads(path.read_text(encoding="utf-8")).get("runs", []) if path.exists() else []
-    runs.append(run)
+    runs = read_json_object(path).get("runs", []) if path.exists() else []
     total = LedgerLine()
-    for r in runs:
-        total.merge(LedgerLine(**r["total"]))
-    write_json_atomic(path, {"runs": runs, "total": asdict(total),
-                             "dialogues_written": sum(r["dialogues_written"] for r in runs)})
+    try:
+        runs = [*runs, run]
+        for r in runs:
+            total.merge(LedgerLine(**r["total"]))
+        written = sum(int(r["dialogues_written"]) for r in runs)
+    except (TypeError, KeyError, ValueError) as exc:
+        raise ValueError(f"{path}: damaged (a run without a valid total: {exc}); the dialogues are saved; "
+                         "move the file aside and rerun to write a new report") from None
+    write_json_atomic(path, {"runs": runs, "total": asdict(total), "dialogues_written": written})
     return path

@@ -20,7 +20,7 @@ from typing import IO, Any
 
 from filelock import FileLock, Timeout
 
-from ..data.jsonl import JsonlAppender, iter_jsonl, repair_tail, write_json_atomic
+from ..data.jsonl import InvalidLine, JsonlAppender, iter_jsonl, read_json_object, repair_tail, write_json_atomic
 from ..recipe import Recipe
 from .compact import HashIndex, hash64
 
@@ -36,6 +36,18 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [prefix.rstrip(".")]
+
+
+def _call_key(line: bytes, path: Path, no: int) -> str:
+    """The key of a cached call's line; a damaged line is an error naming ``file:line``."""
+    try:
+        key = json.loads(line)["key"]
+        if isinstance(key, str):
+            return key
+    except (ValueError, KeyError, TypeError):
+        pass
+    raise RunStoreError(f"{path}:{no}: damaged cache line (not a JSON call record); delete the line or the "
+                        "file to redo those calls")
 
 
 class RunStore:
@@ -86,7 +98,11 @@ class RunStore:
         payload = self.recipe.fingerprint_payload(self.sector)
         fp = self.recipe.fingerprint(self.sector)
         if path.exists():
-            old = json.loads(path.read_text(encoding="utf-8"))
+            try:
+                old = read_json_object(path, ("fingerprint", "recipe"))
+            except InvalidLine as exc:
+                raise RunStoreError(f"{exc}: it records the recipe of the run in {self.out}; restore it, or "
+                                    "delete it only if the recipe is unchanged") from None
             if old["fingerprint"] != fp:
                 changed = ", ".join(_diff(old["recipe"], payload)[:6]) or "unknown fields"
                 raise RunStoreError(
@@ -111,9 +127,9 @@ class RunStore:
             if self._calls_path.exists():
                 with open(self._calls_path, "rb") as fh:
                     offset = 0
-                    for line in fh:
+                    for no, line in enumerate(fh, 1):
                         if line.strip():
-                            keys.append(hash64(json.loads(line)["key"]))
+                            keys.append(hash64(_call_key(line, self._calls_path, no)))
                             offsets.append(offset)
                         offset += len(line)
             self._call_index = HashIndex(keys, offsets)
