@@ -153,3 +153,15 @@ def test_real_process_prints_no_traceback(tmp_path: Path, ultrachat_exe: list[st
     res = subprocess.run([*ultrachat_exe, "show", str(bad), "--n", "2"], capture_output=True, text=True, env=env)
     assert res.returncode == 1 and "Traceback" not in res.stderr
     assert res.stderr.strip().splitlines()[-1].startswith("error: ") and "bad.jsonl:2" in res.stderr
+
+
+def test_paths_and_values_print_as_text(tmp_path: Path, fake_recipe_file) -> None:
+    """Paths with brackets stay as typed in summaries, tables and errors."""
+    src = write_jsonl(tmp_path / "[b]in.jsonl", [{"id": "[/x]", "data": ["q one two", "r"]}])
+    res = cli("dedup", str(src), "--out", str(tmp_path / "[red]o"), "--no-progress")
+    assert res.exit_code == 0 and "[red]o" in res.stdout, res.output
+    out = tmp_path / "[bold]run"
+    res = cli("generate", "world", "-r", str(fake_recipe_file()), "--dialogues", "1", "--out", str(out),
+              "--no-progress", env={"COLUMNS": "400"})
+    assert res.exit_code == 0 and str(out) in res.stdout, res.output
+    one_line_error(cli("show", str(tmp_path / "[/x].jsonl")), 1, "[/x].jsonl")

@@ -26,7 +26,7 @@ from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-console = Console(stderr=True)
+console = Console(stderr=True, markup=False)  # messages hold paths and data: never markup
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 DEBUG_ENV = "ULTRACHAT_DEBUG"

@@ -356,7 +356,7 @@ def register(app: typer.Typer) -> None:
         table = Table("batch", "endpoint", "status", "submitted (UTC)", "requests")
         for batch_id, url, state, created, count in BatchJournal(journal or default_journal_path()).batches():
             table.add_row(batch_id, url, state, time.strftime("%Y-%m-%d %H:%M", time.gmtime(created)), str(count))
-        Console().print(table)
+        Console(markup=False).print(table)
 
     @batch_app.command("cancel")
     def cancel(recipe: Annotated[Path, typer.Argument(help="Recipe whose openai_batch roles to cancel.")],

@@ -22,9 +22,14 @@ Tokenizer = Annotated[str, typer.Option(help="'embedded' (the embedded model's),
 
 
 def _summary(report: dict[str, Any], keys: list[str]) -> None:
-    out = Console()
-    out.print(", ".join(f"{k}: [bold]{report[k]:,}[/]" if isinstance(report[k], int) else f"{k}: {report[k]}"
-                        for k in keys if k in report), highlight=False)
+    from rich.text import Text
+
+    out = Console(markup=False)
+    line = Text()
+    for k in (k for k in keys if k in report):
+        line.append(", " if line else "").append(f"{k}: ")
+        line.append(f"{report[k]:,}", style="bold") if isinstance(report[k], int) else line.append(str(report[k]))
+    out.print(line, highlight=False)
     if "outputs" in report:
         out.print("wrote " + ", ".join(report["outputs"].values()), highlight=False, soft_wrap=True)
 
@@ -51,7 +56,7 @@ def register(app: typer.Typer) -> None:
              = False) -> None:
         from .show import show_dialogues
 
-        run_guarded(lambda: show_dialogues(path, n, id, Console(), longest))
+        run_guarded(lambda: show_dialogues(path, n, id, Console(markup=False), longest))
 
     @app.command("filter", help="Clean a corpus: kept.jsonl, rejected.jsonl (with reasons) and a per-rule report.")
     def filter_(path: Path, out: Out,
@@ -73,7 +78,7 @@ def register(app: typer.Typer) -> None:
             table = Table("rule", "rejected", "repaired", title="filter report")
             for rule, c in report["rules"].items():
                 table.add_row(rule, f"{c['rejected']:,}", f"{c['repaired']:,}")
-            Console().print(table)
+            Console(markup=False).print(table)
             _summary(report, ["total", "kept", "rejected", "invalid"])
 
         run_guarded(run)
@@ -100,8 +105,9 @@ def register(app: typer.Typer) -> None:
                               threshold=threshold, engine=engine)  # type: ignore[arg-type]
             report = dedup_corpus(path, out, cfg, skip_invalid, not no_progress)
             c = report["config"]
-            Console().print(f"banding {c['bands']} x {c['rows']} (flags pairs above Jaccard ~{c['approx_threshold']})",
-                            highlight=False)
+            Console(markup=False).print(
+                f"banding {c['bands']} x {c['rows']} (flags pairs above Jaccard ~{c['approx_threshold']})",
+                highlight=False)
             _summary(report, ["total", "kept", "removed", "exact", "near", "clusters", "invalid"])
 
         run_guarded(run)
@@ -156,7 +162,7 @@ def register(app: typer.Typer) -> None:
               judge_key_env: Annotated[str, typer.Option(
                   help="Env var holding the judge's API key.")] = "OPENAI_API_KEY",
               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
-        from rich.markup import escape
+        from rich.text import Text
 
         from ..recipe import ModelConfig
         from .stats import StatsConfig, corpus_stats
@@ -175,10 +181,10 @@ def register(app: typer.Typer) -> None:
             with OutputDir(out, inputs=[path]) as folder:
                 result = corpus_stats(path, cfg, skip_invalid, not no_progress, out=folder)
                 paths = write_outputs(result, folder, command)
-            console = Console(width=max(Console().width, 150))
+            console = Console(width=max(Console().width, 150), markup=False)
             console.print(stats_table(result))
             for key, how in result["methods"].items():
-                console.print(f"[bold]{key}[/]: {escape(how)}", highlight=False)
+                console.print(Text.assemble((key, "bold"), f": {how}"), highlight=False)
             console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)
 
         run_guarded(run)
@@ -206,7 +212,7 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--splits needs two names separated by a comma, got '{splits}'")
             report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,  # type: ignore[arg-type]
                                    not no_progress, layout)
-            Console().print(json.dumps(report, indent=1), highlight=False)
+            Console(markup=False).print(json.dumps(report, indent=1), highlight=False)
 
         run_guarded(run)
 

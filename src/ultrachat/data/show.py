@@ -17,7 +17,7 @@ def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, conso
                    longest: bool = False) -> int:
     """Print ``n`` dialogues (or the one with ``dialogue_id``; with ``longest``, the ``n``
     with the most turns); returns how many were shown."""
-    console = console or Console()
+    console = console or Console(markup=False)
     items = iter_jsonl(path)
     if dialogue_id is not None:  # ids may be strings or integers: `--id 0` finds {"id": 0}
         items = (d for d in items if str(d["id"]) == dialogue_id)

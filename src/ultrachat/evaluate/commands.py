@@ -79,7 +79,7 @@ def _show(report: dict[str, Any], out: Path) -> None:
     from .report import leaderboard, write_report
 
     paths = write_report(report, out)
-    stdout = Console()
+    stdout = Console(markup=False)
     for table in leaderboard(report):
         stdout.print(table)
     note = (report.get("length_control") or {}).get("note")

@@ -7,7 +7,7 @@ with ``overall`` and ``per_class`` figures.
 Example::
 
     paths = write_report(report, Path("eval-out"))   # report.json, report.png, report.html
-    Console().print(leaderboard(report))
+    Console(markup=False).print(leaderboard(report))
 """
 
 from __future__ import annotations

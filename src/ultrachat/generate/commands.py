@@ -84,7 +84,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
             from .dryrun import dry_run as plan_only
             from .dryrun import render
 
-            Console().print(*render(run_guarded(lambda: plan_only(sector, rec))))
+            Console(markup=False).print(*render(run_guarded(lambda: plan_only(sector, rec))))
             return
         if ray:
             from functools import partial
@@ -101,7 +101,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
 
             run = partial(generate, sector)
         summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console))
-        Console().print(summary.table())
+        Console(markup=False).print(summary.table())
 
     params = inspect.signature(command, eval_str=True).parameters
     command.__signature__ = inspect.Signature(  # type: ignore[attr-defined]

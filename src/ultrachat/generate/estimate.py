@@ -197,4 +197,4 @@ def register(app: typer.Typer) -> None:
         if as_json:
             print(json.dumps(est.to_json(), indent=2))
         else:
-            Console().print(est.table())
+            Console(markup=False).print(est.table())

@@ -35,8 +35,8 @@ def register(app: typer.Typer) -> None:
         langs = [x.strip() for x in lang.split(",") if x.strip()]
         report = run_guarded(lambda: build_entities(dump, out, top, langs, classes, skip_invalid, not no_progress))
         kinds = Counter(e.type or "untyped" for e in report.kept)
-        console = Console()
-        console.print(f"kept [bold]{len(report.kept):,}[/] entities (" +
+        console = Console(markup=False)
+        console.print(f"kept {len(report.kept):,} entities (" +
                       ", ".join(f"{k} {n:,}" for k, n in kinds.most_common()) +
                       f") of {report.lines:,} lines; parsed {report.parsed:,}, without a '{langs[0]}' label "
                       f"{report.no_label:,}, bookkeeping classes {report.skipped_class:,}", highlight=False)
