@@ -110,7 +110,7 @@ def run() -> str:
         f"{st.StatsConfig().embed_tokens} word pieces of each sampled dialogue, batches of {st.EMBED_BATCH}; "
         f"load average (1/5/15 min) {load_before} before, {load()} after).", "",
         "| dialogues | wall s | streaming pass s | MTLD s | embedding s (with model load) | peak RSS MiB "
-        "| turns / dialogue tok / utterance tok / MTLD / topic |",
+        "| turns / dialogue tok / utterance tok / MTLD / topic (mean cos sim) |",
         "|---|---|---|---|---|---|---|", *rows, "",
         "The synthetic text is made-up words, so its MTLD and topic diversity say nothing about real data; "
         "the figures here are about speed and memory.", "",

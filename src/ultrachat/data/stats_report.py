@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
-from .paper import COLUMNS, PAPER_ROWS, PAPER_SOURCE
+from .paper import COLUMNS, PAPER_EMBEDDING_MODEL, PAPER_ROWS, PAPER_SOURCE, topic_label
 from .stream import OutputDir
 
+TITLE = "Corpus statistics (columns of the UltraChat paper's Table 4)"
 _FORMATS = {"dialogues": "{:,.0f}", "avg_turns": "{:.2f}", "avg_dialogue_tokens": "{:.1f}",
             "avg_utterance_tokens": "{:.1f}", "mtld": "{:.1f}", "topic_diversity": "{:.3f}", "coherence": "{:.2f}"}
 
@@ -26,19 +27,32 @@ def _cell(key: str, value: Any) -> str:
     return "-" if value is None else _FORMATS[key].format(value)
 
 
-def rows(result: dict[str, Any]) -> list[dict[str, Any]]:
-    """Our row first, then the paper's."""
-    return [{**result["row"], "dataset": f"{result['row']['dataset']} (this corpus)"}, *PAPER_ROWS]
+def blocks(result: dict[str, Any]) -> list[tuple[str, dict[str, str], list[dict[str, Any]]]]:
+    """(title, column labels, rows) of each table. The paper's rows share our table only when our
+    topic diversity used the paper's embedding model; otherwise they are a block of their own."""
+    ours = {**result["row"], "dataset": f"{result['row']['dataset']} (this corpus)"}
+    mine = {**COLUMNS, "topic_diversity": topic_label(result.get("topic_embedding"))}
+    if result.get("same_embedding_as_paper"):
+        return [(f"{TITLE}, beside the paper's rows (same embedding model)", mine, [ours, *PAPER_ROWS])]
+    theirs = {**COLUMNS, "topic_diversity": topic_label(PAPER_EMBEDDING_MODEL)}
+    return [(f"{TITLE}: this corpus", mine, [ours]),
+            (f"The paper's rows (topic diversity from {PAPER_EMBEDDING_MODEL}, another scale: not comparable with "
+             "the row above; use --embedder endpoint --embeddings-model text-embedding-ada-002 for that)",
+             theirs, PAPER_ROWS)]
 
 
-def stats_table(result: dict[str, Any]) -> Table:
-    table = Table(title="Corpus statistics (columns of the UltraChat paper's Table 4)", caption=PAPER_SOURCE)
-    table.add_column("Dataset", no_wrap=True)
-    for label in COLUMNS.values():
-        table.add_column(label, justify="right")
-    for i, row in enumerate(rows(result)):
-        table.add_row(str(row["dataset"]), *(_cell(k, row.get(k)) for k in COLUMNS), style="bold" if i == 0 else "")
-    return table
+def stats_tables(result: dict[str, Any]) -> list[Table]:
+    tables = []
+    for i, (title, labels, block) in enumerate(blocks(result)):
+        table = Table(title=title, caption=PAPER_SOURCE if i == len(blocks(result)) - 1 else None)
+        table.add_column("Dataset", no_wrap=True)
+        for label in labels.values():
+            table.add_column(label, justify="right")
+        for row in block:
+            ours = "(this corpus)" in str(row["dataset"])
+            table.add_row(str(row["dataset"]), *(_cell(k, row.get(k)) for k in labels), style="bold" if ours else "")
+        tables.append(table)
+    return tables
 
 
 def _figure(kind: str, result: dict[str, Any], caption: str) -> bytes:
@@ -86,7 +100,8 @@ def write_outputs(result: dict[str, Any], out: OutputDir, command: str) -> dict[
         path.write_bytes(png)
         paths[kind] = str(path)
     public["figures"] = {k: {"png": paths[k], "caption": c} for k, (c, _) in figures.items()}
-    public["paper"] = {"source": PAPER_SOURCE, "rows": PAPER_ROWS}
+    public["paper"] = {"source": PAPER_SOURCE, "rows": PAPER_ROWS, "embedding_model": PAPER_EMBEDDING_MODEL,
+                       "same_table": bool(result.get("same_embedding_as_paper"))}
     public["command"] = command
     paths["json"] = str(out.write_json("stats.json", public))
     html_path = out.file("stats.html")
@@ -97,11 +112,13 @@ def write_outputs(result: dict[str, Any], out: OutputDir, command: str) -> dict[
 
 def _html(result: dict[str, Any], figures: dict[str, tuple[str, bytes]], command: str) -> str:
     e = html.escape
-    head = "".join(f"<th>{e(label)}</th>" for label in ["Dataset", *COLUMNS.values()])
-    body = "".join(
-        f"<tr class='{'ours' if i == 0 else ''}'><td>{e(str(r['dataset']))}</td>"
-        + "".join(f"<td>{e(_cell(k, r.get(k)))}</td>" for k in COLUMNS) + "</tr>"
-        for i, r in enumerate(rows(result)))
+    tables = ""
+    for title, labels, block in blocks(result):
+        head = "".join(f"<th>{e(label)}</th>" for label in ["Dataset", *labels.values()])
+        body = "".join(
+            f"<tr class='{'ours' if '(this corpus)' in str(r['dataset']) else ''}'><td>{e(str(r['dataset']))}</td>"
+            + "".join(f"<td>{e(_cell(k, r.get(k)))}</td>" for k in labels) + "</tr>" for r in block)
+        tables += f"<h2>{e(title)}</h2><table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
     methods = "".join(f"<li><b>{e(k)}</b>: {e(v)}</li>" for k, v in result["methods"].items())
     figs = "".join(
         f"<figure><img alt='{e(kind)}' src='data:image/png;base64,{base64.b64encode(png).decode()}'>"
@@ -112,7 +129,7 @@ def _html(result: dict[str, Any], figures: dict[str, tuple[str, bytes]], command
 td,th{{border:1px solid #ccc;padding:4px 8px;text-align:right}}td:first-child{{text-align:left}}
 tr.ours{{font-weight:bold;background:#eef}}figure{{margin:1em 0}}figcaption{{font-size:.8em;color:#555}}</style>
 </head><body><h1>Corpus statistics: {e(result['input'])}</h1>
-<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>
+{tables}
 <p><small>{e(PAPER_SOURCE)}</small></p><h2>How each figure was made</h2><ul>{methods}</ul>
 <p>Command: <code>{e(command)}</code></p><h2>Histograms</h2>{figs}</body></html>
 """
