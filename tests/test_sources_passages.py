@@ -163,3 +163,42 @@ def test_cli_generate_materials_from_c4_and_a_folder(tmp_path, fake_recipe_file,
                           str(tmp_path / "x.pdf"), "--out", str(tmp_path / "bad")], capture_output=True, text=True,
                          timeout=120)
     assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_the_corpus_scan_runs_off_the_event_loop():
+    import asyncio
+    import threading
+
+    from ultrachat.generate.materials import off_loop
+
+    release = threading.Event()
+    ticks = 0
+
+    def scan() -> str:
+        release.wait(10)  # stands for a long corpus read
+        return "done"
+
+    async def main() -> str:
+        nonlocal ticks
+
+        async def ticker() -> None:
+            nonlocal ticks
+            while True:
+                ticks += 1
+                if ticks == 5:
+                    release.set()  # the loop ran while the scan was waiting
+                await asyncio.sleep(0)
+
+        task = asyncio.create_task(ticker())
+        try:
+            return await off_loop(scan)
+        finally:
+            task.cancel()
+
+    assert asyncio.run(main()) == "done" and ticks >= 5
+
+    async def failing() -> None:
+        await off_loop(lambda: list(read_passages(Path("missing.jsonl"))))
+
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(failing())

@@ -16,16 +16,18 @@ instruction slot ``j`` becomes dialogue ``materials-s<seed>-p<p>-<j>``; a larger
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hashlib
 import heapq
 import itertools
 import math
 import random
-from collections.abc import Iterable, Iterator
-from contextlib import closing
+import threading
+from collections.abc import Callable, Iterable, Iterator
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..data.stream import words
 from ..prompts import PromptError
@@ -34,6 +36,8 @@ from ..sources.passages import Passage, corpus_inputs, hub_passages, read_passag
 from .compact import HashIndex, TextSpool
 from .lists import clean_items, parse_list
 from .sector import Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
+
+T = TypeVar("T")
 
 PASSAGE_HEAD_CHARS = 160  # of the passage, quoted in the user simulator's goal
 
@@ -84,7 +88,7 @@ def select_passages(cfg: MaterialsConfig, language: str, seed: int, want: int = 
         return
     done, k = 0, max(want, 16)
     while True:
-        with closing(TextSpool()) as spool:
+        with contextlib.closing(TextSpool()) as spool:
             ranked = bottom_k(eligible_passages(cfg, language, seed), k, spool)
             for i in ranked[done:]:
                 yield Passage(spool[i + 1], spool[i])
@@ -109,6 +113,34 @@ def bottom_k(items: Iterable[tuple[int, Passage]], k: int, spool: TextSpool) -> 
             kept.discard(-heapq.heapreplace(heap, entry)[0])
         kept.add(key)
     return [i for _, i in sorted(heap, reverse=True)]
+
+
+async def off_loop(fn: Callable[[], T]) -> T:
+    """``fn()`` in a daemon thread. A corpus scan can take minutes: it must not stall the
+    event loop (in ``generate all`` other sectors' dialogues share it), and an interrupted
+    run must not wait for it at exit (``asyncio.to_thread``'s threads are joined then)."""
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if done.cancelled():
+            return
+        if error is not None:
+            done.set_exception(error)
+        else:
+            done.set_result(result)  # type: ignore[arg-type]
+
+    def target() -> None:
+        result, error = None, None
+        try:
+            result = fn()
+        except BaseException as exc:  # handed to the awaiting task
+            error = exc
+        with contextlib.suppress(RuntimeError):  # the loop closed meanwhile (an interrupted run)
+            loop.call_soon_threadsafe(settle, result, error)
+
+    threading.Thread(target=target, name="materials-scan", daemon=True).start()
+    return await done
 
 
 class MaterialsSector(Sector):
@@ -147,6 +179,8 @@ class MaterialsSector(Sector):
         cfg = self.recipe.materials
         want = math.ceil(dialogues / cfg.instructions_per_passage) + 8  # a few spare for short replies
         passages = select_passages(cfg, self.recipe.language, self.recipe.seed, want)
+        first = await off_loop(lambda: next(passages, None))  # the hash order reads the whole corpus here
+        passages = itertools.chain([] if first is None else [first], passages)
         templates = self.templates()
         planned = 0  # openings of the passages read so far, earlier runs' included
         p = 0
