@@ -162,7 +162,7 @@ def test_cli_generate_materials_from_c4_and_a_folder(tmp_path, fake_recipe_file,
     res = subprocess.run([*ultrachat_exe, "generate", "materials", "-r", str(fake_recipe_file()), "--materials",
                           str(tmp_path / "x.pdf"), "--out", str(tmp_path / "bad")], capture_output=True, text=True,
                          timeout=120)
-    assert res.returncode == 2 and "cannot read" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "cannot read" in res.stderr and "Traceback" not in res.stderr
 
 
 def test_the_corpus_scan_runs_off_the_event_loop():

@@ -163,5 +163,5 @@ def test_cli_builds_a_list_that_generate_entities_uses(tmp_path, fake_recipe_fil
     bad = write_dump(tmp_path / "bad.json.gz", [*ENTITIES[:2], "{broken"])
     res = subprocess.run([*ultrachat_exe, "entities", "build", str(bad), "--out", str(tmp_path / "b.csv"),
                           "--no-progress"], capture_output=True, text=True, timeout=120)
-    assert res.returncode == 2 and "bad.json.gz:4: invalid JSON" in res.stderr and "Traceback" not in res.stderr
+    assert res.returncode == 1 and "bad.json.gz:4: invalid JSON" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "b.csv").exists()

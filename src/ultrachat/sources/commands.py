@@ -35,17 +35,15 @@ def register(app: typer.Typer) -> None:
         langs = [x.strip() for x in lang.split(",") if x.strip()]
         report = run_guarded(lambda: build_entities(dump, out, top, langs, classes, skip_invalid, not no_progress))
         kinds = Counter(e.type or "untyped" for e in report.kept)
-        console = Console(markup=False)
+        console = Console(markup=False, highlight=False, soft_wrap=True)  # paths may hold [ and ]
         console.print(f"kept {len(report.kept):,} entities (" +
                       ", ".join(f"{k} {n:,}" for k, n in kinds.most_common()) +
                       f") of {report.lines:,} lines; parsed {report.parsed:,}, without a '{langs[0]}' label "
-                      f"{report.no_label:,}, bookkeeping classes {report.skipped_class:,}", highlight=False)
+                      f"{report.no_label:,}, bookkeeping classes {report.skipped_class:,}")
         if report.invalid:
-            console.print(f"skipped {report.invalid:,} malformed lines (first: {report.first_invalid})",
-                          highlight=False, soft_wrap=True)
+            console.print(f"skipped {report.invalid:,} malformed lines (first: {report.first_invalid})")
         if len(report.kept) < top:
-            console.print(f"the dump holds only {len(report.kept):,} listable items (asked for {top:,})",
-                          highlight=False)
-        console.print(f"wrote {out}", highlight=False, soft_wrap=True)
+            console.print(f"the dump holds only {len(report.kept):,} listable items (asked for {top:,})")
+        console.print(f"wrote {out}")
 
     app.add_typer(entities, name="entities")
