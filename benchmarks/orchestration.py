@@ -9,7 +9,12 @@ dialogues/s in the dialogue phase, % of the reachable ideal
 ``400 / (ceil(400 / in_flight) * 5 * 0.2 s)`` and client CPU per call (process CPU time
 of the dialogue phase / calls; the mock server runs in its own process).
 
+Each ultrachat run is a child process; with ``BENCH_BASE=<a git worktree of another
+commit>`` the same runs of that commit's code join the table, interleaved, so a change is
+measured side by side with its base in one run.
+
     python -m benchmarks orchestration
+    git worktree add --detach /tmp/base main && BENCH_BASE=/tmp/base python -m benchmarks orchestration
 """
 
 from __future__ import annotations
@@ -18,6 +23,8 @@ import asyncio
 import json
 import math
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -100,6 +107,27 @@ async def run_ours(url: str, in_flight: int, out: str) -> Result:
     return Result(phase["t1"] - phase["t0"], phase["c1"] - phase["c0"], DIALOGUES * CALLS)
 
 
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CHILD = """
+import json, sys
+from ultrachat import aio
+from benchmarks.orchestration import run_ours
+r = aio.run(run_ours(sys.argv[1], int(sys.argv[2]), sys.argv[3]))
+print(json.dumps([r.seconds, r.cpu_s, r.calls]))
+"""
+
+
+def run_ours_child(src: str, url: str, in_flight: int, out: str) -> Result:
+    """:func:`run_ours` in a fresh process importing ``ultrachat`` from ``src`` (this tree or a base)."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([src, ROOT])}
+    proc = subprocess.run([sys.executable, "-c", CHILD, url, str(in_flight), out], env=env, capture_output=True,
+                          text=True, check=False)
+    if proc.returncode:
+        raise RuntimeError(f"orchestration child ({src}) failed: {proc.stderr.strip()[-2000:]}")
+    seconds, cpu_s, calls = json.loads(proc.stdout.strip().splitlines()[-1])
+    return Result(seconds, cpu_s, calls)
+
+
 Call = Callable[[list[Any], int], Awaitable[str]]
 
 
@@ -164,18 +192,33 @@ CONTENDERS = (
 )
 
 
+def _base() -> tuple[str, str] | None:
+    """``(src folder, label)`` of the BENCH_BASE worktree, if one is given."""
+    base = os.environ.get("BENCH_BASE")
+    if not base:
+        return None
+    head = subprocess.run(["git", "-C", base, "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                          check=True).stdout.strip()
+    return os.path.join(base, "src"), head
+
+
 def run() -> str:
     from ultrachat import aio
     from ultrachat.testing import MockServer
 
     rows = []
+    base = _base()
+    contenders = CONTENDERS if base is None else \
+        (CONTENDERS[0], ("base", f"ultrachat at base commit {base[1]} (same, its code)"), *CONTENDERS[1:])
     load_before = os.getloadavg()[0]
     with MockServer("--latency-ms", str(LATENCY_S * 1000)) as server, tempfile.TemporaryDirectory() as tmp:
         for in_flight in IN_FLIGHT:
-            runs: dict[str, list[Result]] = {key: [] for key, _ in CONTENDERS}
+            runs: dict[str, list[Result]] = {key: [] for key, _ in contenders}
             for rep in range(REPEATS):  # interleaved, so a burst of load elsewhere hits all alike
                 out = os.path.join(tmp, f"run-{in_flight}-{rep}")
-                runs["ultrachat"].append(aio.run(run_ours(server.url, in_flight, out)))
+                runs["ultrachat"].append(run_ours_child(os.path.join(ROOT, "src"), server.url, in_flight, out))
+                if base is not None:
+                    runs["base"].append(run_ours_child(base[0], server.url, in_flight, out + "-base"))
                 runs["openai"].append(asyncio.run(run_openai_client(server.url, in_flight)))
                 runs["bare"].append(asyncio.run(run_bare_aiohttp(server.url, in_flight)))
                 runs["bare-uvloop"].append(aio.run(run_bare_aiohttp(server.url, in_flight)))
@@ -191,6 +234,7 @@ def run() -> str:
         "uvloop, as every ultrachat command runs (a bench sector with 400 fixed opening lines, 3 rounds each); "
         "*baseline* = plain asyncio workers with the official `openai` client (`AsyncOpenAI`), same 5-call "
         "dialogues; *floor* = the same workers over one bare aiohttp session, on asyncio's loop and on uvloop. "
+        "Each ultrachat run is its own process (BENCH_BASE adds the same runs of a base commit's code). "
         "Rate = dialogues/s of the dialogue phase; ideal = 400 / (ceil(400 / in-flight) x 5 x 0.2 s); "
         "CPU = client process CPU time / calls.",
         "",
@@ -199,7 +243,7 @@ def run() -> str:
     ]
     for in_flight, best in rows:
         ideal = ideal_rate(in_flight)
-        for key, label in CONTENDERS:
+        for key, label in contenders:
             res = best[key]
             lines.append(f"| {in_flight} | {label} | {res.rate:.1f} | {100 * res.rate / ideal:.0f}% | "
                          f"{res.cpu_ms_per_call:.2f} | {res.rate / best['openai'].rate:.2f}x |")

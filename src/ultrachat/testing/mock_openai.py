@@ -2,7 +2,9 @@
 
 It answers ``POST /v1/chat/completions`` with the deterministic replies of the fake
 backend (numbered lists for list prompts, questions for the user simulator, short
-answers otherwise), after a configurable latency, and injects faults on demand:
+answers otherwise; as server-sent events, a word a chunk, when the request says
+``"stream": true``) and ``POST /v1/embeddings`` with 8-dimensional vectors hashed from each
+input, after a configurable latency, and injects faults on demand (into both):
 
 * ``429`` with ``Retry-After`` (seconds, or an HTTP-date with ``--retry-after-date``),
 * ``500``, ``timeout`` (the reply hangs for ``--hang-s``), ``malformed`` (a cut-off JSON
@@ -41,6 +43,7 @@ import typer
 from .. import aio
 
 FAULTS = ("429", "500", "timeout", "malformed", "drop", "400")
+EMBED_DIM = 8  # embeddings: the first bytes of each input's SHA-256, centred on 0 (out of order, as the API may)
 
 
 @dataclass
@@ -57,6 +60,16 @@ class MockConfig:
     api_key: str | None = None
     models: tuple[str, ...] = ()
     seed: int = 0
+
+
+def _reply(body: dict[str, Any], fault: str | None) -> Any:
+    """A JSON reply; cut in half under a ``malformed`` fault."""
+    from aiohttp import web
+
+    text = json.dumps(body)
+    if fault == "malformed":
+        text = text[: len(text) // 2]
+    return web.Response(text=text, content_type="application/json")
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> Any:
@@ -102,6 +115,7 @@ class MockOpenAI:
 
     async def chat(self, request: Any) -> Any:
         self.counts["requests"] += 1
+        self.counts[request.path] += 1  # the path a client used: /v1/chat/completions or /chat/completions
         self.active += 1
         self.counts["max_active"] = max(self.counts["max_active"], self.active)
         try:
@@ -110,7 +124,6 @@ class MockOpenAI:
             self.active -= 1
 
     async def _chat(self, request: Any) -> Any:
-        from aiohttp import web
 
         from ..backends.base import GenerationParams
 
@@ -126,25 +139,9 @@ class MockOpenAI:
         if self.cfg.models and model not in self.cfg.models:
             return self._record(_error(404, f"The model `{model}` does not exist.", "invalid_request_error",
                                        "model_not_found"))
-        fault = self._pick_fault()
-        if fault:
-            self.counts[f"fault_{fault}"] += 1
-        if fault == "drop":
-            request.transport.abort()
-            return self._record(web.Response(status=599))
-        if fault == "429":
-            resp = _error(429, "Rate limit reached; retry later.", "requests", "rate_limit_exceeded")
-            resp.headers["Retry-After"] = self._retry_after()
-            return self._record(resp)
-        if fault == "400":
-            return self._record(_error(400, "The prompt was rejected by the content filter.", "invalid_request_error",
-                                       "content_filter"))
-        if fault == "500":
-            return self._record(_error(500, "The server had an error while processing your request.", "server_error"))
-        delay = self.cfg.latency_ms + (self.rng.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
-        await asyncio.sleep(max(0.0, delay) / 1000 + (self.cfg.hang_s if fault == "timeout" else 0.0))
-        if request.transport is None or request.transport.is_closing():
-            return self._record(web.Response(status=499))  # the client gave up waiting
+        early, fault = await self._fault(request)
+        if early is not None:
+            return early
         params = GenerationParams(float(body.get("temperature", 0.7)), float(body.get("top_p", 1.0)),
                                   int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
                                   body.get("seed"))
@@ -157,10 +154,79 @@ class MockOpenAI:
                  "model": model, "usage": usage,
                  "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
                               "finish_reason": out.finish_reason}]}
-        text = json.dumps(reply)
-        if fault == "malformed":
-            text = text[: len(text) // 2]
-        return self._record(web.Response(text=text, content_type="application/json"), out.usage.total_tokens)
+        if body.get("stream") and fault != "malformed":
+            return self._record(await self._stream(request, reply), out.usage.total_tokens)
+        return self._record(_reply(reply, fault), out.usage.total_tokens)
+
+    async def _fault(self, request: Any) -> tuple[Any, str | None]:
+        """Apply the next fault: ``(a reply to send instead, None)``, or ``(None, fault)`` once
+        the latency (and a timeout fault's hang) passed; ``malformed`` is left to the caller."""
+        from aiohttp import web
+
+        fault = self._pick_fault()
+        if fault:
+            self.counts[f"fault_{fault}"] += 1
+        if fault == "drop":
+            request.transport.abort()
+            return self._record(web.Response(status=599)), fault
+        if fault == "429":
+            resp = _error(429, "Rate limit reached; retry later.", "requests", "rate_limit_exceeded")
+            resp.headers["Retry-After"] = self._retry_after()
+            return self._record(resp), fault
+        if fault == "400":
+            return self._record(_error(400, "The prompt was rejected by the content filter.", "invalid_request_error",
+                                       "content_filter")), fault
+        if fault == "500":
+            return self._record(_error(500, "The server had an error while processing your request.",
+                                       "server_error")), fault
+        delay = self.cfg.latency_ms + (self.rng.uniform(-1, 1) * self.cfg.jitter_ms if self.cfg.jitter_ms else 0.0)
+        await asyncio.sleep(max(0.0, delay) / 1000 + (self.cfg.hang_s if fault == "timeout" else 0.0))
+        if request.transport is None or request.transport.is_closing():
+            return self._record(web.Response(status=499)), fault  # the client gave up waiting
+        return None, fault
+
+    async def _stream(self, request: Any, reply: dict[str, Any]) -> Any:
+        """The reply as server-sent ``chat.completion.chunk`` events, a word each, then ``[DONE]``."""
+        from aiohttp import web
+
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
+        await resp.prepare(request)
+        text = reply["choices"][0]["message"]["content"]
+        words = [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]]
+        base = {k: reply[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
+        for i, word in enumerate(words):
+            delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
+            chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+            await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
+        end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply["choices"][0]["finish_reason"]}],
+               "usage": reply["usage"]}
+        await resp.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
+        await resp.write_eof()
+        self.counts["streamed"] += 1
+        return resp
+
+    async def embeddings(self, request: Any) -> Any:
+        """``{"model", "input": str | [str]}`` -> one vector per input (faults apply as for chat)."""
+        import hashlib
+
+        self.counts["embedding_requests"] += 1
+        self.counts[request.path] += 1
+        if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
+            return self._record(_error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key"))
+        try:
+            body = json.loads(await request.read())
+            inputs = [body["input"]] if isinstance(body["input"], str) else list(body["input"])
+            model = body["model"]
+        except (ValueError, KeyError, TypeError):
+            return self._record(_error(400, "body must be JSON with 'model' and 'input'", "invalid_request_error"))
+        early, fault = await self._fault(request)
+        if early is not None:
+            return early
+        self.counts["embedded_inputs"] += len(inputs) if fault != "malformed" else 0
+        data = [{"object": "embedding", "index": i,
+                 "embedding": [b - 128 for b in hashlib.sha256(str(t).encode()).digest()[:EMBED_DIM]]}
+                for i, t in enumerate(inputs)]
+        return self._record(_reply({"object": "list", "data": data[::-1], "model": model}, fault))
 
     def _record(self, resp: Any, tokens: int = 0) -> Any:
         self.counts[str(resp.status)] += 1
@@ -204,6 +270,7 @@ class MockOpenAI:
         for prefix in ("/v1", ""):
             app.router.add_post(f"{prefix}/chat/completions", self.chat)
             app.router.add_get(f"{prefix}/models", self.list_models)
+            app.router.add_post(f"{prefix}/embeddings", self.embeddings)
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.stats)
         return app
