@@ -233,8 +233,15 @@ class Recipe(_Strict):
     # Later stages' tables (validated by `ultrachat filter --config`), kept in one recipe file.
     filter: dict[str, Any] = Field(default_factory=dict)
 
+    # runtime: resume a folder whose run began with other built-in prompts (an ultrachat upgrade)
+    upgrade_prompts: bool = False
+
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
-        {"dialogues", "out", "concurrency", "max_total_tokens", "cache", "filter"})
+        {"dialogues", "out", "concurrency", "max_total_tokens", "cache", "filter", "upgrade_prompts"})
+    # The user files (recipe field -> its sector, None for every sector) whose contents shape outputs.
+    INPUT_FILES: ClassVar[dict[str, str | None]] = {
+        "prompts_dir": None, "dialogue.personas_file": None, "world.topics_file": "world",
+        "entities.entities_file": "entities", "writing.types_file": "writing"}
 
     def out_dir(self, sector: str) -> Path:
         return Path(self.out) if self.out else Path("ultrachat-out") / sector
@@ -264,11 +271,54 @@ class Recipe(_Strict):
                             "batch_wait_s", "batch_poll_s"):
                     cfg.pop(key, None)
         data["sector"] = sector
+        # Identity is contents, not paths: an edited prompt or topic file is another run.
+        data["inputs"] = self.input_digests(sector)
+        data["builtin"] = builtin_digest(self.language)
         return data
+
+    def input_digests(self, sector: str) -> dict[str, str]:
+        """SHA-256 (16 hex) of each user file or prompt folder this sector reads."""
+        out: dict[str, str] = {}
+        for dotted, only in self.INPUT_FILES.items():
+            value: Any = self
+            for part in dotted.split("."):
+                value = getattr(value, part)
+            if value and only in (None, sector):
+                out[dotted] = content_digest(Path(value))
+        return out
 
     def fingerprint(self, sector: str) -> str:
         blob = json.dumps(self.fingerprint_payload(sector), sort_keys=True).encode()
         return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def content_digest(path: Path, pattern: str = "*") -> str:
+    """SHA-256 (16 hex) of a file's bytes, or of a folder's ``pattern`` files (names and
+    bytes, sorted); ``missing`` when there is nothing (the run reports that itself)."""
+    h = hashlib.sha256()
+    if path.is_dir():
+        for child in sorted(p for p in path.glob(pattern) if p.is_file()):
+            h.update(child.name.encode() + b"\0" + child.read_bytes() + b"\0")
+    elif path.is_file():
+        h.update(path.read_bytes())
+    else:
+        return "missing"
+    return h.hexdigest()[:16]
+
+
+def builtin_digest(language: str) -> str:
+    """SHA-256 (16 hex) of the shipped prompts and lists of ``language``: it changes when an
+    upgrade of ultrachat changes what the built-in prompts say."""
+    from importlib import resources
+
+    h = hashlib.sha256()
+    for package in ("ultrachat.prompts", "ultrachat.resources"):
+        folder = resources.files(package) / language
+        if folder.is_dir():
+            for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+                if entry.is_file():
+                    h.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
+    return h.hexdigest()[:16]
 
 
 def _format_error(source: str, err: ValidationError) -> str:

@@ -107,6 +107,11 @@ class RewardModelScorer:
     def identity(self) -> dict[str, Any]:
         return {"reward_model": str(self.path.resolve())}
 
+    def cache_identity(self) -> dict[str, Any]:
+        # A model retrained into the same folder is another scorer: its files' sizes and times are part of it.
+        files = sorted((p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in self.path.glob("*") if p.is_file())
+        return {**self.identity(), "files": files}
+
     def _load(self) -> None:
         if self._model is not None:
             return
@@ -154,7 +159,7 @@ class RewardModelScorer:
         return out
 
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]:
-        key = fingerprint({"scorer": self.identity(), "turns": item.turns, "candidates": candidates})
+        key = fingerprint({"scorer": self.cache_identity(), "turns": item.turns, "candidates": candidates})
         hit = self.cache.get(key) if self.cache is not None else None
         if hit is not None:
             return list(hit["scores"])
@@ -177,7 +182,10 @@ class JudgeScorer:
     cache: CallCache
 
     def identity(self) -> dict[str, Any]:
-        return {"judge_config": self.judge.source, **self.judge_id}
+        # The judge's prompt texts, not its file's path: an edited judge file is another judge.
+        texts = [self.judge.system, self.judge.template, self.judge.reference_template or ""]
+        return {"judge_config": self.judge.source, "judge": self.judge.identity(),
+                "judge_prompts": fingerprint(texts), **self.judge_id}
 
     async def score(self, item: EvalItem, candidates: list[list[str]]) -> list[float | None]:
         async def one(outputs: list[str]) -> float | None:

@@ -38,6 +38,8 @@ MatOpt = Annotated[Optional[list[str]], typer.Option(
 EntOpt = Annotated[Optional[Path], typer.Option(
     "--entities", metavar="FILE", help="Entity list for the entities sector (CSV/JSONL/TXT, e.g. from ultrachat "
     "entities build); replaces entities.entities_file.")]
+UpgOpt = Annotated[bool, typer.Option("--upgrade-prompts", help="Resume a folder started with other built-in "
+                                      "prompts (an older ultrachat); new calls use the new prompts.")]
 # Flags that only mean something where their sector runs.
 SECTOR_FLAGS = {"materials": ("materials", "all"), "entities": ("entities", "all")}
 
@@ -70,7 +72,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
                 user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
                 progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
-                ray_workers: RayWOpt = None, materials: MatOpt = None, entities: EntOpt = None) -> None:
+                ray_workers: RayWOpt = None, materials: MatOpt = None, entities: EntOpt = None,
+                upgrade_prompts: UpgOpt = False) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
@@ -79,6 +82,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
         overrides["language"] = language
         overrides["materials.files"] = materials or None
         overrides["entities.entities_file"] = str(entities) if entities else None
+        overrides["upgrade_prompts"] = upgrade_prompts or None
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
         if dry_run:
             from .dryrun import dry_run as plan_only

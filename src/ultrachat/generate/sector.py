@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import itertools
+import json
 import random
 from abc import ABC, abstractmethod
 from array import array
@@ -206,7 +207,12 @@ class PlanContext:
             self.emitted += len(openings)
 
     async def call(self, stage: str, key: str, prompt: str, seed: int) -> str:
-        """The planner model's reply to ``prompt``; replayed from the cache when ``key`` is done."""
+        """The planner model's reply to ``prompt``; replayed from the cache when the same
+        ``key`` was asked with the same messages (the text sent is part of the cache key, so
+        an edited prompt is a new call, never an old reply)."""
+        messages = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
+        messages.append({"role": "user", "content": prompt})
+        key = f"{key}|{hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]}"
         cached = self.store.get_call(key)
         if cached is not None:
             return str(cached["text"])
@@ -214,8 +220,6 @@ class PlanContext:
         async with self._sem:
             if self.budget.exhausted:
                 raise BudgetExhausted("token budget reached while planning")
-            messages = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
-            messages.append({"role": "user", "content": prompt})
             params = GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens, seed)
             out = await self.backend.complete(messages, params)
         self.budget.add(out.usage)

@@ -50,6 +50,14 @@ def _call_key(line: bytes, path: Path, no: int) -> str:
                         "file to redo those calls")
 
 
+def _only_builtin(changed: list[str], old: Any) -> bool:
+    """Whether only the shipped prompts differ: ``builtin``, or a run.json written before
+    user files were hashed (no ``inputs`` yet)."""
+    before_inputs = isinstance(old, dict) and "inputs" not in old
+    return bool(changed) and all(c == "builtin" or c == "upgraded_from" or (before_inputs and c.startswith("inputs"))
+                                 for c in changed)
+
+
 class RunStore:
     def __init__(self, out: Path, recipe: Recipe, sector: str) -> None:
         self.out = out
@@ -103,14 +111,22 @@ class RunStore:
             except InvalidLine as exc:
                 raise RunStoreError(f"{exc}: it records the recipe of the run in {self.out}; restore it, or "
                                     "delete it only if the recipe is unchanged") from None
-            if old["fingerprint"] != fp:
-                changed = ", ".join(_diff(old["recipe"], payload)[:6]) or "unknown fields"
+            if old["fingerprint"] == fp:
+                return
+            changed = _diff(old["recipe"], payload)
+            if not _only_builtin(changed, old["recipe"]):
                 raise RunStoreError(
-                    f"{self.out} holds a run made with a different recipe (changed: {changed}); "
+                    f"{self.out} holds a run made with a different recipe (changed: "
+                    f"{', '.join(changed[:6]) or 'unknown fields'}); inputs.* are the contents of those files; "
                     "use another --out folder or restore the old settings "
                     "(dialogues, concurrency and max_total_tokens may change freely)"
                 )
-            return
+            if not self.recipe.upgrade_prompts:
+                raise RunStoreError(
+                    f"{self.out} was started with other built-in prompts (ultrachat was upgraded since); pass "
+                    "--upgrade-prompts to resume with the new ones (finished dialogues and openings are kept, "
+                    "new planning calls and dialogues use the new prompts), or use another --out folder")
+            payload["upgraded_from"] = old["fingerprint"]
         write_json_atomic(path, {"fingerprint": fp, "sector": self.sector, "recipe": payload})
 
     # -- stage cache -----------------------------------------------------------------

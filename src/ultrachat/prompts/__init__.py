@@ -34,8 +34,14 @@ class Prompts:
             if entry.name.endswith(".toml"):
                 self._tables[entry.name[:-5]] = tomllib.loads(entry.read_text(encoding="utf-8"))
         if override_dir:
-            for path in Path(override_dir).glob("*.toml"):
-                self._tables.setdefault(path.stem, {}).update(tomllib.loads(path.read_text(encoding="utf-8")))
+            if not Path(override_dir).is_dir():
+                raise PromptError(f"prompts_dir {override_dir}: not a folder")
+            for path in sorted(Path(override_dir).glob("*.toml")):
+                try:
+                    table = tomllib.loads(path.read_text(encoding="utf-8"))
+                except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+                    raise PromptError(f"{path}: invalid TOML ({exc})") from None
+                self._tables.setdefault(path.stem, {}).update(table)
 
     def get(self, file: str, table: str, field: str = "template") -> str:
         try:
