@@ -176,16 +176,21 @@ async def test_tokens_per_minute_is_measured(mock: MockServer, clock: VirtualClo
     served = await burst(mock, 40, tokens_per_minute=12_000)  # 200 tokens/s, bucket of 1 s (200 tokens)
     total = sum(served)
     assert len(served) == 40 and total > 500  # the server counted the tokens it served
-    # Everything but one bucket had to wait for the 200 tokens/s refill: the rate over the
-    # virtual time is the limit, give or take one request's estimate.
-    rate = (total - 200) / clock.now
-    assert 0.85 <= rate / 200 <= 1.15, (total, clock.now, rate)
+    # Each call is charged its estimate up front and refunded to its real size once answered;
+    # answers take real time while the limiter's time is virtual, so the wait lies between
+    # "every call at its real size" and "every call at its estimate" (the probe's tokens are
+    # charged too), beyond the one free bucket.
+    estimate = sum(len(m["content"]) for m in HELLO) // 4 + PARAMS.max_tokens
+    least, most = (total - 200) / 200, (40 * estimate + max(served) - 200) / 200
+    assert least <= clock.now <= most + 1e-3, (total, estimate, clock.now)
 
 
-async def test_max_in_flight_is_measured(mock: MockServer) -> None:
-    mock.control(latency_ms=200)
-    served = await burst(mock, 9, max_in_flight=3)
-    assert len(served) == 9 and mock.stats()["counts"]["max_active"] == 3  # the server's own count
+async def test_max_in_flight_is_measured() -> None:
+    # A server of its own: earlier tests leave hung requests running on the shared one.
+    with MockServer() as srv:
+        srv.control(latency_ms=200)
+        served = await burst(srv, 9, max_in_flight=3)
+        assert len(served) == 9 and srv.stats()["counts"]["max_active"] == 3  # the server's own count
 
 
 def _closed_port() -> int:
