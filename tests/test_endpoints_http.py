@@ -8,6 +8,7 @@ import hashlib
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -78,6 +79,33 @@ def test_chat_gives_up_after_its_retries(mock: MockServer) -> None:
     with pytest.raises(ChatError, match="HTTP 500"):
         "".join(ChatSession(model).send("x"))
     assert model.stats["attempts"] == 3 and mock.stats()["counts"]["fault_500"] == 3
+
+
+def test_chat_ctrl_c_while_waiting_then_the_next_message_works(mock: MockServer) -> None:
+    import os
+    import signal
+    import threading
+
+    from ultrachat.chat.session import ChatSession, EndpointChatModel
+
+    def interrupt_once_the_server_has_the_request() -> None:
+        while not mock.stats()["counts"].get("requests"):
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGINT)
+
+    model = EndpointChatModel(mock.url, "mock", api_key="k-test")
+    session = ChatSession(model)
+    mock.control(latency_ms=5000)
+    with pytest.raises(KeyboardInterrupt):
+        threading.Thread(target=interrupt_once_the_server_has_the_request).start()
+        "".join(session.send("What is a comet?"))  # SIGINT lands while the reply is awaited
+    assert model.http is not None and not model.http.is_open  # the connection was closed
+    mock.control(latency_ms=0)
+    partial = session.send("What is a tide?")
+    assert next(partial)  # a reader that stops after one piece closes the stream too
+    partial.close()
+    assert not model.http.is_open
+    assert "".join(session.send("What is a star?")) and len(session.history) == 2
 
 
 # -- the client itself --------------------------------------------------------------------

@@ -16,15 +16,19 @@ Example::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import threading
 import time
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..train.formatting import TRAIN_RECORD, ULTRALM_SYSTEM, render, resolve_template
+
+if TYPE_CHECKING:
+    from ..backends.http import HttpClient
 
 Message = dict[str, str]
 
@@ -146,20 +150,34 @@ class EndpointChatModel:
         self.url = normalize_base_url(base_url) + "/chat/completions"
         self.api_key, self.timeout_s = api_key, timeout_s
         self.max_retries, self.backoff_base_s = max_retries, backoff_base_s
-        #: attempts, retries and failures of the last reply (see HttpClient.stats)
-        self.stats: Counter[str] = Counter()
+        #: the client of the last reply (open only while a reply streams)
+        self.http: HttpClient | None = None
+
+    @property
+    def stats(self) -> Counter[str]:
+        """Attempts, retries and failures of the last reply (see HttpClient.stats)."""
+        return self.http.stats if self.http else Counter()
 
     def stream(self, messages: list[Message], temperature: float, top_p: float, max_new_tokens: int) -> Iterator[str]:
         """Pieces of the reply; the async client runs on a private event loop, one step per piece."""
         loop = asyncio.new_event_loop()
         pieces = self._pieces(messages, temperature, top_p, max_new_tokens)
+        step: asyncio.Future[str] | None = None
         try:
             while True:
+                step = asyncio.ensure_future(anext(pieces), loop=loop)
                 try:
-                    yield loop.run_until_complete(anext(pieces))
+                    piece = loop.run_until_complete(step)
                 except StopAsyncIteration:
                     return
+                yield piece
         finally:
+            # Ctrl-C while waiting for the server leaves the step running: cancel it, so the
+            # generator closes its connection and the next message starts clean.
+            if step is not None and not step.done():
+                step.cancel()
+                with contextlib.suppress(BaseException):
+                    loop.run_until_complete(step)
             loop.run_until_complete(pieces.aclose())
             loop.close()
 
@@ -172,9 +190,9 @@ class EndpointChatModel:
 
         body = orjson.dumps({"model": self.name, "messages": messages, "temperature": temperature, "top_p": top_p,
                              "max_tokens": max_new_tokens, "stream": True})
-        http = HttpClient(self.base_url, api_key=self.api_key, timeout_s=self.timeout_s, max_in_flight=1,
-                          max_retries=self.max_retries, backoff_base_s=self.backoff_base_s)
-        self.stats = http.stats
+        self.http = http = HttpClient(self.base_url, api_key=self.api_key, timeout_s=self.timeout_s,
+                                      max_in_flight=1, max_retries=self.max_retries,
+                                      backoff_base_s=self.backoff_base_s)
         try:
             async with http:
                 async for event in http.stream("/chat/completions", body):
