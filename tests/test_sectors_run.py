@@ -203,16 +203,19 @@ def test_sigkill_at_random_moments_then_resume(fake_recipe_file, tmp_path, ultra
     partial = []  # dialogues on disk after each kill that hit a running process
     for _ in range(3):
         proc = subprocess.Popen(cmd(out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        # Start-up time varies with the machine's load: wait for the run's first file, then
-        # kill at a random moment of planning or of the dialogues.
-        deadline = time.monotonic() + 30
-        while not (out / "plan" / "openings.jsonl").exists() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        time.sleep(rng.uniform(0.0, 0.8))
+        # Start-up time varies with the machine's load: kill once the run has planned and
+        # written a random number of dialogues (0-8), then a random moment later.
+        dialogues = out / "dialogues.jsonl"
+        target = rng.randint(0, 8)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None and not (
+                (out / "plan" / "openings.jsonl").exists()
+                and (dialogues.read_bytes().count(b"\n") if dialogues.exists() else 0) >= target):
+            time.sleep(0.005)
+        time.sleep(rng.uniform(0.0, 0.05))
         proc.send_signal(signal.SIGKILL)
         if proc.wait() != -signal.SIGKILL:
             continue  # it had finished before the signal
-        dialogues = out / "dialogues.jsonl"
         if dialogues.exists():
             repair_tail(dialogues)  # what the next run does first: cut a torn last line
         partial.append(len(_ids_and_data(dialogues)) if dialogues.exists() else 0)  # valid lines, no duplicates
