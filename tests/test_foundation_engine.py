@@ -87,6 +87,18 @@ async def test_truncated_assistant_reply_is_marked_or_ends() -> None:
     assert record["meta"]["stop_reason"] == "truncated" and len(record["data"]) == 2
 
 
+async def test_truncated_reply_is_dropped_with_its_question() -> None:
+    full = Completion("The moon pulls the oceans.", "stop", Usage(10, 20), "fake")
+    cut = Completion("Spring tides happen when the", "length", Usage(10, 256), "fake")
+    replies = iter([full, cut])
+    engine, _ = _engine(lambda m, p: "Why?", lambda m, p: next(replies), on_truncated="drop")
+    record = await engine.run(_opening(3))
+    meta = record["meta"]
+    assert record["data"] == ["How do tides work?", "The moon pulls the oceans."]
+    assert meta["stop_reason"] == "truncated" and meta["rounds"] == 1 and meta["truncated_turns"] == []
+    assert engine.stats.truncated == 0
+
+
 async def test_user_turn_cut_by_max_tokens_is_not_kept() -> None:
     long_user = Completion("What about the", "length", Usage(5, 64), "fake")
     engine, _ = _engine(lambda m, p: long_user, max_regenerations=1)

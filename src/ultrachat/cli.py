@@ -31,6 +31,20 @@ COMMANDS: list[str] = [
     "ultrachat.testing.mock_openai",  # mock-server (OpenAI-compatible, fault injection)
 ]
 
+def _version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"ultrachat {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Build, clean, train on, evaluate and explore UltraChat-style multi-round dialogue data."""
+
+
 for _module in COMMANDS:
     importlib.import_module(_module).register(app)
 

@@ -95,7 +95,10 @@ class DialogueConfig(_Strict):
     user_prompts: Literal["task", "persona"] = "task"
     personas_file: str | None = None
     max_regenerations: int = Field(2, ge=0)
-    on_truncated: Literal["mark", "end"] = "mark"
+    # A reply cut by max_tokens: "mark" keeps it (listed in meta.truncated_turns), "end" keeps it
+    # as the last turn and stops, "drop" removes it (and the user turn it answered) and stops,
+    # so no cut text passes as complete.
+    on_truncated: Literal["mark", "end", "drop"] = "mark"
 
     @model_validator(mode="after")
     def _order(self) -> DialogueConfig:

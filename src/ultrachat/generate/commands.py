@@ -113,6 +113,28 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
     app.command(sector, help=help_text)(command)
 
 
+DemoRecipeOpt = Annotated[Path, typer.Option("--recipe", "-r", help="The demo recipe.")]
+DemoOutOpt = Annotated[Path, typer.Option(help="Output folder.")]
+
+
+def demo(recipe: DemoRecipeOpt = Path("examples/demo.toml"), out: DemoOutOpt = Path("ultrachat-out/demo"),
+         progress: ProgOpt = True) -> None:
+    """First contact: a small world run on the embedded model (offline), its longest dialogue, a summary."""
+    from ..data.show import show_dialogues
+    from ..recipe import load_recipe
+    from .demo import summary_table
+    from .runner import generate
+
+    if not recipe.is_file():
+        fail(f"{recipe}: no such recipe (run from the repository root, or pass --recipe)")
+    rec = run_guarded(lambda: load_recipe(recipe, {"out": str(out)}))
+    summary = run_guarded(lambda: generate("world", rec, progress=progress and sys.stderr.isatty(), console=console))
+    Console().print(summary.table())
+    corpus = summary.output / "dialogues.jsonl"
+    run_guarded(lambda: show_dialogues(corpus, n=1, longest=True))
+    Console().print(summary_table(corpus, summary.seconds, summary.stats.dialogues))
+
+
 def register(app: typer.Typer) -> None:
     from .runner import SECTORS
 
@@ -123,3 +145,4 @@ def register(app: typer.Typer) -> None:
     _sector_command(gen, "all", "A mixed run: every sector of the recipe's \\[mix] with its own quota and models, "
                     "one output per sector plus the merged corpus.")
     app.add_typer(gen, name="generate")
+    app.command("demo")(demo)

@@ -5,8 +5,9 @@ the planned number of rounds. Each role has its own backend, system prompt and s
 settings. User turns are repaired without extra model calls: role prefixes stripped;
 politeness-only and role-confounded turns regenerated up to a bound, after which the
 dialogue ends with that stop reason and keeps its completed rounds. An assistant reply
-cut off by ``max_tokens`` is recorded in ``meta.truncated_turns`` (or ends the dialogue
-when ``dialogue.on_truncated = "end"``); it is never passed off as complete.
+cut off by ``max_tokens`` is recorded in ``meta.truncated_turns``, or ends the dialogue
+after it (``dialogue.on_truncated = "end"``) or before it (``"drop"``: the cut reply and the
+question it answered are removed); it is never passed off as complete.
 """
 
 from __future__ import annotations
@@ -122,6 +123,11 @@ class DialogueEngine:
                 stop = "empty_reply"
                 if len(turns) > 1:
                     turns.pop()  # keep only completed rounds
+                break
+            if reply.finish_reason == "length" and self.cfg.on_truncated == "drop":
+                stop = "truncated"
+                if len(turns) > 1:
+                    turns.pop()  # the question it answered goes too: only completed rounds stay
                 break
             turns.append(reply.text)
             if reply.finish_reason == "length":
