@@ -130,7 +130,7 @@ def demo(recipe: DemoRecipeOpt = Path("examples/demo.toml"), out: DemoOutOpt = P
     rec = run_guarded(lambda: load_recipe(recipe, {"out": str(out)}))
     summary = run_guarded(lambda: generate("world", rec, progress=progress and sys.stderr.isatty(), console=console))
     Console().print(summary.table())
-    corpus = summary.output / "dialogues.jsonl"
+    corpus = summary.output
     run_guarded(lambda: show_dialogues(corpus, n=1, longest=True))
     Console().print(summary_table(corpus, summary.seconds, summary.stats.dialogues))
 
