@@ -65,7 +65,8 @@ def test_micro_batcher_batches_concurrent_calls_and_seeds_rows(backend: LocalBac
 def test_end_to_end_world_generation_on_the_embedded_model(tmp_path: Path, embedded_model_dir: Path) -> None:
     recipe = load_recipe(REPO / "examples" / "demo.toml",
                          {"dialogues": 2, "out": str(tmp_path / "o"), "models.assistant.max_tokens": 48,
-                          "models.planner.max_tokens": 90, "dialogue.min_rounds": 2, "dialogue.max_rounds": 2})
+                          "models.planner.max_tokens": 90, "dialogue.min_rounds": 2, "dialogue.max_rounds": 2,
+                          "dialogue.on_truncated": "mark"})
     summary = generate("world", recipe, progress=False)
     rows = list(iter_jsonl(tmp_path / "o" / "dialogues.jsonl"))
     assert len(rows) == 2 == summary.planned
