@@ -57,8 +57,10 @@ browser:
 test: install-all browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
+# ruff, then the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md)
 lint: install-all
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests benchmarks
+	PYTHONPATH=src $(BIN)/lint-imports
 
 bench: install-all
 	$(BIN)/python -m benchmarks

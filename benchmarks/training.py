@@ -49,7 +49,7 @@ def _plain_trl(model: Path, dialogues: list[dict[str, Any]], out: Path) -> tuple
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
-    from ultrachat.train.formatting import to_messages
+    from ultrachat.core.records import to_messages
 
     ds = Dataset.from_list([{"messages": to_messages(d)} for d in dialogues])
     args = SFTConfig(output_dir=str(out), learning_rate=SETTINGS["learning_rate"], num_train_epochs=1,

@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from ultrachat.core.corpus import InvalidLine
 from ultrachat.data.decontaminate import BUILTIN, decontaminate
 from ultrachat.data.dedup import DedupConfig, dedup_corpus, planted_recall
 from ultrachat.data.filter import FilterConfig, filter_corpus, load_filter_config, truecase
-from ultrachat.data.jsonl import InvalidLine
 from ultrachat.data.synth import write_corpus
 
 

@@ -146,7 +146,7 @@ def test_parquet_rows_hold_one_batch_not_the_file(tmp_path: Path) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ultrachat.data.stream import parquet_rows
+    from ultrachat.core.corpus import parquet_rows
 
     path = tmp_path / "big.parquet"
     text = "x" * 4000

@@ -7,7 +7,7 @@ import os
 import subprocess
 from pathlib import Path
 
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.testing import MockServer
 
 SECRET = "sk-endpoint-test-SECRET-4242"

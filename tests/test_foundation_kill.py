@@ -12,7 +12,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from ultrachat.data.jsonl import validate_dialogue
+from ultrachat.core.records import validate_dialogue
 
 ARGS = ["generate", "world", "--dialogues", "40", "--concurrency", "6", "--seed", "11", "--no-progress"]
 

@@ -11,7 +11,7 @@ import pytest
 
 from ultrachat.backends import BackendError, GenerationParams
 from ultrachat.backends.local import INSTALL_HINT, LocalBackend, resolve_model_dir
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
 

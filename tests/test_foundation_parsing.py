@@ -7,8 +7,8 @@ import json
 import pytest
 
 from conftest import FIXTURES
-from ultrachat.generate.lists import dedupe, normalize, parse_list
-from ultrachat.generate.postprocess import (
+from ultrachat.core.text import dedupe, normalize, parse_list
+from ultrachat.core.turns import (
     confounding_reason,
     is_politeness_only,
     repair_user_turn,

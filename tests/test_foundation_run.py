@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.generate.store import RunStore, RunStoreError
 from ultrachat.generate.world import quotas

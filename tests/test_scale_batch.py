@@ -21,7 +21,7 @@ import pytest
 
 from ultrachat.backends import GenerationParams
 from ultrachat.backends.batch import BatchBackend, BatchJournal
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import ModelConfig, load_recipe
 

@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.cli import app
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
 from ultrachat.testing import MockServer

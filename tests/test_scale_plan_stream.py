@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
+from ultrachat.core.hashing import HashIndex, TextSpool, hash64
+from ultrachat.core.progress import RunProgress
 from ultrachat.generate import runner
-from ultrachat.generate.compact import HashIndex, TextSpool, hash64
-from ultrachat.generate.progress import RunProgress
 from ultrachat.generate.runner import generate
 from ultrachat.generate.sector import Opening, TokenBudget, ordered_map, round_robin
 from ultrachat.generate.world import WorldSector

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.distributed import generate_ray, shard_of
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe

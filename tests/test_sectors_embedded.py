@@ -9,7 +9,7 @@ import re
 import shutil
 
 from conftest import ARTIFACTS
-from ultrachat.data.jsonl import iter_jsonl
+from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.mix import generate_all
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ultrachat.backends.fake import FakeBackend
-from ultrachat.data.jsonl import InvalidLine, iter_jsonl
+from ultrachat.core.corpus import InvalidLine, iter_jsonl
 from ultrachat.generate.engine import DialogueEngine, Role
 from ultrachat.generate.entities import clean_items, house_quotas, read_entities
 from ultrachat.generate.materials import MaterialsSector, select_passages

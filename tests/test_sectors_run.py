@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.backends import BackendPool
-from ultrachat.data.jsonl import iter_jsonl, repair_tail
+from ultrachat.core.corpus import iter_jsonl, repair_tail
 from ultrachat.generate.commands import recipe_overrides
 from ultrachat.generate.dryrun import dry_run
 from ultrachat.generate.mix import generate_all, sector_recipes

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from ultrachat.data.jsonl import InvalidLine, iter_jsonl
+from ultrachat.core.corpus import InvalidLine, iter_jsonl
 from ultrachat.generate.materials import select_passages
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import MaterialsConfig, load_recipe

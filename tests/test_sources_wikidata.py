@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from ultrachat.data.jsonl import InvalidLine, iter_jsonl
+from ultrachat.core.corpus import InvalidLine, iter_jsonl
 from ultrachat.generate.entities import read_entities
 from ultrachat.sources.wikidata import TopEntities, WikidataEntity, load_classes, top_entities
 

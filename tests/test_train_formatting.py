@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 
+from ultrachat.core.records import to_messages
 from ultrachat.train.formatting import (
     IGNORE_INDEX,
     TemplateError,
     encode,
     resolve_template,
     split_dialogue,
-    to_messages,
 )
 
 DIALOGUE = ["What is the capital of France?", "The capital of France is Paris.",

@@ -19,16 +19,15 @@ app = typer.Typer(help="Build, clean, train on, evaluate and explore UltraChat-s
                   no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich", cls=GuardedGroup)
 
 COMMANDS: list[str] = [
-    "ultrachat.generate.commands",  # generate <sector>
-    "ultrachat.generate.estimate",  # plan RECIPE (calls, tokens, time, cost)
-    "ultrachat.backends.batch",  # batch status|cancel (provider batch jobs)
+    "ultrachat.generate.commands",  # generate <sector>, plan RECIPE (calls, tokens, time, cost)
+    "ultrachat.backends.commands",  # batch status|cancel (provider batch jobs)
     "ultrachat.data.commands",  # show
     "ultrachat.train.commands",  # train, train-config, delta make|recover
     "ultrachat.chat.commands",  # chat
     "ultrachat.evaluate.commands",  # answer, eval pairwise|score, best-of-n
     "ultrachat.explore.commands",  # explore DATA... (index + web UI)
     "ultrachat.sources.commands",  # entities build (from a Wikidata dump)
-    "ultrachat.testing.mock_openai",  # mock-server (OpenAI-compatible, fault injection)
+    "ultrachat.testing.commands",  # mock-server (OpenAI-compatible, fault injection)
 ]
 
 def _version(value: bool) -> None:

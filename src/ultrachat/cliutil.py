@@ -22,11 +22,13 @@ from pathlib import Path
 from typing import Any
 
 import typer
-from rich.console import Console
 from rich.text import Text
 from typer.core import TyperGroup
 
-console = Console(stderr=True, markup=False)  # messages hold paths and data: never markup
+from .core.errors import UserError
+from .core.progress import console
+
+__all__ = ["GuardedGroup", "UsageError", "console", "fail", "handle", "run_guarded"]
 
 USAGE, RUNTIME, INTERRUPTED = 2, 1, 130
 DEBUG_ENV = "ULTRACHAT_DEBUG"
@@ -44,13 +46,9 @@ def fail(message: str, code: int = USAGE) -> None:
 
 
 def _known_errors() -> tuple[type[BaseException], ...]:
-    from .backends.base import BackendError
-    from .generate.store import RunStoreError
-    from .prompts import PromptError
-
-    # ValueError covers the project's input errors (RecipeError, InvalidLine, ChatError...),
-    # JSON and UTF-8 decoding errors.
-    return (ValueError, RunStoreError, BackendError, PromptError)
+    # UserError is the base of every package's fixable errors (RunStoreError, BackendError,
+    # PromptError, ConfigError, InvalidLine...); ValueError also covers JSON and UTF-8 decoding.
+    return (ValueError, UserError)
 
 
 def error_message(exc: BaseException) -> str:

@@ -19,43 +19,21 @@ Example recipe::
 
 from __future__ import annotations
 
-import hashlib
 import json
-import tomllib
 from pathlib import Path
-from typing import Any, ClassVar, Literal, TypeVar
+from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from .backends.config import ModelConfig
+from .core.config import ConfigError, Strict, load_toml_model
+from .core.hashing import hexdigest, named_digest
+from .core.paths import response_cache_path
 
-class RecipeError(ValueError):
-    """A recipe that cannot be used; the message is one line naming the file and field."""
+#: a recipe that cannot be used; the message is one line naming the file and field
+RecipeError = ConfigError
 
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
-
-
-class ModelConfig(_Strict):
-    """One role's model: which backend serves it and how it samples."""
-
-    backend: Literal["local", "openai", "openai_batch", "vllm", "fake"] = "local"
-    model: str = "smollm2-135m"
-    base_url: str | None = None
-    api_key_env: str = "OPENAI_API_KEY"
-    system: str = ""
-    temperature: float = Field(0.7, ge=0.0, le=2.0)
-    top_p: float = Field(0.95, gt=0.0, le=1.0)
-    max_tokens: int = Field(256, ge=1)
-    # Limits for HTTP backends (ignored by in-process ones).
-    max_in_flight: int = Field(64, ge=1)
-    requests_per_minute: int = Field(0, ge=0)
-    tokens_per_minute: int = Field(0, ge=0)
-    timeout_s: float = Field(120.0, gt=0)
-    max_retries: int = Field(6, ge=0)
-    # Batch APIs (backend = "openai_batch"): quiet time before a batch is sent, poll interval.
-    batch_wait_s: float = Field(2.0, ge=0)
-    batch_poll_s: float = Field(30.0, gt=0)
+__all__ = ["ModelConfig", "Models", "Recipe", "RecipeError", "builtin_digest", "content_digest", "load_recipe"]
 
 
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
@@ -64,7 +42,7 @@ ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
 }
 
 
-class Models(_Strict):
+class Models(Strict):
     """The models of each role. A role's table only needs the fields it changes: the
     rest come from that role's defaults (the user simulator samples hotter and shorter)."""
 
@@ -87,7 +65,7 @@ class Models(_Strict):
         return self.planner or self.user.model_copy(update={"temperature": 0.8, "max_tokens": 200})
 
 
-class DialogueConfig(_Strict):
+class DialogueConfig(Strict):
     """How the two roles talk: round range, user-simulator prompt set, repair bounds."""
 
     min_rounds: int | None = Field(None, ge=1)
@@ -107,7 +85,7 @@ class DialogueConfig(_Strict):
         return self
 
 
-class WorldConfig(_Strict):
+class WorldConfig(Strict):
     """Sector 1, Questions about the World."""
 
     topics: list[str] | None = None
@@ -118,7 +96,7 @@ class WorldConfig(_Strict):
     max_plan_waves: int = Field(12, ge=1)
 
 
-class KindRatio(_Strict):
+class KindRatio(Strict):
     """Relative shares of the three entity question kinds (the seed's 200k:250k:50k)."""
 
     specific: float = Field(200_000, ge=0)
@@ -132,7 +110,7 @@ class KindRatio(_Strict):
         return self
 
 
-class EntitiesConfig(_Strict):
+class EntitiesConfig(Strict):
     """Sector 1b, common real-world entities: entity -> meta questions -> specific and general questions."""
 
     entities: list[str] | None = None
@@ -144,7 +122,7 @@ class EntitiesConfig(_Strict):
     max_plan_waves: int = Field(12, ge=1)
 
 
-class WritingConfig(_Strict):
+class WritingConfig(Strict):
     """Sector 2, Writing and Creation: writing types -> instructions -> detailed instructions."""
 
     types: list[str] | None = None
@@ -158,7 +136,7 @@ class WritingConfig(_Strict):
 MATERIAL_TASKS = ("rewriting", "continuation", "summarisation", "inference", "question answering", "translation")
 
 
-class MaterialsConfig(_Strict):
+class MaterialsConfig(Strict):
     """Sector 3, Assistance on Existent Materials: passages -> instructions -> templated openings."""
 
     # JSONL (C4's *.json.gz too) / Parquet / text files, globs, folders, datasets save_to_disk folders;
@@ -194,7 +172,7 @@ class MaterialsConfig(_Strict):
         return self
 
 
-class MixSector(_Strict):
+class MixSector(Strict):
     """One sector of ``generate all``: its quota (a count, or a share of ``dialogues``) and models."""
 
     dialogues: int | None = Field(None, ge=0)
@@ -203,7 +181,7 @@ class MixSector(_Strict):
     models: dict[Literal["user", "assistant", "planner"], ModelConfig] = Field(default_factory=dict)
 
 
-class MixConfig(_Strict):
+class MixConfig(Strict):
     """``generate all``: which sectors, and each one's quota and models. With no sectors
     listed, every sector gets an equal share."""
 
@@ -213,7 +191,7 @@ class MixConfig(_Strict):
 SECTOR_SECTIONS = ("world", "entities", "writing", "materials")
 
 
-class Recipe(_Strict):
+class Recipe(Strict):
     """A whole run. Fields marked *runtime* do not change outputs and are left out of
     the fingerprint, so changing them never invalidates an output folder."""
 
@@ -254,9 +232,7 @@ class Recipe(_Strict):
         if self.cache is False or self.cache == "":
             return None
         if self.cache is True:
-            from .backends.cache import default_cache_path
-
-            return default_cache_path()
+            return response_cache_path()
         return Path(self.cache).expanduser()
 
     def fingerprint_payload(self, sector: str) -> dict[str, Any]:
@@ -291,22 +267,16 @@ class Recipe(_Strict):
         return out
 
     def fingerprint(self, sector: str) -> str:
-        blob = json.dumps(self.fingerprint_payload(sector), sort_keys=True).encode()
-        return hashlib.sha256(blob).hexdigest()[:16]
+        return hexdigest(json.dumps(self.fingerprint_payload(sector), sort_keys=True))[:16]
 
 
 def content_digest(path: Path, pattern: str = "*") -> str:
     """SHA-256 (16 hex) of a file's bytes, or of a folder's ``pattern`` files (names and
     bytes, sorted); ``missing`` when there is nothing (the run reports that itself)."""
-    h = hashlib.sha256()
     if path.is_dir():
-        for child in sorted(p for p in path.glob(pattern) if p.is_file()):
-            h.update(child.name.encode() + b"\0" + child.read_bytes() + b"\0")
-    elif path.is_file():
-        h.update(path.read_bytes())
-    else:
-        return "missing"
-    return h.hexdigest()[:16]
+        return named_digest((child.name, child.read_bytes())
+                            for child in sorted(p for p in path.glob(pattern) if p.is_file()))
+    return hexdigest(path.read_bytes())[:16] if path.is_file() else "missing"
 
 
 def builtin_digest(language: str) -> str:
@@ -314,21 +284,9 @@ def builtin_digest(language: str) -> str:
     upgrade of ultrachat changes what the built-in prompts say."""
     from importlib import resources
 
-    h = hashlib.sha256()
-    for package in ("ultrachat.prompts", "ultrachat.resources"):
-        folder = resources.files(package) / language
-        if folder.is_dir():
-            for entry in sorted(folder.iterdir(), key=lambda e: e.name):
-                if entry.is_file():
-                    h.update(entry.name.encode() + b"\0" + entry.read_bytes() + b"\0")
-    return h.hexdigest()[:16]
-
-
-def _format_error(source: str, err: ValidationError) -> str:
-    first = err.errors()[0]
-    loc = ".".join(str(p) for p in first["loc"]) or "(top level)"
-    more = f" (+{err.error_count() - 1} more)" if err.error_count() > 1 else ""
-    return f"{source}: field '{loc}': {first['msg']}{more}"
+    folders = [resources.files(package) / language for package in ("ultrachat.prompts", "ultrachat.resources")]
+    return named_digest((entry.name, entry.read_bytes()) for folder in folders if folder.is_dir()
+                        for entry in sorted(folder.iterdir(), key=lambda e: e.name) if entry.is_file())
 
 
 def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> Recipe:
@@ -338,46 +296,3 @@ def load_recipe(path: str | Path | None = None, overrides: dict[str, Any] | None
     ``None`` values are ignored so CLI flags left unset keep the file's value.
     """
     return load_toml_model(Recipe, path, overrides, "recipe")
-
-
-Model = TypeVar("Model", bound=BaseModel)
-
-
-def load_toml_model(model: type[Model], path: str | Path | None, overrides: dict[str, Any] | None,
-                    what: str, table: str | None = None) -> Model:
-    """Validate a TOML file (its ``table`` when given and present) as ``model``, after
-    applying dotted ``overrides``; every failure is one :class:`RecipeError` line."""
-    data: dict[str, Any] = {}
-    source = what
-    if path is not None:
-        source = str(path)
-        try:
-            data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise RecipeError(f"{source}: file not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise RecipeError(f"{source}: invalid TOML: {exc}") from None
-        except UnicodeDecodeError as exc:
-            raise RecipeError(f"{source}: not UTF-8 text (byte {exc.start})") from None
-        except OSError as exc:
-            raise RecipeError(f"{source}: cannot read ({exc.strerror or exc})") from None
-        if table:
-            data = data.get(table, data)
-            if not isinstance(data, dict):
-                raise RecipeError(f"{source}: field '{table}' must be a table")
-    for dotted, value in (overrides or {}).items():
-        if value is None:
-            continue
-        node = data
-        *parents, leaf = dotted.split(".")
-        for depth, key in enumerate(parents, 1):
-            node = node.setdefault(key, {})
-            if not isinstance(node, dict):  # e.g. `dialogue = 3` in the file and --min-rounds on the command line
-                field = ".".join(parents[:depth])
-                raise RecipeError(f"{source}: field '{field}' must be a table ([{field}]), "
-                                  f"got {type(node).__name__} {node!r}")
-        node[leaf] = value
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        raise RecipeError(_format_error(source, exc)) from None

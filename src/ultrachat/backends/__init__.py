@@ -5,8 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
+from .config import ModelConfig
 
 if TYPE_CHECKING:
     from .cache import ResponseCache

@@ -8,8 +8,15 @@ embedded model, an HTTP endpoint or a cluster engine plug in without touching it
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Literal
+
+from ..core.errors import UserError
+
+#: the id of the dialogue being generated in this task (set by the dialogue runner), so a
+#: backend with per-replica caches can send every call of one dialogue to one replica
+DIALOGUE: ContextVar[str | None] = ContextVar("ultrachat_dialogue", default=None)
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": str}
 FinishReason = Literal["stop", "length", "error"]
@@ -48,7 +55,7 @@ class Completion:
     model: str = ""
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError, RuntimeError):
     """A failure the run cannot recover from (bad key, missing model, endpoint down)."""
 
 

@@ -34,16 +34,13 @@ import threading
 import time
 from collections import Counter
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
-
-from .. import aio
-from ..recipe import ModelConfig
+from ..core.paths import batch_journal_path
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
 from .cache import call_key
+from .config import ModelConfig
 from .http import FormField, HttpClient, RequestFailed
-from .local import cache_root
 from .openai import chat_body, parse_completion
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
@@ -53,10 +50,6 @@ CREATE TABLE IF NOT EXISTS requests (key TEXT, batch_id TEXT, PRIMARY KEY (key, 
 CREATE TABLE IF NOT EXISTS results (key TEXT PRIMARY KEY, text TEXT, finish TEXT, prompt_tokens INTEGER,
                                     completion_tokens INTEGER, model TEXT);
 """
-
-
-def default_journal_path() -> Path:
-    return cache_root() / "batches.sqlite"
 
 
 class BatchJournal:
@@ -134,7 +127,7 @@ class BatchBackend(Backend):
         #: fields merged into every request body, as OpenAIBackend.extra_body
         self.extra_body: dict[str, Any] = {}
         self.model_id = f"openai_batch|{cfg.model}|{self.base_url}"
-        self.journal = BatchJournal(journal or default_journal_path())
+        self.journal = BatchJournal(journal or batch_journal_path())
         self._started = False
         self._queue: dict[str, dict[str, Any]] = {}  # key -> request body, for the next batch
         self._bodies: dict[str, dict[str, Any]] = {}  # key -> body of every call waiting (to resubmit)
@@ -308,48 +301,3 @@ def _parse_output(raw: bytes, model: str) -> dict[str, Completion]:
         except (ValueError, KeyError, IndexError, TypeError, AttributeError):
             continue  # a malformed line counts as an error: its request is resubmitted
     return out
-
-
-JournalOpt = Annotated[Optional[Path], typer.Option(help="Batch journal (default: <cache root>/batches.sqlite).")]
-
-
-def register(app: typer.Typer) -> None:
-    batch_app = typer.Typer(help="Provider batch jobs of openai_batch backends: list or cancel them.",
-                            no_args_is_help=True)
-
-    @batch_app.command("status")
-    def status(journal: JournalOpt = None) -> None:
-        """List the batches this machine submitted and their last known status."""
-        from rich.console import Console
-        from rich.table import Table
-
-        table = Table("batch", "endpoint", "status", "submitted (UTC)", "requests")
-        for batch_id, url, state, created, count in BatchJournal(journal or default_journal_path()).batches():
-            table.add_row(batch_id, url, state, time.strftime("%Y-%m-%d %H:%M", time.gmtime(created)), str(count))
-        Console(markup=False).print(table)
-
-    @batch_app.command("cancel")
-    def cancel(recipe: Annotated[Path, typer.Argument(help="Recipe whose openai_batch roles to cancel.")],
-               journal: JournalOpt = None) -> None:
-        """Cancel every running batch of the recipe's openai_batch endpoints."""
-        from ..cliutil import run_guarded
-        from ..recipe import load_recipe
-
-        rec = run_guarded(lambda: load_recipe(recipe))
-        cfgs = {(c.base_url, c.model): c for c in (rec.models.user, rec.models.assistant, rec.models.planner_config())
-                if c.backend == "openai_batch"}
-
-        async def run() -> list[str]:
-            done: list[str] = []
-            for cfg in cfgs.values():
-                backend = BatchBackend(cfg, journal)
-                try:
-                    done += await backend.cancel_all()
-                finally:
-                    await backend.close()
-            return done
-
-        cancelled = run_guarded(lambda: aio.run(run()))
-        print(f"cancelled {len(cancelled)} batch(es): {', '.join(cancelled) or '-'}")
-
-    app.add_typer(batch_app, name="batch")

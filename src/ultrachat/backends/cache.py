@@ -19,15 +19,14 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import threading
 import time
 from pathlib import Path
 
+from ..core.hashing import hexdigest
 from .base import Backend, Completion, GenerationParams, Message, Usage
-from .local import cache_root
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
@@ -46,11 +45,6 @@ class CachedCompletion(Completion):
     """A completion replayed from the cache (cost accounting counts it as free)."""
 
 
-def default_cache_path() -> Path:
-    """Where ``cache = true`` in a recipe keeps responses: ``<cache root>/responses.sqlite``."""
-    return cache_root() / "responses.sqlite"
-
-
 def call_key(model_id: str, messages: list[Message], params: GenerationParams) -> str:
     """The fingerprint of one call: identical inputs give the same key on any machine."""
     payload = {
@@ -58,7 +52,7 @@ def call_key(model_id: str, messages: list[Message], params: GenerationParams) -
         "messages": [[m["role"], m["content"]] for m in messages],
         "params": [params.temperature, params.top_p, params.max_tokens, params.seed, list(params.stop)],
     }
-    return hashlib.sha256(json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()).hexdigest()
+    return hexdigest(json.dumps(payload, ensure_ascii=False, separators=(",", ":")))
 
 
 class ResponseCache:

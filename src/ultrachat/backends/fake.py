@@ -8,33 +8,14 @@ list, user-simulator requests get a question, anything else a short answer. A sc
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import re
 from collections.abc import Callable
 from typing import Union
 
 from .base import Backend, Completion, GenerationParams, Message, Usage
+from .shaped import default_reply
 
 Reply = Union[str, Completion]
 Script = Union[list[Reply], Callable[[list[Message], GenerationParams], Reply]]
-
-
-def _digest(messages: list[Message]) -> str:
-    blob = "\x1e".join(f"{m['role']}:{m['content']}" for m in messages)
-    return hashlib.sha1(blob.encode()).hexdigest()
-
-
-def default_reply(messages: list[Message], params: GenerationParams) -> str:
-    """A deterministic reply shaped like what the prompt asks for."""
-    last = messages[-1]["content"]
-    h = _digest(messages)[:8]
-    if re.search(r"\blist\b|列出|列表|清单", last, re.I):
-        m = re.search(r"\b(\d{1,2})\b", last)
-        n = int(m.group(1)) if m else 5
-        return "\n".join(f"{i}. What about aspect {h}-{i} of this subject?" for i in range(1, n + 1))
-    if re.search(r"next message|follow-up|追问|下一条", last, re.I):
-        return f"Could you explain more about point {h}?"
-    return f"Here is an answer ({h}). It covers the main facts in a few clear sentences."
 
 
 class FakeBackend(Backend):

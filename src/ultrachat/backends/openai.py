@@ -40,8 +40,8 @@ from typing import Any
 
 import orjson
 
-from ..recipe import ModelConfig
 from .base import Backend, BackendError, Completion, FinishReason, GenerationParams, Message, Usage
+from .config import ModelConfig
 from .http import HttpClient, RequestFailed, normalize_base_url, one_line, retry_after_seconds
 
 __all__ = ["FINISH", "OpenAIBackend", "chat_body", "normalize_base_url", "parse_completion", "retry_after_seconds"]

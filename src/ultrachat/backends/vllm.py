@@ -20,18 +20,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import itertools
 import os
 from collections.abc import Iterator
-from contextvars import ContextVar
 from typing import Any
 
-from ..recipe import ModelConfig
-from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
-
-#: the id of the dialogue being generated in this task (set by the dialogue runner)
-DIALOGUE: ContextVar[str | None] = ContextVar("ultrachat_dialogue", default=None)
+from ..core.hashing import uint64
+from .base import DIALOGUE, Backend, BackendError, Completion, GenerationParams, Message, Usage
+from .config import ModelConfig
 
 
 def parse_model(model: str) -> tuple[str, dict[str, str]]:
@@ -47,7 +43,7 @@ def parse_model(model: str) -> tuple[str, dict[str, str]]:
 
 def replica_for(key: str, replicas: int) -> int:
     """The replica that serves every call of the dialogue ``key`` (stable across processes)."""
-    return int.from_bytes(hashlib.blake2b(key.encode(), digest_size=8).digest(), "big") % replicas
+    return uint64(key) % replicas
 
 
 @contextlib.contextmanager

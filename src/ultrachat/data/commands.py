@@ -157,10 +157,10 @@ def register(app: typer.Typer) -> None:
               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from rich.text import Text
 
+        from ..core.corpus import OutputDir
         from ..recipe import ModelConfig
         from .stats import StatsConfig, corpus_stats
         from .stats_report import stats_tables, write_outputs
-        from .stream import OutputDir
 
         command = _command_line()
 

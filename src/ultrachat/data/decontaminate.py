@@ -21,14 +21,15 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from .stream import OutputDir, json_lines, parquet_rows, read_corpus, words
+from ..core.corpus import OutputDir, json_lines, parquet_rows, read_corpus
+from ..core.hashing import digest
+from ..core.text import words
 
 BUILTIN = "builtin"
 AUTO_FIELDS = ("prompt", "instruction", "question", "turns", "input", "text", "data.0", "data", "messages.0.content")
@@ -129,7 +130,7 @@ class EvalIndex:
 
 
 def _hash(toks: list[str]) -> bytes:
-    return hashlib.blake2b(" ".join(toks).encode(), digest_size=8).digest()
+    return digest(" ".join(toks))
 
 
 def decontaminate(path: Path, out_dir: Path, against: list[str] | None = None, field: str | None = None,

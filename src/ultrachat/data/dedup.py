@@ -25,7 +25,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import sqlite3
 from collections import Counter
 from contextlib import closing
@@ -34,7 +33,9 @@ from itertools import groupby
 from pathlib import Path
 from typing import Any, Literal
 
-from .stream import OutputDir, batches, read_corpus, words
+from ..core.corpus import OutputDir, read_corpus
+from ..core.hashing import digest
+from ..core.text import batches, words
 
 BATCH = 512  # dialogues per MinHash bulk call; their shingles are the peak of transient memory
 
@@ -70,7 +71,7 @@ def dedup_text(d: dict[str, Any], scope: str) -> list[str]:
 
 
 def exact_key(tokens: list[str]) -> bytes:
-    return hashlib.blake2b(" ".join(tokens).encode(), digest_size=8).digest()
+    return digest(" ".join(tokens))
 
 
 def shingles(tokens: list[str], n: int) -> list[str]:
@@ -203,7 +204,7 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
 
 def planted_recall(removed_path: Path) -> dict[str, Any]:
     """Recall on a :mod:`~ultrachat.data.synth` corpus: planted copies found among ``removed.jsonl``."""
-    from .jsonl import iter_jsonl
+    from ..core.corpus import iter_jsonl
 
     found = {"exact": 0, "near": 0}
     false_pos = 0

@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import re
-import tomllib
 from functools import cached_property
 from importlib import resources
 from pathlib import Path
@@ -30,8 +29,9 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from ..generate.postprocess import confounding_reason, is_politeness_only
-from .stream import OutputDir, read_corpus
+from ..core.config import apply_overrides, format_validation_error, parse_toml
+from ..core.corpus import OutputDir, read_corpus
+from ..core.turns import confounding_reason, is_politeness_only
 
 RULES = ("empty_turns", "dangling_user", "polite_turns", "disclaimer", "truecase", "rounds", "length", "language",
          "role_confounding")
@@ -62,7 +62,7 @@ class FilterConfig(BaseModel):
             text = Path(self.rules_file).read_text(encoding="utf-8")
         else:
             text = (resources.files("ultrachat.data") / "filter_rules.toml").read_text(encoding="utf-8")
-        data = tomllib.loads(text)
+        data = parse_toml(text, self.rules_file or "filter_rules.toml", ValueError)
         return {"disclaimer": re.compile("|".join(f"(?:{p})" for p in data.get("disclaimers", [])), re.I),
                 "abbreviations": frozenset(a.lower() for a in data.get("abbreviations", []))}
 
@@ -71,16 +71,12 @@ def load_filter_config(path: Path | None, overrides: dict[str, Any] | None = Non
     """The ``[filter]`` table of a TOML file (recipe or standalone) plus CLI overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        try:
-            data = dict(tomllib.loads(Path(path).read_text(encoding="utf-8")).get("filter", {}))
-        except tomllib.TOMLDecodeError as exc:
-            raise ValueError(f"{path}: invalid TOML: {exc}") from None
-    data.update({k: v for k, v in (overrides or {}).items() if v is not None})
+        data = dict(parse_toml(Path(path).read_text(encoding="utf-8"), str(path), ValueError).get("filter", {}))
+    apply_overrides(data, overrides)
     try:
         return FilterConfig.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
-        raise ValueError(f"{path or 'filter'}: field 'filter.{'.'.join(map(str, err['loc']))}': {err['msg']}") from None
+        raise ValueError(format_validation_error(str(path or "filter"), exc, prefix="filter.")) from None
 
 
 _CODE = re.compile(r"```.*?(?:```|$)|`[^`\n]*`|https?://\S+", re.S)

@@ -34,7 +34,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import shutil
 import tempfile
@@ -42,8 +41,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from .jsonl import validate_dialogue
-from .stream import OutputDir, count_lines, json_lines, make_progress, parquet_rows, read_corpus
+from ..core.corpus import OutputDir, count_lines, json_lines, parquet_rows, read_corpus
+from ..core.hashing import hexdigest, uint64
+from ..core.progress import make_progress
+from ..core.records import turn_messages, validate_dialogue
 
 FORMATS = ("hf", "parquet", "sharegpt", "openai")
 LAYOUTS = ("200k", "trl")
@@ -52,15 +53,10 @@ ROLES = {"user": "user", "human": "user", "assistant": "assistant", "gpt": "assi
 ROWS_PER_BATCH = 1000
 
 
-def to_messages(d: dict[str, Any]) -> list[dict[str, str]]:
-    """``data`` as chat messages: even turns are the user's, odd turns the assistant's."""
-    return [{"role": "user" if i % 2 == 0 else "assistant", "content": t} for i, t in enumerate(d["data"])]
-
-
 def to_row(d: dict[str, Any]) -> dict[str, Any]:
     """An UltraChat 200k-style row, plus ``id`` and ``meta`` (JSON) for a lossless way back."""
     prompt = d["data"][0]
-    return {"prompt": prompt, "prompt_id": hashlib.sha256(prompt.encode()).hexdigest(), "messages": to_messages(d),
+    return {"prompt": prompt, "prompt_id": hexdigest(prompt), "messages": turn_messages(d["data"]),
             "id": str(d["id"]), "meta": json.dumps(d["meta"], ensure_ascii=False) if "meta" in d else None}
 
 
@@ -95,7 +91,7 @@ def split_of(dialogue_id: str, test_fraction: float, seed: int) -> int:
     """0 (train) or 1 (test), stable for an id whatever else is in the corpus."""
     if test_fraction <= 0:
         return 0
-    h = int.from_bytes(hashlib.blake2b(f"{seed}:{dialogue_id}".encode(), digest_size=8).digest(), "big")
+    h = uint64(f"{seed}:{dialogue_id}")
     return int(h / 2**64 < test_fraction)
 
 
@@ -223,7 +219,7 @@ def _export_json(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str) -> di
                     item["meta"] = d["meta"]
                 fh.write(("" if n == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
             else:
-                fh.write(json.dumps({"messages": to_messages(d)}, ensure_ascii=False) + "\n")
+                fh.write(json.dumps({"messages": turn_messages(d["data"])}, ensure_ascii=False) + "\n")
                 side.write(json.dumps({"id": str(d["id"]), **({"meta": d["meta"]} if "meta" in d else {})},
                                       ensure_ascii=False) + "\n")
             n += 1

@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.panel import Panel
 from rich.text import Text
 
-from .jsonl import iter_jsonl
+from ..core.corpus import iter_jsonl
 
 
 def show_dialogues(path: Path, n: int = 1, dialogue_id: str | None = None, console: Console | None = None,

@@ -18,7 +18,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from .stream import OutputDir, batches, read_corpus
+from ..core.corpus import OutputDir, read_corpus
+from ..core.text import batches
 from .tokens import load_counter
 
 ROUND_TEMPLATE = "User: {user}</s>\nAssistant: {assistant}</s>\n"

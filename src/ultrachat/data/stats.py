@@ -44,9 +44,11 @@ from typing import Any
 import numpy as np
 
 from .. import aio
+from ..core.corpus import OutputDir, read_corpus
+from ..core.progress import make_progress
+from ..core.text import batches
 from ..recipe import ModelConfig
 from .paper import PAPER_EMBEDDING_MODEL
-from .stream import OutputDir, batches, make_progress, read_corpus
 
 BATCH = 256
 LENGTH_CAP = 16384  # histogram bins stop here; longer values land in the last bin

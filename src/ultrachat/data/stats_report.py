@@ -15,8 +15,8 @@ from typing import Any
 import numpy as np
 from rich.table import Table
 
+from ..core.corpus import OutputDir
 from .paper import COLUMNS, PAPER_EMBEDDING_MODEL, PAPER_ROWS, PAPER_SOURCE, topic_label
-from .stream import OutputDir
 
 TITLE = "Corpus statistics (columns of the UltraChat paper's Table 4)"
 _FORMATS = {"dialogues": "{:,.0f}", "avg_turns": "{:.2f}", "avg_dialogue_tokens": "{:.1f}",

@@ -22,10 +22,10 @@ from typing import Any
 
 from .. import aio
 from ..backends import Backend, BackendPool, GenerationParams, Message
-from ..data.jsonl import write_json_atomic
-from ..generate.progress import RunProgress
+from ..core.callcache import CallCache, fingerprint, gather_limited
+from ..core.corpus import write_json_atomic
+from ..core.progress import RunProgress
 from ..recipe import ModelConfig
-from .cache import CallCache, fingerprint, gather_limited
 from .evalset import EvalItem, to_fastchat
 
 

@@ -24,11 +24,11 @@ from typing import Any, Protocol
 
 from .. import aio
 from ..backends import Backend, BackendPool, GenerationParams, Message
-from ..data.jsonl import write_json_atomic
-from ..generate.progress import RunProgress
+from ..core.callcache import CallCache, fingerprint, gather_limited
+from ..core.corpus import write_json_atomic
+from ..core.progress import RunProgress
 from ..recipe import ModelConfig
 from .answers import answer_item, default_generator, model_identity, to_model_output
-from .cache import CallCache, fingerprint, gather_limited
 from .evalset import EvalItem, align, generator_name, load_answers
 from .judges import JudgeConfig, JudgeConfigError, default_judge, judge_once, load_judge
 from .lc import length_control_info

@@ -19,15 +19,15 @@ Example::
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 from ..backends.base import Backend, GenerationParams, Message
+from ..core.callcache import CallCache, fingerprint
+from ..core.config import parse_toml
 from ..recipe import ModelConfig
-from .cache import CallCache, fingerprint
 from .parse import VerdictSpec, parse_verdict
 
 BUILTIN_JUDGES = ("pairwise", "score", "pairwise-small", "score-small")
@@ -108,10 +108,7 @@ def load_judge(name_or_path: str | Path) -> JudgeConfig:
                                    "or give a path to a .toml config")
         source = f"judges/{name_or_path}.toml"
         text = (base / f"{name_or_path}.toml").read_text(encoding="utf-8")
-    try:
-        raw = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as exc:
-        raise JudgeConfigError(f"{source}: {exc}") from None
+    raw = parse_toml(text, source, JudgeConfigError, prefix="")
     try:
         kind = raw["kind"]
         if kind not in ("pairwise", "score"):

@@ -22,10 +22,10 @@ from typing import Any
 
 from .. import aio
 from ..backends import Backend, BackendPool
-from ..generate.progress import RunProgress
+from ..core.callcache import CallCache, gather_limited
+from ..core.progress import RunProgress
 from ..recipe import ModelConfig
 from .answers import model_identity
-from .cache import CallCache, gather_limited
 from .evalset import align, generator_name, load_answers, prompt_class
 from .judges import JudgeConfig, JudgeConfigError, judge_once
 from .lc import GamedBaselines, length_control_info, length_controlled_win_rate

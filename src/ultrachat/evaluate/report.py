@@ -19,7 +19,7 @@ from typing import Any
 
 from rich.table import Table
 
-from ..data.jsonl import write_json_atomic
+from ..core.corpus import write_json_atomic
 from .lc import length_control_info
 
 TITLES = {"win_rate": "win rate (%)", "mean": "score (1-10)"}

@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from ..backends import Backend
-from ..generate.progress import RunProgress
+from ..core.callcache import CallCache, gather_limited
+from ..core.progress import RunProgress
 from ..recipe import ModelConfig
 from .answers import model_identity
-from .cache import CallCache, gather_limited
 from .evalset import align, load_answers, prompt_class
 from .judges import JudgeConfig, JudgeConfigError, judge_once
 from .pairwise import AnswerSet, judge_view, with_judge_backend

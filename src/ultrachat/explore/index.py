@@ -20,7 +20,6 @@ Example::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sqlite3
 import time
@@ -30,11 +29,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from ..core.hashing import hexdigest
+from ..core.paths import cache_root
+
 SCHEMA_VERSION = "2"
 HEAD_BYTES = 4096  # bytes hashed to recognise a replaced file
 BATCH_LINES = 4000  # lines per transaction: bounds memory and the work a kill can lose
 TITLE_CHARS = 160
-DEFAULT_CACHE = Path.home() / ".cache" / "ultrachat" / "explore"
+DEFAULT_CACHE = cache_root() / "explore"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,7 +118,7 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 def default_index_path(paths: list[Path]) -> Path:
     """One index per set of DATA arguments, under ~/.cache/ultrachat/explore/."""
     key = "\n".join(sorted(str(p.resolve()) for p in paths))
-    return DEFAULT_CACHE / f"{hashlib.sha1(key.encode()).hexdigest()[:16]}.sqlite"
+    return DEFAULT_CACHE / f"{hexdigest(key, 'sha1')[:16]}.sqlite"
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
@@ -134,7 +136,7 @@ def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
 
 def _head(path: Path, size: int) -> str:
     with open(path, "rb") as fh:
-        return hashlib.sha1(fh.read(size)).hexdigest()
+        return hexdigest(fh.read(size), "sha1")
 
 
 def _model_name(meta: dict[str, Any]) -> str | None:
@@ -310,14 +312,11 @@ class _progress_bar:
     def __enter__(self) -> Callable[[int], None]:
         if not self.enabled:
             return lambda n: None
-        from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn
+        from ..core.progress import make_progress
 
-        from ..cliutil import console
-
-        self._bar = Progress(TextColumn("[bold]indexing"), BarColumn(), DownloadColumn(), TimeRemainingColumn(),
-                             console=console)
+        self._bar = make_progress(unit="bytes")
         self._bar.start()
-        task = self._bar.add_task("index", total=self.total)
+        task = self._bar.add_task("indexing", total=self.total)
         return lambda n: self._bar.advance(task, n)
 
     def __exit__(self, *exc: object) -> None:

@@ -175,7 +175,7 @@ def compute_map(conn: sqlite3.Connection, max_points: int = 20000, progress: boo
         rng.choice(total, size=max_points, replace=False) + 1)
     rowids = [int(r) for r in sample]
     if progress:
-        from ..cliutil import console
+        from ..core.progress import console
 
         console.print(f"computing the topic map of {len(rowids):,} dialogues…", highlight=False)
     from threadpoolctl import threadpool_limits

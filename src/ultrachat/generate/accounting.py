@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import fnmatch
 import os
-import tomllib
 from dataclasses import asdict, dataclass
 from importlib import resources
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 
 from ..backends.base import Backend, Completion, GenerationParams, Message, Usage
 from ..backends.cache import CachedCompletion
+from ..core.config import parse_toml, read_toml
 from ..recipe import ModelConfig
 
 PRICES_ENV = "ULTRACHAT_PRICES"
@@ -65,14 +65,9 @@ class Prices:
         """Read ``path``, else ``$ULTRACHAT_PRICES``, else the shipped table."""
         path = path or os.environ.get(PRICES_ENV)
         if path:
-            try:
-                return cls(tomllib.loads(Path(path).read_text(encoding="utf-8")), str(path))
-            except FileNotFoundError:
-                raise ValueError(f"{path}: price table not found") from None
-            except tomllib.TOMLDecodeError as exc:
-                raise ValueError(f"{path}: invalid TOML: {exc}") from None
+            return cls(read_toml(path, ValueError, missing="price table not found"), str(path))
         text = resources.files("ultrachat.backends").joinpath("prices.toml").read_text(encoding="utf-8")
-        return cls(tomllib.loads(text), "prices.toml")
+        return cls(parse_toml(text, "prices.toml", ValueError), "prices.toml")
 
     def lookup(self, backend: str, model: str) -> Price:
         names = (f"{backend}:{model}", model)
@@ -199,7 +194,7 @@ def write_report(out: Path, summary: Any, ledger: Ledger, seconds: float) -> Pat
     """
     import time
 
-    from ..data.jsonl import read_json_object, write_json_atomic
+    from ..core.corpus import read_json_object, write_json_atomic
 
     s = summary.stats
     run = {

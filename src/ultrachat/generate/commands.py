@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -32,6 +33,7 @@ ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show li
 LangOpt = Annotated[Optional[str], typer.Option("--language", help="Language of prompts and lists (en, zh).")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (openings, dialogues, calls, tokens); "
                                       "call no model.")]
+RecipeArg = Annotated[Optional[Path], typer.Argument(help="TOML recipe (default: the built-in defaults).")]
 MatOpt = Annotated[Optional[list[str]], typer.Option(
     "--materials", metavar="PATH", help="Corpus for the materials sector (repeatable): a file (C4's *.json.gz, "
     "JSONL, Parquet, text), a glob, a folder or a datasets save_to_disk folder; replaces materials.files.")]
@@ -135,6 +137,29 @@ def demo(recipe: DemoRecipeOpt = Path("examples/demo.toml"), out: DemoOutOpt = P
     Console().print(summary_table(corpus, summary.seconds, summary.stats.dialogues))
 
 
+def _plan_command(app: typer.Typer) -> None:
+    @app.command("plan")
+    def plan_command(recipe: RecipeArg = None,
+                     sector: Annotated[str, typer.Option(help="Sector to estimate.")] = "world",
+                     dialogues: Annotated[Optional[int], typer.Option(help="Dialogues to plan for.")] = None,
+                     sample: Annotated[int, typer.Option(help="Dialogues actually simulated.")] = 300,
+                     fill: Annotated[float, typer.Option(help="Share of max_tokens a reply uses.")] = 0.6,
+                     prices: Annotated[Optional[Path], typer.Option(help="Price table TOML.")] = None,
+                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
+        """Estimate calls, tokens, time and cost of a generation run without calling any model."""
+        from ..recipe import load_recipe
+        from .accounting import Prices
+        from .estimate import estimate
+
+        rec = run_guarded(lambda: load_recipe(recipe))
+        est = run_guarded(lambda: estimate(sector, rec, dialogues, sample, fill,
+                                           Prices.load(prices) if prices else None))
+        if as_json:
+            print(json.dumps(est.to_json(), indent=2))
+        else:
+            Console(markup=False).print(est.table())
+
+
 def register(app: typer.Typer) -> None:
     from .runner import SECTORS
 
@@ -146,3 +171,4 @@ def register(app: typer.Typer) -> None:
                     "one output per sector plus the merged corpus.")
     app.add_typer(gen, name="generate")
     app.command("demo")(demo)
+    _plan_command(app)

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from ..data.jsonl import iter_jsonl
+from ..core.corpus import iter_jsonl
 
 NEXT_STEPS = [
     ("look at more dialogues", "ultrachat show {corpus} --n 3"),

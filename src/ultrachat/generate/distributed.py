@@ -22,7 +22,6 @@ Example::
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import json
 import queue
 import tempfile
@@ -33,10 +32,11 @@ from typing import TYPE_CHECKING, Any
 
 from .. import aio
 from ..backends import BackendPool, Usage
+from ..core.hashing import uint64
+from ..core.progress import RunProgress
 from ..recipe import Recipe
 from .accounting import Ledger, LedgerLine, MeteredBackend
 from .engine import DialogueEngine, EngineStats
-from .progress import RunProgress
 from .sector import Opening, TokenBudget
 from .store import RunStore
 
@@ -46,7 +46,7 @@ if TYPE_CHECKING:
 
 def shard_of(dialogue_id: str, shards: int) -> int:
     """Stable shard of an id: the same on every machine and rerun."""
-    return int.from_bytes(hashlib.sha256(dialogue_id.encode()).digest()[:8], "big") % shards
+    return uint64(dialogue_id, "sha256") % shards
 
 
 class _Sink:

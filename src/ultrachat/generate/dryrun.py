@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 
 from rich.table import Table
 
+from ..core.text import approx_tokens
 from ..prompts import Prompts
 from ..recipe import Recipe
 from .engine import TRANSCRIPT_CHARS, TRANSCRIPT_TURNS
@@ -29,8 +30,6 @@ from .materials import MaterialsSector, select_passages
 from .runner import build_sector
 from .world import WorldSector, quotas
 from .writing import WritingSector, is_expanded
-
-CHARS_PER_TOKEN = {"zh": 1.5, "ja": 1.5, "ko": 1.5}  # other languages: 4
 
 
 @dataclass
@@ -72,12 +71,10 @@ class _Estimator:
     def __init__(self, recipe: Recipe, report: PlanReport) -> None:
         self.recipe = recipe
         self.report = report
-        self.chars = CHARS_PER_TOKEN.get(recipe.language, 4.0)
         self.prompts = Prompts(recipe.language, recipe.prompts_dir)
 
     def tokens(self, text_or_chars: str | float) -> int:
-        chars = len(text_or_chars) if isinstance(text_or_chars, str) else text_or_chars
-        return math.ceil(chars / self.chars)
+        return approx_tokens(text_or_chars, self.recipe.language)
 
     def plan_calls(self, stage: str, calls: int, file: str, extra_chars: float = 0) -> None:
         if calls <= 0:

@@ -18,10 +18,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
+from ..core.hashing import stable_seed
+from ..core.turns import repair_user_turn, strip_role_prefix
 from ..prompts import Prompts
 from ..recipe import DialogueConfig, ModelConfig
-from .postprocess import repair_user_turn, strip_role_prefix
-from .sector import Opening, Sector, stable_seed
+from .sector import Opening, Sector
 
 TRANSCRIPT_TURNS = 6  # the opening plus the latest turns shown to a task-framed user model
 TRANSCRIPT_CHARS = 600  # per turn; small models lose the thread in long prompts

@@ -25,10 +25,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import InvalidLine
-from .compact import HashIndex, TextSpool
-from .lists import clean_items, normalize, parse_list
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin, stable_seed
+from ..core.corpus import InvalidLine
+from ..core.hashing import HashIndex, TextSpool, stable_seed
+from ..core.text import clean_items, normalize, parse_list
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
 
 KINDS = ("specific", "general", "meta")
 def house_quotas(n: int, weights: dict[str, float]) -> dict[str, int]:

@@ -17,26 +17,23 @@ Example::
 from __future__ import annotations
 
 import json
-import math
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Optional
+from typing import Any
 
-import typer
 from rich.table import Table
 
 from .. import aio
 from ..backends import Backend, BackendPool, Completion, GenerationParams, Message, Usage
-from ..backends.fake import default_reply
+from ..backends.shaped import default_reply
+from ..core.text import approx_tokens
 from ..recipe import ModelConfig, Recipe
 from .accounting import Prices
 
-CHARS_PER_TOKEN = 4
-
 
 def _tokens(text: str) -> int:
-    return max(1, math.ceil(len(text) / CHARS_PER_TOKEN))
+    return max(1, approx_tokens(text))
 
 
 class SizingBackend(Backend):
@@ -171,30 +168,3 @@ def estimate(sector: str, recipe: Recipe, dialogues: int | None = None, sample: 
             est.stages.append(StageEstimate(stage, model, calls, usage.prompt_tokens, usage.completion_tokens,
                                             price.cost(usage, discount), seconds))
     return est
-
-
-RecipeArg = Annotated[Optional[Path], typer.Argument(help="TOML recipe (default: the built-in defaults).")]
-
-
-def register(app: typer.Typer) -> None:
-    @app.command("plan")
-    def plan_command(recipe: RecipeArg = None,
-                     sector: Annotated[str, typer.Option(help="Sector to estimate.")] = "world",
-                     dialogues: Annotated[Optional[int], typer.Option(help="Dialogues to plan for.")] = None,
-                     sample: Annotated[int, typer.Option(help="Dialogues actually simulated.")] = 300,
-                     fill: Annotated[float, typer.Option(help="Share of max_tokens a reply uses.")] = 0.6,
-                     prices: Annotated[Optional[Path], typer.Option(help="Price table TOML.")] = None,
-                     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
-        """Estimate calls, tokens, time and cost of a generation run without calling any model."""
-        from rich.console import Console
-
-        from ..cliutil import run_guarded
-        from ..recipe import load_recipe
-
-        rec = run_guarded(lambda: load_recipe(recipe))
-        est = run_guarded(lambda: estimate(sector, rec, dialogues, sample, fill,
-                                           Prices.load(prices) if prices else None))
-        if as_json:
-            print(json.dumps(est.to_json(), indent=2))
-        else:
-            Console(markup=False).print(est.table())

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import heapq
 import itertools
 import math
@@ -29,13 +28,12 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
-from ..data.stream import words
+from ..core.hashing import HashIndex, TextSpool, digest, stable_seed
+from ..core.text import clean_items, parse_list, words
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
 from ..sources.passages import Passage, corpus_inputs, hub_passages, read_passages
-from .compact import HashIndex, TextSpool
-from .lists import clean_items, parse_list
-from .sector import Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
+from .sector import Assigned, Opening, PlanContext, Sector, ordered_map
 
 T = TypeVar("T")
 
@@ -68,7 +66,7 @@ def eligible_passages(cfg: MaterialsConfig, language: str, seed: int) -> Iterato
         if not cfg.min_chars <= len(passage.text) <= cfg.max_chars:
             continue
         text = " ".join(words(passage.text))
-        key = stable_seed(seed, hashlib.blake2b(text.encode(), digest_size=12).hexdigest())
+        key = stable_seed(seed, digest(text, 12).hex())
         if key / 2**63 < cfg.sample_rate:
             yield key, passage
 
@@ -211,7 +209,7 @@ class MaterialsSector(Sector):
         tasks = "\n".join(self.prompts.render("materials", "instructions", "task_line", i=j + 1,
                                               task=self.prompts.get("materials", "tasks", self.task_of(p, j)))
                           for j in range(n))
-        key = f"instructions|p{p}|{hashlib.blake2b(passage.text.encode(), digest_size=8).hexdigest()}"
+        key = f"instructions|p{p}|{digest(passage.text).hex()}"
         prompt = self.prompts.render("materials", "instructions", n=n, tasks=tasks, text=passage.text)
         reply = await ctx.call("instructions", key, prompt, stable_seed(self.recipe.seed, key))
         return clean_items(parse_list(reply, n), question=False, max_units=120)

@@ -34,9 +34,9 @@ from rich.table import Table
 
 from .. import aio
 from ..backends import BackendPool
+from ..core.progress import RunProgress
 from ..recipe import MixConfig, MixSector, Models, Recipe
 from .entities import house_quotas
-from .progress import RunProgress
 from .runner import SECTORS, RunSummary, generate_async
 
 MERGED = "all.jsonl"

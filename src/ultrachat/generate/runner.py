@@ -23,14 +23,14 @@ from rich.table import Table
 
 from .. import aio
 from ..backends import BackendPool, Usage
-from ..backends.vllm import DIALOGUE
+from ..backends.base import DIALOGUE
+from ..core.progress import RunProgress
 from ..prompts import PromptError, Prompts, load_list
 from ..recipe import Recipe
 from .accounting import Ledger, write_report
 from .engine import DialogueEngine, EngineStats, Role
 from .entities import EntitiesSector
 from .materials import MaterialsSector
-from .progress import RunProgress
 from .sector import Assigned, BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
 from .world import WorldSector

@@ -15,7 +15,6 @@ A sector supplies three things; the dialogue engine does the rest:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import json
 import random
@@ -27,22 +26,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any, ClassVar, TypeVar
 
 from ..backends import Backend, GenerationParams, Usage
+from ..core.hashing import HashIndex, TextSpool, hash64, hexdigest, stable_seed
+from ..core.progress import RunProgress
+from ..core.text import normalize
 from ..prompts import Prompts
 from ..recipe import ModelConfig, Recipe
-from .compact import HashIndex, TextSpool, hash64
-from .lists import normalize
-from .progress import RunProgress
 from .store import RunStore
 
 T = TypeVar("T")
 R = TypeVar("R")
 EMIT_BATCH = 1000  # openings a planner hands to PlanContext.emit at once
-
-
-def stable_seed(*parts: object) -> int:
-    """A 63-bit seed derived from ``parts``, identical across processes and machines."""
-    digest = hashlib.sha256("\x1f".join(map(str, parts)).encode()).digest()
-    return int.from_bytes(digest[:8], "big") >> 1
 
 
 @dataclass
@@ -212,7 +205,7 @@ class PlanContext:
         an edited prompt is a new call, never an old reply)."""
         messages = [{"role": "system", "content": self.cfg.system}] if self.cfg.system else []
         messages.append({"role": "user", "content": prompt})
-        key = f"{key}|{hashlib.sha256(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:16]}"
+        key = f"{key}|{hexdigest(json.dumps(messages, ensure_ascii=False))[:16]}"
         cached = self.store.get_call(key)
         if cached is not None:
             return str(cached["text"])

@@ -12,20 +12,20 @@ Layout of ``<out>/``::
 
 from __future__ import annotations
 
-import json
-from array import array
 from collections.abc import Iterator
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 from filelock import FileLock, Timeout
 
-from ..data.jsonl import InvalidLine, JsonlAppender, iter_jsonl, read_json_object, repair_tail, write_json_atomic
+from ..core.callcache import CallCache
+from ..core.corpus import InvalidLine, JsonlAppender, iter_jsonl, read_json_object, repair_tail, write_json_atomic
+from ..core.errors import UserError
+from ..core.hashing import HashIndex
 from ..recipe import Recipe
-from .compact import HashIndex, hash64
 
 
-class RunStoreError(RuntimeError):
+class RunStoreError(UserError, RuntimeError):
     """The folder cannot be used for this run; the message says why and what to do."""
 
 
@@ -36,18 +36,6 @@ def _diff(old: Any, new: Any, prefix: str = "") -> list[str]:
             out += _diff(old.get(key), new.get(key), f"{prefix}{key}.")
         return out
     return [] if old == new else [prefix.rstrip(".")]
-
-
-def _call_key(line: bytes, path: Path, no: int) -> str:
-    """The key of a cached call's line; a damaged line is an error naming ``file:line``."""
-    try:
-        key = json.loads(line)["key"]
-        if isinstance(key, str):
-            return key
-    except (ValueError, KeyError, TypeError):
-        pass
-    raise RunStoreError(f"{path}:{no}: damaged cache line (not a JSON call record); delete the line or the "
-                        "file to redo those calls")
 
 
 def _only_builtin(changed: list[str], old: Any) -> bool:
@@ -64,12 +52,10 @@ class RunStore:
         self.recipe = recipe
         self.sector = sector
         self._lock = FileLock(str(out / ".lock"))
-        self._calls: JsonlAppender | None = None
+        self._calls: CallCache | None = None
         self._openings: JsonlAppender | None = None
         self._emissions: JsonlAppender | None = None
         self._dialogues: JsonlAppender | None = None
-        self._call_index: HashIndex | None = None  # hash of a call's key -> its line's offset
-        self._call_reader: IO[bytes] | None = None
         self._done: HashIndex | None = None  # hashes of the ids in dialogues.jsonl
 
     # -- lifecycle -------------------------------------------------------------------
@@ -81,7 +67,8 @@ class RunStore:
             raise RunStoreError(f"{self.out} is in use by another ultrachat run (lock {self.out / '.lock'})") from None
         self._check_fingerprint()
         (self.out / "plan").mkdir(exist_ok=True)
-        self._calls = JsonlAppender(self.out / "plan" / "calls.jsonl")
+        (self.out / "plan" / "calls.jsonl").touch()
+        self._calls = CallCache(self.out / "plan" / "calls.jsonl", damaged=RunStoreError)
         self._openings = JsonlAppender(self.out / "plan" / "openings.jsonl")
         self._emissions = JsonlAppender(self.out / "plan" / "emissions.jsonl")
         self._dialogues = JsonlAppender(self.out / "dialogues.jsonl")
@@ -90,8 +77,6 @@ class RunStore:
         for app in (self._calls, self._openings, self._emissions, self._dialogues):
             if app:
                 app.close()
-        if self._call_reader:
-            self._call_reader.close()
         self._lock.release()
 
     def __enter__(self) -> RunStore:
@@ -130,43 +115,15 @@ class RunStore:
         write_json_atomic(path, {"fingerprint": fp, "sector": self.sector, "recipe": payload})
 
     # -- stage cache -----------------------------------------------------------------
-    # Only an index is kept in memory (16 bytes a call); a cached reply is read back from
-    # its line, whose key is compared, so a hash collision can only cost a repeated call.
-    @property
-    def _calls_path(self) -> Path:
-        return self.out / "plan" / "calls.jsonl"
-
-    def _calls_loaded(self) -> HashIndex:
-        if self._call_index is None:
-            keys, offsets = array("Q"), array("Q")
-            repair_tail(self._calls_path)
-            if self._calls_path.exists():
-                with open(self._calls_path, "rb") as fh:
-                    offset = 0
-                    for no, line in enumerate(fh, 1):
-                        if line.strip():
-                            keys.append(hash64(_call_key(line, self._calls_path, no)))
-                            offsets.append(offset)
-                        offset += len(line)
-            self._call_index = HashIndex(keys, offsets)
-        return self._call_index
-
     def get_call(self, key: str) -> dict[str, Any] | None:
         """The cached result of the planning call ``key``, or ``None``."""
-        offset = self._calls_loaded().get(hash64(key))
-        if offset is None:
-            return None
-        if self._call_reader is None:
-            self._call_reader = open(self._calls_path, "rb")  # noqa: SIM115 - closed in close()
-        self._call_reader.seek(offset)
-        record: dict[str, Any] = json.loads(self._call_reader.readline())
-        return record if record["key"] == key else None
+        assert self._calls is not None
+        return self._calls.get(key)
 
     def save_call(self, record: dict[str, Any]) -> None:
+        """Cache a planning call's result (``record["key"]`` names the call)."""
         assert self._calls is not None
-        index = self._calls_loaded()
-        offset = self._calls.write([record])
-        index.add(hash64(record["key"]), offset)
+        self._calls.put(record["key"], {k: v for k, v in record.items() if k != "key"})
 
     # -- openings --------------------------------------------------------------------
     def iter_openings(self) -> Iterator[dict[str, Any]]:

@@ -18,10 +18,10 @@ from collections.abc import Callable, Iterator
 from contextlib import closing
 from typing import Any
 
+from ..core.hashing import HashIndex, TextSpool, stable_seed
+from ..core.text import clean_items, dedupe, normalize, parse_list
 from ..prompts import load_list
-from .compact import HashIndex, TextSpool
-from .lists import clean_items, dedupe, normalize, parse_list
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin, stable_seed
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
 
 
 def quotas(n: int, topics: list[str], seed: int) -> list[int]:

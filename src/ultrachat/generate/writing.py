@@ -21,10 +21,11 @@ import random
 from collections.abc import Iterator
 from typing import Any
 
+from ..core.hashing import stable_seed
+from ..core.text import clean_items, dedupe, normalize, parse_list, text_units
+from ..core.turns import strip_role_prefix
 from ..prompts import load_list
-from .lists import clean_items, dedupe, normalize, parse_list, text_units
-from .postprocess import strip_role_prefix
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, stable_seed
+from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map
 from .world import quotas
 
 

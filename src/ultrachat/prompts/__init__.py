@@ -6,13 +6,15 @@ holding ``<name>.toml`` files overrides individual entries (a table at a time).
 
 from __future__ import annotations
 
-import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.config import parse_toml, read_toml
+from ..core.errors import UserError
 
-class PromptError(KeyError):
+
+class PromptError(UserError, KeyError):
     pass
 
 
@@ -32,16 +34,12 @@ class Prompts:
             raise PromptError(f"no built-in prompts for language '{language}'")
         for entry in base.iterdir():
             if entry.name.endswith(".toml"):
-                self._tables[entry.name[:-5]] = tomllib.loads(entry.read_text(encoding="utf-8"))
+                self._tables[entry.name[:-5]] = parse_toml(entry.read_text(encoding="utf-8"), entry.name, PromptError)
         if override_dir:
             if not Path(override_dir).is_dir():
                 raise PromptError(f"prompts_dir {override_dir}: not a folder")
             for path in sorted(Path(override_dir).glob("*.toml")):
-                try:
-                    table = tomllib.loads(path.read_text(encoding="utf-8"))
-                except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-                    raise PromptError(f"{path}: invalid TOML ({exc})") from None
-                self._tables.setdefault(path.stem, {}).update(table)
+                self._tables.setdefault(path.stem, {}).update(read_toml(path, PromptError))
 
     def get(self, file: str, table: str, field: str = "template") -> str:
         try:

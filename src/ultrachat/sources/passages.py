@@ -29,7 +29,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..data.jsonl import InvalidLine
+from ..core.corpus import InvalidLine
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 TEXT_SUFFIXES = (".txt", ".text", ".md", "")

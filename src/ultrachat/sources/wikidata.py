@@ -40,7 +40,7 @@ from typing import IO, Any
 
 import orjson
 
-from ..data.jsonl import InvalidLine
+from ..core.corpus import InvalidLine
 
 
 @dataclass(frozen=True)

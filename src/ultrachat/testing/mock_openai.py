@@ -38,8 +38,6 @@ from dataclasses import dataclass, field
 from email.utils import formatdate
 from typing import Any
 
-import typer
-
 from .. import aio
 
 FAULTS = ("429", "500", "timeout", "malformed", "drop", "400")
@@ -318,14 +316,6 @@ def main(argv: list[str] | None = None) -> None:
     cfg, host, port = parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
         aio.run(serve(cfg, host, port))
-
-
-def register(app: typer.Typer) -> None:
-    """``ultrachat mock-server [flags]``: the same server as ``python -m ultrachat.testing.mock_openai``."""
-    @app.command("mock-server", add_help_option=False, help="Run the mock OpenAI-compatible server (tests, demos).",
-                 context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-    def mock_server(ctx: typer.Context) -> None:
-        main(ctx.args)
 
 
 if __name__ == "__main__":

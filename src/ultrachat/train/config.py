@@ -20,13 +20,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
-from ..recipe import load_toml_model
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+from ..core.config import Strict as _Strict
+from ..core.config import load_toml_model
 
 
 class LoraConfig(_Strict):

@@ -24,7 +24,6 @@ and output matrices get one more row each, the mean of their rows; then every te
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import re
 import shutil
@@ -32,7 +31,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import write_json_atomic
+from ..core.corpus import write_json_atomic
+from ..core.hashing import hexdigest
 
 MANIFEST = "delta-manifest.json"
 FORMAT = "ultrachat-delta/1"
@@ -59,7 +59,7 @@ def tensor_sha256(tensor: Any) -> str:
     """SHA-256 of a tensor's raw bytes (any dtype, bfloat16 included)."""
     import torch
 
-    return hashlib.sha256(tensor.contiguous().reshape(-1).view(torch.uint8).numpy()).hexdigest()
+    return hexdigest(tensor.contiguous().reshape(-1).view(torch.uint8).numpy())
 
 
 def _wide(dtype: Any) -> Any:
@@ -221,10 +221,9 @@ def _copy_side_files(src: Path, dst: Path, skip: set[str]) -> None:
 
 
 def _progress(total: int, label: str, enabled: bool) -> Any:
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from ..core.progress import make_progress
 
-    bar = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), disable=not enabled,
-                   transient=True)
+    bar = make_progress(enabled, transient=True)
     return bar, bar.add_task(label, total=total)
 
 

@@ -87,30 +87,6 @@ def resolve_template(name: str, tokenizer: Any) -> str:
     return str(tokenizer.chat_template)
 
 
-def to_messages(record: dict[str, Any]) -> list[dict[str, str]]:
-    """An UltraChat line (``data``) or a ``messages`` record -> chat messages ending on an answer.
-
-    A trailing user turn without an answer is dropped; the result is empty when the record
-    holds no answered round.
-
-    >>> to_messages({"data": ["Hi", "Hello!", "Bye"]})
-    [{'role': 'user', 'content': 'Hi'}, {'role': 'assistant', 'content': 'Hello!'}]
-    """
-    if "messages" in record and record["messages"] is not None:
-        msgs = [{"role": str(m["role"]), "content": str(m["content"])} for m in record["messages"]]
-    elif isinstance(record.get("data"), list):
-        roles = ("user", "assistant")
-        msgs = [{"role": roles[i % 2], "content": str(t)} for i, t in enumerate(record["data"])]
-    else:
-        raise ValueError("record has neither 'messages' nor 'data'")
-    for i, m in enumerate(msgs):
-        if m["role"] not in ("system", "user", "assistant") or (m["role"] == "system" and i):
-            raise ValueError(f"message {i} has role '{m['role']}' (expected system first, then user/assistant)")
-    while msgs and msgs[-1]["role"] != "assistant":
-        msgs.pop()
-    return msgs
-
-
 def render(tokenizer: Any, template: str, messages: list[dict[str, str]], generation_prompt: bool = False) -> str:
     return str(tokenizer.apply_chat_template(messages, chat_template=template, tokenize=False,
                                              add_generation_prompt=generation_prompt))

@@ -27,9 +27,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from ..data.jsonl import iter_jsonl, write_json_atomic
+from ..core.corpus import iter_jsonl, write_json_atomic
+from ..core.records import to_messages
 from .config import TrainConfig
-from .formatting import TRAIN_RECORD, resolve_template, split_dialogue, to_messages
+from .formatting import TRAIN_RECORD, resolve_template, split_dialogue
 
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 

@@ -1,11 +1,17 @@
-"""Parse the lists a model writes (numbered, bulleted, JSON) and deduplicate them."""
+"""Text helpers every package shares: parse the lists a model writes (numbered, bulleted,
+JSON), normalise and deduplicate them, split text into words, count rough tokens."""
 
 from __future__ import annotations
 
 import json
+import math
 import re
+import string
 import unicodedata
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 _MARKER = re.compile(r"^\s*(?:\(?\d{1,3}[.)\]:]|[-*•·–]|#{1,3}|[a-zA-Z][.)])\s+")
 _QUOTES = "\"'“”‘’「」`"
@@ -101,3 +107,40 @@ def clean_items(items: list[str], question: bool, max_units: int = 80) -> list[s
         if 3 <= text_units(item) <= max_units:
             out.append(item)
     return out
+
+
+# Punctuation becomes a space; str.translate + split is ~2x faster than re.findall(r"\w+").
+_PUNCT = str.maketrans(dict.fromkeys(string.punctuation.replace("_", "") + "“”‘’«»—–…·•¿¡，。！？：；、（）【】", " "))
+
+
+def words(text: str) -> list[str]:
+    """Lower-cased words without punctuation: the normalisation behind exact hashes,
+    shingles and n-grams.
+
+    >>> words("Hello, World!  hello")
+    ['hello', 'world', 'hello']
+    """
+    return text.lower().translate(_PUNCT).split()
+
+
+def batches(items: Iterable[T], n: int) -> Iterator[list[T]]:
+    """Consecutive lists of ``n`` items (the last may be shorter); ``itertools.batched`` is 3.12+."""
+    batch: list[T] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) >= n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+#: characters a token stands for, roughly (languages not listed: 4)
+CHARS_PER_TOKEN = {"zh": 1.5, "ja": 1.5, "ko": 1.5}
+
+
+def approx_tokens(text_or_chars: str | float, language: str = "en") -> int:
+    """A rough token count for a text (or a number of characters) in ``language``, for
+    estimates made without a tokenizer."""
+    chars = len(text_or_chars) if isinstance(text_or_chars, str) else text_or_chars
+    return math.ceil(chars / CHARS_PER_TOKEN.get(language, 4.0))

@@ -1,5 +1,10 @@
-"""Compact state for plans of millions of dialogues: 64-bit hash sets and maps, and a
-spool that keeps strings on disk.
+"""Stable hashing (the same value in every process and on every machine) and the compact
+state built on it: 64-bit hash sets and maps, and a spool that keeps strings on disk.
+
+Every stable hash in the package comes from here: :func:`hash64` (ids, cache keys),
+:func:`uint64` (buckets: replicas, shards, splits), :func:`stable_seed` (seeds),
+:func:`digest` (n-gram and passage keys), :func:`hexdigest` (content ids, call keys) and
+:func:`fingerprint` (a JSON payload's key).
 
 A plan of 1.5M dialogues must not hold a Python object per dialogue for the whole run.
 The ids already written, the planner's dedupe sets and the index of cached planning calls
@@ -13,19 +18,58 @@ compares the key it reads back).
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
 import threading
 from array import array
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 
+def digest(data: str | bytes, size: int = 8) -> bytes:
+    """A stable ``size``-byte BLAKE2b digest of ``data``."""
+    return hashlib.blake2b(data.encode() if isinstance(data, str) else data, digest_size=size).digest()
+
+
+def hexdigest(data: str | bytes | memoryview, algorithm: str = "sha256") -> str:
+    """The hex digest of ``data`` (SHA-256 unless another ``hashlib`` algorithm is named)."""
+    return hashlib.new(algorithm, data.encode() if isinstance(data, str) else data).hexdigest()
+
+
 def hash64(text: str) -> int:
     """A stable 64-bit hash of ``text`` (the same in every process and on every machine)."""
-    return int.from_bytes(hashlib.blake2b(text.encode(), digest_size=8).digest(), "little")
+    return int.from_bytes(digest(text), "little")
+
+
+def uint64(text: str, algorithm: str = "blake2b") -> int:
+    """The first 8 bytes of ``text``'s digest as a big-endian integer: ``uint64(k) % n``
+    puts ``k`` in one of ``n`` buckets, the same on every machine."""
+    raw = digest(text) if algorithm == "blake2b" else hashlib.new(algorithm, text.encode()).digest()[:8]
+    return int.from_bytes(raw, "big")
+
+
+def stable_seed(*parts: object) -> int:
+    """A 63-bit seed derived from ``parts``, identical across processes and machines."""
+    return uint64("\x1f".join(map(str, parts)), "sha256") >> 1
+
+
+def named_digest(items: Iterable[tuple[str, bytes]]) -> str:
+    """SHA-256 (16 hex) of named blobs, each fed as ``name NUL bytes NUL`` in the given order
+    (a folder's files: its contents, not its path)."""
+    h = hashlib.sha256()
+    for name, blob in items:
+        h.update(name.encode() + b"\0" + blob + b"\0")
+    return h.hexdigest()[:16]
+
+
+def fingerprint(payload: Any) -> str:
+    """A stable hex key for a JSON-serialisable payload."""
+    blob = json.dumps(payload, sort_keys=True, ensure_ascii=False, default=str)
+    return hexdigest(blob)[:32]
 
 
 def _key(key: int | str) -> int:

@@ -1,20 +1,52 @@
-"""One live progress display for a run: a bar per stage with counts, rate, ETA and tokens."""
+"""Progress displays, all on one stderr console: a command's bars and its messages.
+
+* :func:`make_progress`: one bar per input with count, rate, elapsed time and ETA (the
+  data commands); ``unit="bytes"`` counts bytes (indexing), ``transient`` bars vanish
+  when done (weight deltas);
+* :class:`RunProgress`: a run's stage bars with counts, rate, ETA and tokens, created on
+  first use (generation, answers, judging).
+
+``console`` is the stderr console every package prints status lines through, so the
+CLI's one-line errors and a package's notes share one stream.
+"""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Literal
 
 from rich.console import Console
 from rich.progress import (
     BarColumn,
+    DownloadColumn,
     MofNCompleteColumn,
     Progress,
+    ProgressColumn,
     TaskID,
+    TaskProgressColumn,
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
 )
+
+#: the stderr console for progress and status lines (stdout stays for a command's output);
+#: messages hold paths and data, so never markup (bars style their own columns)
+console = Console(stderr=True, markup=False)
+_STDERR = console
+
+
+def make_progress(enabled: bool = True, console: Console | None = None, unit: Literal["items", "bytes"] = "items",
+                  transient: bool = False) -> Progress:
+    """A rich progress display: description, bar, count (or bytes), ETA; item bars also
+    show the share done and the elapsed time."""
+    columns: list[ProgressColumn | str] = [TextColumn("[bold]{task.description:<14}"), BarColumn()]
+    if unit == "bytes":
+        columns += [DownloadColumn(), TimeRemainingColumn()]
+    else:
+        columns += [MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"),
+                    TimeRemainingColumn()]
+    return Progress(*columns, console=console or _STDERR, disable=not enabled, transient=transient)
 
 
 class RunProgress:

@@ -1,0 +1,35 @@
+"""One model's config: which backend serves it, how it samples, and its endpoint limits.
+
+A recipe names one per role (``[models.user]``, ``[models.assistant]``); commands that call
+one model build it from the shared model flags (:mod:`ultrachat.modelflags`).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field
+
+from ..core.config import Strict
+
+
+class ModelConfig(Strict):
+    """One role's model: which backend serves it and how it samples."""
+
+    backend: Literal["local", "openai", "openai_batch", "vllm", "fake"] = "local"
+    model: str = "smollm2-135m"
+    base_url: str | None = None
+    api_key_env: str = "OPENAI_API_KEY"
+    system: str = ""
+    temperature: float = Field(0.7, ge=0.0, le=2.0)
+    top_p: float = Field(0.95, gt=0.0, le=1.0)
+    max_tokens: int = Field(256, ge=1)
+    # Limits for HTTP backends (ignored by in-process ones).
+    max_in_flight: int = Field(64, ge=1)
+    requests_per_minute: int = Field(0, ge=0)
+    tokens_per_minute: int = Field(0, ge=0)
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(6, ge=0)
+    # Batch APIs (backend = "openai_batch"): quiet time before a batch is sent, poll interval.
+    batch_wait_s: float = Field(2.0, ge=0)
+    batch_poll_s: float = Field(30.0, gt=0)
