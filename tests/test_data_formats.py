@@ -134,6 +134,7 @@ def test_export_refuses_existing_output_and_cli_round_trip(corpus: Path, tmp_pat
     assert (tmp_path / "taken" / "x").read_text() == "keep me"
     res = runner.invoke(app, ["export", str(corpus), "-f", "openai", "-o", str(tmp_path / "o.jsonl"), "--no-progress"])
     assert res.exit_code == 0, res.output
+    assert f"exported {len(DIALOGUES)} dialogues" in res.output
     assert set(read(tmp_path / "o.jsonl")[0]) == {"messages"}  # upload-ready: ids and meta live in the sidecar
     res = runner.invoke(app, ["import", str(tmp_path / "o.jsonl"), "-o", str(tmp_path / "back.jsonl"), "--no-progress"])
     assert res.exit_code == 0, res.output
@@ -189,3 +190,17 @@ def test_split_long_with_embedded_tokenizer(tmp_path: Path, embedded_model_dir: 
         assert len(tok(rendered, add_special_tokens=False)["input_ids"]) + 1 <= 400
     tight = split_long(src, tmp_path / "tight", max_tokens=60, progress=False)
     assert tight["oversize_rounds"] == 6 and len(read(tmp_path / "tight" / "oversize.jsonl")) == 6
+
+
+def test_export_json_is_one_unwrapped_line(corpus: Path, tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    """Piped, with a narrow terminal width: the report is still one parseable JSON line."""
+    import os
+    import subprocess
+
+    deep = tmp_path / ("a-very-long-folder-name-" * 4) / "export.jsonl"
+    deep.parent.mkdir()
+    res = subprocess.run([*ultrachat_exe, "export", str(corpus), "-f", "openai", "-o", str(deep), "--no-progress",
+                          "--json"], capture_output=True, text=True, env={**os.environ, "COLUMNS": "40"}, timeout=120)
+    assert res.returncode == 0, res.stderr
+    lines = res.stdout.splitlines()
+    assert len(lines) == 1 and json.loads(lines[0])["out"] == str(deep)

@@ -199,3 +199,12 @@ def test_map_added_to_an_index_built_without_one(tmp_path: Path) -> None:
                 dist = ((xy[a][0] - xy[b][0]) ** 2 + (xy[a][1] - xy[b][1]) ** 2) ** 0.5
                 (same if topic[a] == topic[b] else other).append(dist)
     assert sum(same) / len(same) < 0.5 * sum(other) / len(other)
+
+
+def test_default_index_lives_under_ultrachat_cache(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from ultrachat.explore.index import default_index_path
+
+    monkeypatch.setenv("ULTRACHAT_CACHE", str(tmp_path / "cache"))
+    first = default_index_path([tmp_path / "a.jsonl"])
+    assert first.parent == tmp_path / "cache" / "explore" and first.suffix == ".sqlite"
+    assert default_index_path([tmp_path / "b.jsonl"]) != first  # one index per set of inputs

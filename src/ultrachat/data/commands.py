@@ -197,6 +197,8 @@ def register(app: typer.Typer) -> None:
                    help="hf/parquet columns: '200k' (prompt, prompt_id, messages, id, meta) or 'trl' (no prompt: "
                         "TRL's SFTTrainer reads a prompt column as prompt-completion). For TRL, load a 200k "
                         "parquet export with load_dataset(OUT, 'messages'); an hf export needs 'trl'.")] = "200k",
+               as_json: Annotated[bool, typer.Option(
+                   "--json", help="Print the report as one JSON object on stdout (for scripts).")] = False,
                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from .formats import export_corpus
 
@@ -206,7 +208,13 @@ def register(app: typer.Typer) -> None:
                 raise ValueError(f"--splits needs two names separated by a comma, got '{splits}'")
             report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,  # type: ignore[arg-type]
                                    not no_progress, layout)
-            Console(markup=False).print(json.dumps(report, indent=1), highlight=False)
+            if as_json:  # plain stdout: never wrapped to a terminal width, whatever it is piped into
+                sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")
+                return
+            splits_done = ", ".join(f"{k} {v:,}" for k, v in (report.get("splits") or {}).items())
+            counts = splits_done or f"{report.get('dialogues', 0):,} dialogues"
+            Console(markup=False).print(f"exported {counts} ({report.get('invalid', 0)} invalid) to {report['out']} "
+                                        f"as {report['format']}", highlight=False, soft_wrap=True)
 
         run_guarded(run)
 

@@ -20,7 +20,8 @@ def register(app: typer.Typer) -> None:
         = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8000,
         index: Annotated[Optional[Path], typer.Option(help="Index file (default: one per DATA set under "
-                                                           "~/.cache/ultrachat/explore/).")] = None,
+                                                           "$ULTRACHAT_CACHE/explore/; ULTRACHAT_CACHE "
+                                                           "defaults to ~/.cache/ultrachat).")] = None,
         map_points: Annotated[int, typer.Option(help="Dialogues sampled for the topic map (0: no map).")] = 20000,
         serve: Annotated[bool, typer.Option("--serve/--index-only", help="Serve the UI after indexing.")] = True,
         stats: Annotated[Optional[Path], typer.Option(help="stats.json of `ultrachat stats` to show on the statistics "

@@ -36,7 +36,6 @@ SCHEMA_VERSION = "2"
 HEAD_BYTES = 4096  # bytes hashed to recognise a replaced file
 BATCH_LINES = 4000  # lines per transaction: bounds memory and the work a kill can lose
 TITLE_CHARS = 160
-DEFAULT_CACHE = cache_root() / "explore"
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS kv(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -116,9 +115,9 @@ def expand_inputs(paths: list[Path]) -> list[Path]:
 
 
 def default_index_path(paths: list[Path]) -> Path:
-    """One index per set of DATA arguments, under ~/.cache/ultrachat/explore/."""
+    """One index per set of DATA arguments, under ``$ULTRACHAT_CACHE/explore/`` (default ~/.cache/ultrachat)."""
     key = "\n".join(sorted(str(p.resolve()) for p in paths))
-    return DEFAULT_CACHE / f"{hexdigest(key, 'sha1')[:16]}.sqlite"
+    return cache_root() / "explore" / f"{hexdigest(key, 'sha1')[:16]}.sqlite"
 
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
