@@ -251,3 +251,16 @@ async def test_batch_gives_up_with_one_line(batch_server: str) -> None:
     finally:
         await backend.close()
     assert backend.http.stats["attempts"] == 3
+
+
+def test_one_module_opens_http_client_sessions() -> None:
+    """Every endpoint call goes through backends/http.py; only the mock server's test helper
+    (its control channel, stdlib) opens another client."""
+    import re
+
+    import ultrachat
+
+    root = Path(ultrachat.__file__).parent
+    opener = re.compile(r"ClientSession\(|urlopen\(|httpx\.|\b(Async)?OpenAI\(|http\.client|requests\.(get|post)")
+    openers = {str(p.relative_to(root)) for p in root.rglob("*.py") if opener.search(p.read_text(encoding="utf-8"))}
+    assert openers == {"backends/http.py", "testing/__init__.py"}
