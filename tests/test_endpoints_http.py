@@ -157,6 +157,32 @@ async def test_in_flight_limit_holds_across_callers() -> None:
         assert srv.stats()["counts"]["max_active"] == 2 and http.stats["ok"] == 6
 
 
+# -- the openai backend's callers: eval answers and stats coherence ------------------------
+def test_eval_answers_and_stats_coherence_retry_through_the_client(tmp_path: Path, mock: MockServer) -> None:
+    from ultrachat.data.stats import StatsConfig, corpus_stats
+    from ultrachat.evaluate.answers import answer_eval_set
+    from ultrachat.evaluate.evalset import load_eval_set
+
+    role = {"backend": "openai", "base_url": mock.root, "model": "mock", "api_key_env": "HTTP_TEST_KEY",
+            "max_retries": 3, "max_tokens": 32}
+    mock.control(queue=["ok", "429", "500"])  # the start probe passes, then two answers are refused once
+    summary = answer_eval_set(load_eval_set("ultra_eval", limit=4), ModelConfig(**role), tmp_path / "a.json")
+    answers = json.loads((tmp_path / "a.json").read_text())
+    assert summary.answered == 4 and all(a["output"] for a in answers)
+    counts = mock.stats()["counts"]
+    assert counts["fault_429"] == counts["fault_500"] == 1 and counts["/v1/chat/completions"] == 1 + 4 + 2
+
+    src = tmp_path / "d.jsonl"
+    src.write_text("".join(json.dumps({"id": str(i), "data": [f"q{i}?", "a."]}) + "\n" for i in range(3)))
+    mock.control(reset=True, queue=["ok", "drop"])
+    judge = ModelConfig(**{**role, "temperature": 0.0})
+    r = corpus_stats(src, StatsConfig(tokenizer="whitespace", embedder="none", coherence_sample=3, judge=judge),
+                     progress=False)
+    assert "judge mock scored 3" in r["methods"]["coherence"]
+    counts = mock.stats()["counts"]
+    assert counts["fault_drop"] == 1 and counts["/v1/chat/completions"] == 1 + 3 + 1
+
+
 # -- stats embeddings ---------------------------------------------------------------------
 def _expected(texts: list[str]) -> np.ndarray:
     return np.array([[b - 128 for b in hashlib.sha256(t.encode()).digest()[:8]] for t in texts], dtype=np.float32)
