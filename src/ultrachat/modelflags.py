@@ -42,7 +42,8 @@ class ModelFlags:
     MaxTokens: Any
 
 
-def model_flags(prefix: str = "", who: str = "the model", aliases: dict[str, str] | None = None) -> ModelFlags:
+def model_flags(prefix: str = "", who: str = "the model", aliases: dict[str, str] | None = None,
+                model_help: str | None = None) -> ModelFlags:
     """The flag set of one model, named ``--<prefix>-<flag>``; ``aliases`` adds older
     names (``{"max-tokens": "--max-new-tokens"}``)."""
     extra = aliases or {}
@@ -56,8 +57,8 @@ def model_flags(prefix: str = "", who: str = "the model", aliases: dict[str, str
 
     return ModelFlags(
         Backend=opt("backend", Optional[str], f"Backend of {who}: {BACKENDS}."),
-        Model=opt("model", Optional[str], f"{who.capitalize()}: '{EMBEDDED_MODEL}' (embedded), a local Hugging "
-                  "Face folder, or the model name at the base URL."),
+        Model=opt("model", Optional[str], model_help or f"{who.capitalize()}: '{EMBEDDED_MODEL}' (embedded), a local "
+                  "Hugging Face folder, or the model name at the base URL."),
         BaseURL=opt("base-url", Optional[str], f"OpenAI-compatible endpoint of {who} (implies openai)."),
         APIKeyEnv=opt("api-key-env", Optional[str], f"Env var holding {who}'s API key (default OPENAI_API_KEY)."),
         Temperature=opt("temperature", Optional[float], f"Sampling temperature of {who}."),
@@ -67,7 +68,15 @@ def model_flags(prefix: str = "", who: str = "the model", aliases: dict[str, str
 
 
 MODEL = model_flags()
+#: generate: one model for both roles (user simulator and assistant); a recipe sets each apart
+ROLES = model_flags(who="both roles", model_help="Model of both roles: 'smollm2-135m' (embedded), a local Hugging "
+                                                  "Face folder, or the model name at --base-url.")
 JUDGE = model_flags("judge", "the judge", {"api-key-env": "--judge-key-env"})
+#: an OpenAI-compatible /embeddings endpoint (stats' topic diversity), under its historical names too
+EMBEDDINGS = model_flags("embeddings", "the embedder",
+                         {"base-url": "--embeddings-url", "api-key-env": "--embeddings-key-env"},
+                         model_help="Embedding model at that endpoint (text-embedding-ada-002, the paper's, puts the "
+                                    "paper's rows in the same table).")
 
 
 def model_config(backend: str | None, model: str | None, base_url: str | None, api_key_env: str | None = None,

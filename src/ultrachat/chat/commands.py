@@ -9,10 +9,13 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..cliutil import console, fail, run_guarded
+from ..modelflags import model_config, model_flags
 
 if TYPE_CHECKING:
     from .session import ChatSession
 
+#: the shared model flags; chat keeps its historical --max-new-tokens beside --max-tokens
+FLAGS = model_flags(aliases={"max-tokens": "--max-new-tokens"})
 HELP = "commands: /reset (forget the conversation), /save FILE, /system TEXT, /exit"
 
 
@@ -67,14 +70,14 @@ def register(app: typer.Typer) -> None:
     @app.command("chat", help="Chat with a model in the terminal, streaming (local folder, smollm2-135m, or endpoint).")
     def chat(
         model: Annotated[Optional[str], typer.Argument(help="Model folder or smollm2-135m (or --base-url).")] = None,
-        base_url: Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible URL (…/v1).")] = None,
-        endpoint_model: Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url.")] = None,
-        api_key_env: Annotated[str, typer.Option(help="Env var holding the endpoint's API key.")] = "OPENAI_API_KEY",
+        base_url: FLAGS.BaseURL = None,
+        endpoint_model: FLAGS.Model = None,
+        api_key_env: FLAGS.APIKeyEnv = None,
         system: Annotated[Optional[str], typer.Option(help="System prompt (default: the model's).")] = None,
         template: Annotated[str, typer.Option(help="auto (recorded at training), chat or ultralm.")] = "auto",
-        temperature: Annotated[float, typer.Option(help="Sampling temperature.")] = 0.7,
-        top_p: Annotated[float, typer.Option(help="Nucleus sampling.")] = 0.95,
-        max_new_tokens: Annotated[int, typer.Option(help="Longest reply in tokens.")] = 2000,
+        temperature: FLAGS.Temperature = 0.7,
+        top_p: FLAGS.TopP = 0.95,
+        max_new_tokens: FLAGS.MaxTokens = 2000,
     ) -> None:
         from .session import ChatSession, EndpointChatModel, LocalChatModel
 
@@ -82,7 +85,8 @@ def register(app: typer.Typer) -> None:
             name = endpoint_model or model
             if not name:
                 fail("--base-url needs --model NAME (the model name at the endpoint)")
-            backend = EndpointChatModel(base_url, str(name), os.environ.get(api_key_env))
+            cfg = model_config("openai", str(name), base_url, api_key_env)
+            backend = EndpointChatModel(cfg.base_url or base_url, cfg.model, os.environ.get(cfg.api_key_env))
         elif model or endpoint_model:
             backend = run_guarded(lambda: LocalChatModel(str(model or endpoint_model), template))
         else:

@@ -14,6 +14,7 @@ import typer
 from rich.console import Console
 
 from ..cliutil import run_guarded
+from ..modelflags import EMBEDDINGS, JUDGE, model_config
 
 SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
                                            help="Write malformed lines to invalid.jsonl instead of stopping.")]
@@ -140,33 +141,26 @@ def register(app: typer.Typer) -> None:
                   help="'minilm' (offline), 'endpoint' (/v1/embeddings) or 'none'.")] = "minilm",
               embed_tokens: Annotated[int, typer.Option(
                   help="Word pieces of each dialogue MiniLM reads (128: its training length; at most 512).")] = 128,
-              embeddings_url: Annotated[Optional[str], typer.Option(
-                  help="Base URL of an OpenAI-compatible API.")] = None,
-              embeddings_model: Annotated[str, typer.Option(
-                  help="Embedding model at that endpoint (text-embedding-ada-002, the paper's, puts the paper's "
-                       "rows in the same table).")] = "text-embedding-ada-002",
-              embeddings_key_env: Annotated[str, typer.Option(help="Env var holding its API key.")] = "OPENAI_API_KEY",
+              embeddings_url: EMBEDDINGS.BaseURL = None,
+              embeddings_model: EMBEDDINGS.Model = "text-embedding-ada-002",
+              embeddings_key_env: EMBEDDINGS.APIKeyEnv = "OPENAI_API_KEY",
               coherence_sample: Annotated[int, typer.Option(
                   help="Dialogues the judge scores for coherence (0: off).")] = 0,
-              judge_backend: Annotated[str, typer.Option(help="Judge backend: local, openai or fake.")] = "local",
-              judge_model: Annotated[str, typer.Option(
-                  help="Judge model (default: the embedded model).")] = "smollm2-135m",
-              judge_base_url: Annotated[Optional[str], typer.Option(help="Judge endpoint base URL.")] = None,
-              judge_key_env: Annotated[str, typer.Option(
-                  help="Env var holding the judge's API key.")] = "OPENAI_API_KEY",
+              judge_backend: JUDGE.Backend = None, judge_model: JUDGE.Model = None,
+              judge_base_url: JUDGE.BaseURL = None, judge_key_env: JUDGE.APIKeyEnv = None,
+              judge_temperature: JUDGE.Temperature = 0.0, judge_max_tokens: JUDGE.MaxTokens = 16,
               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
         from rich.text import Text
 
         from ..core.corpus import OutputDir
-        from ..recipe import ModelConfig
         from .stats import StatsConfig, corpus_stats
         from .stats_report import stats_tables, write_outputs
 
         command = _command_line()
 
         def run() -> None:
-            judge = ModelConfig(backend=judge_backend, model=judge_model, base_url=judge_base_url,  # type: ignore[arg-type]
-                                api_key_env=judge_key_env, temperature=0.0, max_tokens=16)
+            judge = model_config(judge_backend, judge_model, judge_base_url, judge_key_env,
+                                 temperature=judge_temperature, max_tokens=judge_max_tokens)
             cfg = StatsConfig(tokenizer=tokenizer, sample=sample, seed=seed, mtld_all=mtld_all, embedder=embedder,
                               embed_tokens=embed_tokens, embeddings_url=embeddings_url,
                               embeddings_model=embeddings_model, embeddings_key_env=embeddings_key_env,

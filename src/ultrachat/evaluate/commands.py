@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal, Optional
 
 import typer
 
-from ..cliutil import console, fail, run_guarded
+from ..cliutil import console, run_guarded
+from ..modelflags import JUDGE, MODEL, model_config
 
 if TYPE_CHECKING:
     from ..recipe import ModelConfig
@@ -20,18 +21,6 @@ AnswersArg = Annotated[list[Path], typer.Argument(help="Answer files (from `ultr
                                                        "FastChat model_answer/*.jsonl.")]
 QuestionsOpt = Annotated[Optional[Path], typer.Option(
     help="The questions of FastChat answer files (default: question.jsonl beside their model_answer/ folder).")]
-BackendOpt = Annotated[Optional[str], typer.Option(help="local (default), openai or fake.")]
-ModelOpt = Annotated[Optional[str], typer.Option(help="Model: 'smollm2-135m' (embedded), a local HF folder, or "
-                                                      "the model name at --base-url.")]
-URLOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint (implies openai).")]
-JBackendOpt = Annotated[Optional[str], typer.Option("--judge-backend", help="Judge backend: local (default), "
-                                                                            "openai or fake.")]
-JModelOpt = Annotated[Optional[str], typer.Option("--judge-model", help="Judge model (default: embedded).")]
-JURLOpt = Annotated[Optional[str], typer.Option("--judge-base-url", help="Judge's OpenAI-compatible endpoint.")]
-JTempOpt = Annotated[Optional[float], typer.Option("--judge-temperature", help="Override the judge config's.")]
-JTokOpt = Annotated[Optional[int], typer.Option("--judge-max-tokens", help="Override the judge config's.")]
-MaxTokOpt = Annotated[int, typer.Option("--max-tokens", help="Most tokens per answer.")]
-TempOpt = Annotated[float, typer.Option(help="Sampling temperature of the answering model.")]
 SeedOpt = Annotated[int, typer.Option(help="Sampling seed.")]
 LimitOpt = Annotated[Optional[int], typer.Option(min=1, help="Only the first N prompts (N >= 1).")]
 PerClassOpt = Annotated[Optional[int], typer.Option("--per-class", min=1,
@@ -42,19 +31,6 @@ RepeatsOpt = Annotated[int, typer.Option(min=1, help="Judge K times; report the 
 JUDGE_HELP = ("Judge config: a built-in name or a .toml path (default: {kind}-small when the judge is the "
               "embedded model, else {kind}).")
 GenOpt = Annotated[Optional[str], typer.Option(help="Name recorded as 'generator' (default: the model).")]
-
-
-def _model_config(backend: str | None, model: str | None, base_url: str | None, **sampling: Any) -> ModelConfig:
-    from ..recipe import ModelConfig
-
-    if base_url and backend in (None, "openai"):
-        if not model:
-            fail("--model is required with --base-url (the model name the endpoint serves)")
-        backend = "openai"
-    backend = backend or "local"
-    fields = {"backend": backend, "model": model or ("fake" if backend == "fake" else "smollm2-135m"),
-              "base_url": base_url}
-    return run_guarded(lambda: ModelConfig(**fields, **{k: v for k, v in sampling.items() if v is not None}))
 
 
 def _judge(name: str | None, kind: Literal["pairwise", "score"], judge_cfg: ModelConfig,
@@ -93,16 +69,19 @@ def answer(eval_set: EvalSetArg = "ultra_eval",
            out: Annotated[Optional[Path], typer.Option(help="Output: .json for AlpacaEval model_outputs (default: "
                                                             "ultrachat-out/eval/<generator>.json), .jsonl for a "
                                                             "FastChat model_answer file.")] = None,
-           backend: BackendOpt = None, model: ModelOpt = None, base_url: URLOpt = None,
+           backend: MODEL.Backend = None, model: MODEL.Model = None, base_url: MODEL.BaseURL = None,
+           api_key_env: MODEL.APIKeyEnv = None,
            system: Annotated[str, typer.Option(help="System prompt for the model.")] = "",
-           temperature: TempOpt = 0.7, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0, generator: GenOpt = None,
+           temperature: MODEL.Temperature = 0.7, top_p: MODEL.TopP = None, max_tokens: MODEL.MaxTokens = 256,
+           seed: SeedOpt = 0, generator: GenOpt = None,
            limit: LimitOpt = None, per_class: PerClassOpt = None, concurrency: ConcOpt = 16,
            progress: ProgOpt = True) -> None:
     """Answer an evaluation set with any model; writes AlpacaEval model_outputs JSON (resumable)."""
     from .answers import answer_eval_set, default_generator
     from .evalset import load_eval_set
 
-    cfg = _model_config(backend, model, base_url, system=system, temperature=temperature, max_tokens=max_tokens)
+    cfg = model_config(backend, model, base_url, api_key_env, system=system, temperature=temperature, top_p=top_p,
+                       max_tokens=max_tokens)
     items = run_guarded(lambda: load_eval_set(eval_set, limit, per_class))
     gen = generator or default_generator(cfg)
     target = out or Path("ultrachat-out") / "eval" / f"{gen}.json"
@@ -114,8 +93,10 @@ def pairwise(models: AnswersArg,
              reference: Annotated[Path, typer.Option(help="The reference model's answers (AlpacaEval JSON).")],
              out: Annotated[Path, typer.Option(help="Report folder.")] = Path("ultrachat-out/eval/pairwise"),
              judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="pairwise"))] = None,
-             judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
-             judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, repeats: RepeatsOpt = 1,
+             judge_backend: JUDGE.Backend = None, judge_model: JUDGE.Model = None,
+             judge_base_url: JUDGE.BaseURL = None, judge_api_key_env: JUDGE.APIKeyEnv = None,
+             judge_temperature: JUDGE.Temperature = None, judge_max_tokens: JUDGE.MaxTokens = None,
+             repeats: RepeatsOpt = 1,
              lc_gamed: Annotated[Optional[Path], typer.Option(
                  "--lc-gamed", help="AlpacaEval's df_gamed.csv (instruction difficulties and gamed baselines): "
                                     "reports AlpacaEval 2's LC win rate; the answers must be in AlpacaEval's order. "
@@ -124,7 +105,7 @@ def pairwise(models: AnswersArg,
     """Judge each model's answers against the reference's, both orders; win rates per class."""
     from .pairwise import pairwise_eval
 
-    jcfg = _model_config(judge_backend, judge_model, judge_base_url)
+    jcfg = model_config(judge_backend, judge_model, judge_base_url, judge_api_key_env)
     jconf = _judge(judge, "pairwise", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: pairwise_eval(models, reference, jconf, jcfg, out, repeats, concurrency,
                                                _progress(progress), lc_gamed, questions))
@@ -136,13 +117,14 @@ def score(models: AnswersArg,
                                                                   "the judge config's reference classes.")] = None,
           out: Annotated[Path, typer.Option(help="Report folder.")] = Path("ultrachat-out/eval/score"),
           judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="score"))] = None,
-          judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
-          judge_temperature: JTempOpt = None, judge_max_tokens: JTokOpt = None, questions: QuestionsOpt = None,
+          judge_backend: JUDGE.Backend = None, judge_model: JUDGE.Model = None, judge_base_url: JUDGE.BaseURL = None,
+          judge_api_key_env: JUDGE.APIKeyEnv = None, judge_temperature: JUDGE.Temperature = None,
+          judge_max_tokens: JUDGE.MaxTokens = None, questions: QuestionsOpt = None,
           concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Grade every answer 1-10 with a judge; mean scores per class."""
     from .score import score_eval
 
-    jcfg = _model_config(judge_backend, judge_model, judge_base_url)
+    jcfg = model_config(judge_backend, judge_model, judge_base_url, judge_api_key_env)
     jconf = _judge(judge, "score", jcfg, judge_temperature, judge_max_tokens)
     report = run_guarded(lambda: score_eval(models, jconf, jcfg, out, references, concurrency, _progress(progress),
                                             questions))
@@ -159,23 +141,27 @@ def best_of_n(eval_set: EvalSetArg = "ultra_eval",
               reference: Annotated[Optional[Path], typer.Option(
                   help="Reference answers to measure win rates against; without it best-of-N meets N=1 "
                        "head to head.")] = None,
-              backend: BackendOpt = None, model: ModelOpt = None, base_url: URLOpt = None,
-              temperature: TempOpt = 0.8, max_tokens: MaxTokOpt = 256, seed: SeedOpt = 0, generator: GenOpt = None,
+              backend: MODEL.Backend = None, model: MODEL.Model = None, base_url: MODEL.BaseURL = None,
+              api_key_env: MODEL.APIKeyEnv = None, temperature: MODEL.Temperature = 0.8, top_p: MODEL.TopP = None,
+              max_tokens: MODEL.MaxTokens = 256, seed: SeedOpt = 0, generator: GenOpt = None,
               limit: LimitOpt = None, per_class: PerClassOpt = None,
               judge: Annotated[Optional[str], typer.Option(help=JUDGE_HELP.format(kind="pairwise"))] = None,
               score_judge: Annotated[Optional[str], typer.Option(
                   "--score-judge", help=JUDGE_HELP.format(kind="score") + " Used without --reward-model.")] = None,
-              judge_backend: JBackendOpt = None, judge_model: JModelOpt = None, judge_base_url: JURLOpt = None,
+              judge_backend: JUDGE.Backend = None, judge_model: JUDGE.Model = None,
+              judge_base_url: JUDGE.BaseURL = None, judge_api_key_env: JUDGE.APIKeyEnv = None,
               repeats: RepeatsOpt = 1, concurrency: ConcOpt = 16, progress: ProgOpt = True) -> None:
     """Sample N answers per prompt, keep the scorer's favourite, and measure the gain over N=1."""
     from .bestofn import BestOfNSettings
     from .bestofn import best_of_n as run_best_of_n
     from .evalset import load_eval_set
 
-    policy = _model_config(backend, model, base_url, temperature=temperature, max_tokens=max_tokens)
+    policy = model_config(backend, model, base_url, api_key_env, temperature=temperature, top_p=top_p,
+                          max_tokens=max_tokens)
+    judge_cfg = model_config(judge_backend, judge_model, judge_base_url, judge_api_key_env)
     settings = BestOfNSettings(n=n, seed=seed, concurrency=concurrency, repeats=repeats, pair_judge=judge,
                                score_judge=score_judge, reward_model=reward_model, reference=reference,
-                               generator=generator, judge_cfg=_model_config(judge_backend, judge_model, judge_base_url))
+                               generator=generator, judge_cfg=judge_cfg)
     items = run_guarded(lambda: load_eval_set(eval_set, limit, per_class))
     report = run_guarded(lambda: run_best_of_n(items, policy, settings, out, _progress(progress)))
     _show(report, out)

@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 
 from ..cliutil import console, fail, run_guarded
+from ..modelflags import ROLES, role_overrides
 
 RecipeOpt = Annotated[Optional[Path], typer.Option("--recipe", "-r", help="TOML recipe file.")]
 DialoguesOpt = Annotated[Optional[int], typer.Option(help="Number of dialogues to have in the output.")]
@@ -24,8 +25,6 @@ MaxROpt = Annotated[Optional[int], typer.Option("--max-rounds", help="Most round
 UTokOpt = Annotated[Optional[int], typer.Option("--user-max-tokens", help="max_tokens of the user simulator.")]
 ATokOpt = Annotated[Optional[int], typer.Option("--assistant-max-tokens", help="max_tokens of the assistant.")]
 UPOpt = Annotated[Optional[str], typer.Option("--user-prompts", help="User-simulator prompt set: task or persona.")]
-URLOpt = Annotated[Optional[str], typer.Option("--base-url", help="OpenAI-compatible endpoint for both roles.")]
-ModelOpt = Annotated[Optional[str], typer.Option("--model", help="Model name at --base-url (or a local model dir).")]
 RayOpt = Annotated[Optional[str], typer.Option("--ray", help="Shard dialogues over a Ray cluster: local, auto or "
                                                "HOST:PORT (needs ultrachat[cluster]).")]
 RayWOpt = Annotated[Optional[int], typer.Option("--ray-workers", help="Ray workers (default: one per cluster CPU).")]
@@ -51,7 +50,8 @@ def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed
                      min_rounds: int | None = None, max_rounds: int | None = None,
                      user_max_tokens: int | None = None, assistant_max_tokens: int | None = None,
                      user_prompts: str | None = None, base_url: str | None = None,
-                     model: str | None = None) -> dict[str, Any]:
+                     model: str | None = None, backend: str | None = None,
+                     api_key_env: str | None = None) -> dict[str, Any]:
     """Dotted recipe overrides for the quick flags every ``generate`` command shares."""
     overrides: dict[str, Any] = {
         "dialogues": dialogues, "out": str(out) if out else None, "seed": seed, "concurrency": concurrency,
@@ -59,12 +59,7 @@ def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed
         "dialogue.max_rounds": max_rounds, "models.user.max_tokens": user_max_tokens,
         "models.assistant.max_tokens": assistant_max_tokens, "dialogue.user_prompts": user_prompts,
     }
-    for role in ("user", "assistant"):
-        if base_url:
-            overrides[f"models.{role}.backend"] = "openai"
-            overrides[f"models.{role}.base_url"] = base_url
-        if model:
-            overrides[f"models.{role}.model"] = model
+    overrides.update(role_overrides(("user", "assistant"), backend, model, base_url, api_key_env))
     return overrides
 
 
@@ -72,7 +67,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
     def command(recipe: RecipeOpt = None, dialogues: DialoguesOpt = None, out: OutOpt = None, seed: SeedOpt = None,
                 concurrency: ConcOpt = None, max_total_tokens: BudgetOpt = None, min_rounds: MinROpt = None,
                 max_rounds: MaxROpt = None, user_max_tokens: UTokOpt = None, assistant_max_tokens: ATokOpt = None,
-                user_prompts: UPOpt = None, base_url: URLOpt = None, model: ModelOpt = None,
+                user_prompts: UPOpt = None, backend: ROLES.Backend = None, model: ROLES.Model = None,
+                base_url: ROLES.BaseURL = None, api_key_env: ROLES.APIKeyEnv = None,
                 progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
                 ray_workers: RayWOpt = None, materials: MatOpt = None, entities: EntOpt = None,
                 upgrade_prompts: UpgOpt = False) -> None:
@@ -80,7 +76,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
         from .runner import generate
 
         overrides = recipe_overrides(dialogues, out, seed, concurrency, max_total_tokens, min_rounds, max_rounds,
-                                     user_max_tokens, assistant_max_tokens, user_prompts, base_url, model)
+                                     user_max_tokens, assistant_max_tokens, user_prompts, base_url, model, backend,
+                                     api_key_env)
         overrides["language"] = language
         overrides["materials.files"] = materials or None
         overrides["entities.entities_file"] = str(entities) if entities else None
