@@ -28,6 +28,7 @@ from rich.progress import (
     TextColumn,
     TimeElapsedColumn,
     TimeRemainingColumn,
+    TransferSpeedColumn,
 )
 
 #: the stderr console for progress and status lines (stdout stays for a command's output);
@@ -37,14 +38,14 @@ _STDERR = console
 
 
 def make_progress(enabled: bool = True, console: Console | None = None, unit: Literal["items", "bytes"] = "items",
-                  transient: bool = False) -> Progress:
-    """A rich progress display: description, bar, count (or bytes), ETA; item bars also
-    show the share done and the elapsed time."""
+                  transient: bool = False, extra: tuple[ProgressColumn, ...] = ()) -> Progress:
+    """A rich progress display: description, bar, count (or bytes and speed), ``extra``
+    columns, ETA; item bars also show the share done and the elapsed time."""
     columns: list[ProgressColumn | str] = [TextColumn("[bold]{task.description:<14}"), BarColumn()]
     if unit == "bytes":
-        columns += [DownloadColumn(), TimeRemainingColumn()]
+        columns += [DownloadColumn(), TransferSpeedColumn(), *extra, TimeRemainingColumn()]
     else:
-        columns += [MofNCompleteColumn(), TaskProgressColumn(), TimeElapsedColumn(), TextColumn("eta"),
+        columns += [MofNCompleteColumn(), TaskProgressColumn(), *extra, TimeElapsedColumn(), TextColumn("eta"),
                     TimeRemainingColumn()]
     return Progress(*columns, console=console or _STDERR, disable=not enabled, transient=transient)
 

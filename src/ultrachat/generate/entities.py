@@ -14,18 +14,17 @@ as the quotas need after deduplication.
 from __future__ import annotations
 
 import csv
-import json
 import math
 import random
 from array import array
-from collections.abc import Awaitable, Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..core.corpus import InvalidLine
+from ..core.corpus import InvalidLine, json_values
 from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, normalize, parse_list
 from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
@@ -61,17 +60,6 @@ def _entity_from_row(row: dict[str, Any], where: str) -> Entity:
     return Entity(name, str(row.get("type") or "").strip(), str(row.get("description") or "").strip())
 
 
-def jsonl_rows(path: Path, fh: Iterable[str]) -> Iterator[tuple[int, Any]]:
-    """``(line number, value)`` of each non-blank JSON line; bad JSON raises ``file:line``."""
-    for no, raw in enumerate(fh, 1):
-        if not raw.strip():
-            continue
-        try:
-            yield no, json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise InvalidLine(f"{path}:{no}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-
-
 def read_entities(path: str | Path) -> list[Entity]:
     """Entities from a TXT (one name a line, '#' comments), CSV (header with ``name``,
     optional ``type``, ``description``) or JSONL file (objects with the same fields, or
@@ -92,7 +80,7 @@ def read_entities(path: str | Path) -> list[Entity]:
                 if any((v or "").strip() for v in row.values() if isinstance(v, str)):
                     out.append(_entity_from_row(row, f"{path}:{reader.line_num}"))
         elif suffix in (".jsonl", ".json", ".ndjson"):
-            for no, obj in jsonl_rows(path, fh):
+            for no, obj in json_values(path, fh):
                 if isinstance(obj, str):
                     obj = {"name": obj}
                 if not isinstance(obj, dict):

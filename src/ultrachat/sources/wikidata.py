@@ -30,7 +30,6 @@ import heapq
 import lzma
 import re
 import sys
-import tomllib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -40,7 +39,10 @@ from typing import IO, Any
 
 import orjson
 
+from ..core.config import parse_toml
 from ..core.corpus import InvalidLine
+
+CLASS_MAPPING = 'not a class mapping ([types] kind = ["Q5", ...]; [skip] classes = [...]): '
 
 
 @dataclass(frozen=True)
@@ -60,13 +62,12 @@ def load_classes(path: str | Path | None = None) -> Classes:
         text = Path(path).read_text(encoding="utf-8")
     where = path or "wikidata_classes.toml"
     try:
-        data = tomllib.loads(text)
+        data = parse_toml(text, str(where), ValueError, prefix=CLASS_MAPPING)
         types = {qid: kind for kind, qids in data.get("types", {}).items() for qid in qids}
         skip = data.get("skip", {}).get("classes", [])
         bad = [q for q in [*types, *skip] if not (isinstance(q, str) and re.fullmatch(r"Q\d+", q))]
-    except (tomllib.TOMLDecodeError, AttributeError, TypeError) as exc:
-        raise ValueError(f"{where}: not a class mapping ([types] kind = [\"Q5\", ...]; [skip] classes = [...]): "
-                         f"{exc}") from None
+    except (AttributeError, TypeError) as exc:
+        raise ValueError(f"{where}: {CLASS_MAPPING}{exc}") from None
     if bad:
         raise ValueError(f"{where}: '{bad[0]}' is not a QID like Q5")
     return Classes(types, frozenset(skip))
@@ -278,15 +279,14 @@ def write_entities_csv(entities: list[WikidataEntity], out: Path) -> None:
 def build_entities(dump: str | Path, out: Path, top: int, langs: list[str], classes: Path | None = None,
                    skip_invalid: bool = False, progress: bool = True) -> BuildReport:
     """``ultrachat entities build``: stream ``dump``, write its ``top`` entities to ``out``."""
-    from rich.console import Console
-    from rich.progress import BarColumn, DownloadColumn, Progress, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+    from rich.progress import TextColumn
+
+    from ..core.progress import make_progress
 
     mapping = load_classes(classes)
     if Path(out).suffix.lower() != ".csv":
         raise ValueError(f"--out {out}: the entity list is written as CSV; name it *.csv")
-    bar = Progress(TextColumn("[bold]wikidata"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
-                   TextColumn("{task.fields[lines]:,} lines"), TimeRemainingColumn(),
-                   console=Console(stderr=True), disable=not progress)
+    bar = make_progress(progress, unit="bytes", extra=(TextColumn("{task.fields[lines]:,} lines"),))
     with bar:
         task = bar.add_task("wikidata", total=None, lines=0)
 
