@@ -20,25 +20,11 @@ Example::
 from __future__ import annotations
 
 import json
-import sqlite3
-import threading
-import time
 from pathlib import Path
 
+from ..core.callcache import SharedCallStore
 from ..core.hashing import hexdigest
 from .base import Backend, Completion, GenerationParams, Message, Usage
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS responses (
-    key TEXT PRIMARY KEY,
-    model TEXT NOT NULL,
-    text TEXT NOT NULL,
-    finish TEXT NOT NULL,
-    prompt_tokens INTEGER NOT NULL,
-    completion_tokens INTEGER NOT NULL,
-    created REAL NOT NULL
-)
-"""
 
 
 class CachedCompletion(Completion):
@@ -56,45 +42,29 @@ def call_key(model_id: str, messages: list[Message], params: GenerationParams) -
 
 
 class ResponseCache:
-    """SQLite store of completed calls (WAL, one connection guarded by a lock)."""
+    """Completed calls as :class:`Completion` objects, kept in the shared SQLite call store
+    (:class:`~ultrachat.core.callcache.SharedCallStore`)."""
 
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: the local backend resolves calls from its batcher thread
-        # but every access goes through self._lock.
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
-            self._db.execute(SCHEMA)
+        self._store = SharedCallStore(path)
+        self.path = self._store.path
 
     def get(self, key: str) -> Completion | None:
-        with self._lock:
-            row = self._db.execute(
-                "SELECT text, finish, prompt_tokens, completion_tokens, model FROM responses WHERE key = ?", (key,)
-            ).fetchone()
+        row = self._store.get(key)
         if row is None:
             return None
-        text, finish, prompt, completion, model = row
-        return CachedCompletion(text, finish, Usage(prompt, completion), model)
+        model, text, finish, prompt, completion = row
+        return CachedCompletion(text, finish, Usage(prompt, completion), model)  # type: ignore[arg-type]
 
     def put(self, key: str, out: Completion) -> None:
-        with self._lock:
-            self._db.execute(
-                "INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (key, out.model, out.text, out.finish_reason, out.usage.prompt_tokens, out.usage.completion_tokens,
-                 time.time()),
-            )
+        self._store.put(key, (out.model, out.text, out.finish_reason, out.usage.prompt_tokens,
+                              out.usage.completion_tokens))
 
     def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+        return len(self._store)
 
     def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self._store.close()
 
 
 class CachingBackend(Backend):

@@ -1,4 +1,8 @@
-"""Resumable, concurrent model calls: the one call cache (append-only JSONL) and a bounded gather.
+"""Resumable, concurrent model calls: the call caches and a bounded gather.
+
+* :class:`CallCache`: a run's own calls in an append-only JSONL file next to its outputs;
+* :class:`SharedCallStore`: completed calls in SQLite (WAL), shared across runs and by
+  several processes at once (the response cache behind ``cache = true``).
 
 Every planning call, answer, judgment and reward score is stored under a key that names
 everything shaping it (prompt, model, sampling, template), so a killed run loses at most
@@ -20,6 +24,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import sqlite3
+import threading
+import time
 from array import array
 from collections.abc import Awaitable, Callable, Iterable
 from pathlib import Path
@@ -29,7 +36,7 @@ from .corpus import JsonlAppender, repair_tail
 from .hashing import HashIndex, fingerprint, hash64
 from .progress import RunProgress
 
-__all__ = ["CallCache", "fingerprint", "gather_limited"]
+__all__ = ["CallCache", "SharedCallStore", "fingerprint", "gather_limited"]
 
 T = TypeVar("T")
 R = TypeVar("R")
@@ -96,6 +103,59 @@ class CallCache:
         if self._reader is not None:
             self._reader.close()
             self._reader = None
+
+
+#: a stored completion: (model, text, finish reason, prompt tokens, completion tokens)
+Row = tuple[str, str, str, int, int]
+
+RESPONSES_SCHEMA = """
+CREATE TABLE IF NOT EXISTS responses (
+    key TEXT PRIMARY KEY,
+    model TEXT NOT NULL,
+    text TEXT NOT NULL,
+    finish TEXT NOT NULL,
+    prompt_tokens INTEGER NOT NULL,
+    completion_tokens INTEGER NOT NULL,
+    created REAL NOT NULL
+)
+"""
+
+
+class SharedCallStore:
+    """``key -> Row`` in SQLite (WAL, one connection guarded by a lock), so several processes
+    (Ray workers, two runs of different sectors) share it; a crash loses at most the calls
+    not yet committed."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path).expanduser()
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # check_same_thread=False: the local backend resolves calls from its batcher thread
+        # but every access goes through self._lock.
+        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self._lock = threading.Lock()
+        with self._lock:
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
+            self._db.execute(RESPONSES_SCHEMA)
+
+    def get(self, key: str) -> Row | None:
+        with self._lock:
+            row = self._db.execute(
+                "SELECT model, text, finish, prompt_tokens, completion_tokens FROM responses WHERE key = ?", (key,)
+            ).fetchone()
+        return None if row is None else (row[0], row[1], row[2], int(row[3]), int(row[4]))
+
+    def put(self, key: str, row: Row) -> None:
+        with self._lock:
+            self._db.execute("INSERT OR REPLACE INTO responses VALUES (?, ?, ?, ?, ?, ?, ?)", (key, *row, time.time()))
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute("SELECT COUNT(*) FROM responses").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
 
 
 def _key_of(line: bytes) -> str | None:
