@@ -118,6 +118,15 @@ def test_hash_order_is_a_bottom_k_that_a_larger_ask_extends(tmp_path):
     assert [h for h in both if int(h.split()[1]) < 100] == heads(full)
 
 
+def test_hash_order_is_refused_for_a_hub_dataset():
+    from ultrachat.recipe import RecipeError
+
+    assert MaterialsConfig(dataset="allenai/c4").passage_order == "file"
+    assert MaterialsConfig().passage_order == "hash"
+    with pytest.raises(RecipeError, match="order = 'hash' reads the whole corpus"):
+        load_recipe(overrides={"materials.dataset": "allenai/c4", "materials.order": "hash"})
+
+
 def _run(recipe: Path, out: Path, dialogues: int, files: list[str]) -> list[dict]:
     rec = load_recipe(recipe, {"out": str(out), "dialogues": dialogues, "materials.files": files})
     generate("materials", rec, progress=False)
