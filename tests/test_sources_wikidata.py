@@ -79,6 +79,19 @@ def test_top_entities_from_a_gz_dump(tmp_path):
     assert [(e.name, e.type) for e in fr] == [("Paris", "place"), ("Bonjour", "concept")]
 
 
+def test_older_dump_shapes(tmp_path):
+    """Dumps of 2015 give P31 values by numeric-id only; empty maps may be PHP's empty array []."""
+    old = {"type": "item", "id": "Q3", "labels": {"en": {"language": "en", "value": "Tiger"}}, "descriptions": [],
+           "aliases": [], "claims": {"P31": [{"mainsnak": {"snaktype": "value", "property": "P31", "datavalue": {
+               "value": {"entity-type": "item", "numeric-id": 16521}, "type": "wikibase-entityid"}},
+               "type": "statement", "rank": "normal"}]},
+           "sitelinks": {"enwiki": {"site": "enwiki", "title": "Tiger", "badges": []}}}
+    bare = {"type": "item", "id": "Q8", "labels": {"en": {"language": "en", "value": "Bare"}}, "descriptions": [],
+            "aliases": [], "claims": [], "sitelinks": []}
+    kept = top_entities(write_dump(tmp_path / "old.json.gz", [old, bare]), 5, ["en"], load_classes()).kept
+    assert [(e.name, e.type, e.sitelinks) for e in kept] == [("Tiger", "concept", 1), ("Bare", "", 0)]
+
+
 def _expected(items: list[dict], n: int) -> list[WikidataEntity]:
     """The top ``n`` by a full sort, the better of namesakes kept."""
     best: dict[str, WikidataEntity] = {}

@@ -112,13 +112,17 @@ def _first(values: Any, langs: list[str]) -> str:
 
 
 def _classes(claims: Any) -> list[str]:
-    """The item's P31 QIDs, preferred rank first, deprecated ones left out."""
+    """The item's P31 QIDs, preferred rank first, deprecated ones left out. Older dumps
+    (2015's) give only ``numeric-id``; empty maps may be written ``[]`` (PHP's empty array)."""
     found: list[tuple[int, str]] = []
     for claim in (claims or {}).get("P31") or []:
         rank = claim.get("rank")
         value = ((claim.get("mainsnak") or {}).get("datavalue") or {}).get("value")
-        if rank != "deprecated" and isinstance(value, dict) and isinstance(value.get("id"), str):
-            found.append((rank != "preferred", value["id"]))
+        if rank == "deprecated" or not isinstance(value, dict):
+            continue
+        qid = value.get("id") or (f"Q{value['numeric-id']}" if isinstance(value.get("numeric-id"), int) else None)
+        if isinstance(qid, str):
+            found.append((rank != "preferred", qid))
     return [qid for _, qid in sorted(found, key=lambda f: f[0])]
 
 
