@@ -175,7 +175,9 @@ class MaterialsSector(Sector):
 
     async def plan(self, ctx: PlanContext, dialogues: int, assigned: Assigned) -> None:
         cfg = self.recipe.materials
-        want = math.ceil(dialogues / cfg.instructions_per_passage) + 8  # a few spare for short replies
+        # A quarter spare for replies with fewer instructions: asking past ``want`` reads the
+        # corpus again (on the event loop; the first read is off it).
+        want = math.ceil(1.25 * dialogues / cfg.instructions_per_passage) + 16
         passages = select_passages(cfg, self.recipe.language, self.recipe.seed, want)
         first = await off_loop(lambda: next(passages, None))  # the hash order reads the whole corpus here
         passages = itertools.chain([] if first is None else [first], passages)
