@@ -25,6 +25,7 @@ SECTIONS: dict[str, str] = {
     "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
     "training": "benchmarks.training",  # SFT tokens/s: packed vs unpacked, ours vs plain TRL SFTTrainer
     "dedup": "benchmarks.dedup",  # rensa vs datasketch: throughput, recall on planted copies, RSS (100k)
+    "dedup_real": "benchmarks.dedup_real",  # banding on real ShareGPT text: planted-copy recall vs false positives
     "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
     "datatools": "benchmarks.datatools",  # filter/decontaminate/split-long/export/import: dialogues/s, RSS
     "sources": "benchmarks.sources",  # entities build on a Wikidata-format dump; hash-order C4 sampling
