@@ -120,8 +120,10 @@ def test_lc_needs_every_prompt_covered(tmp_path) -> None:
     rng = np.random.default_rng(3)
     csv = tmp_path / "df_gamed.csv"
     write_gamed(csv, rng)
-    with pytest.raises(LengthControlError, match=r"no instruction difficulty for prompt 160"):
+    with pytest.raises(LengthControlError, match=r"for 160 AlpacaEval instructions, the answers cover 161"):
         length_controlled_win_rate([1.0] * 161, [0.0] * 161, list(range(161)), GamedBaselines.load(csv))
+    with pytest.raises(LengthControlError, match=r"no instruction difficulty for prompt 200"):
+        length_controlled_win_rate([1.0] * 160, [0.0] * 160, [*range(159), 200], GamedBaselines.load(csv))
     bad = tmp_path / "bad.csv"
     bad.write_text("index,preference\n0,1\n", encoding="utf-8")
     with pytest.raises(LengthControlError, match=r"bad.csv: not AlpacaEval's df_gamed.csv \(no column 'std_delta_len'"):

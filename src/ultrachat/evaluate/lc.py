@@ -200,6 +200,10 @@ def _difficulties(gamed: GamedBaselines | None, indices: list[int]) -> np.ndarra
     if gamed is None:
         raise LengthControlError("the LC win rate needs AlpacaEval's df_gamed.csv (--lc-gamed)")
     table = gamed.difficulty
+    if len(indices) != len(table):  # e.g. ultra_eval answers: AlpacaEval's difficulties do not apply
+        raise LengthControlError(f"{gamed.source} has instruction difficulties for {len(table)} AlpacaEval "
+                                 f"instructions, the answers cover {len(indices)} prompts: the LC win rate needs "
+                                 "answers to every AlpacaEval instruction, in AlpacaEval's order")
     missing = [i for i in indices if i not in table]
     if missing:
         raise LengthControlError(f"{gamed.source}: no instruction difficulty for prompt {missing[0]} "
