@@ -165,3 +165,61 @@ def test_paths_and_values_print_as_text(tmp_path: Path, fake_recipe_file) -> Non
               "--no-progress", env={"COLUMNS": "400"})
     assert res.exit_code == 0 and str(out) in res.stdout, res.output
     one_line_error(cli("show", str(tmp_path / "[/x].jsonl")), 1, "[/x].jsonl")
+
+
+def test_finished_outputs_are_refused_unless_overwrite(tmp_path: Path) -> None:
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "data": [f"question {i} here", "answer"]}
+                                              for i in range(6)])
+    for args in (["filter", str(src), "--out"], ["dedup", str(src), "--out"], ["split-long", str(src), "--out"],
+                 ["export", str(src), "-f", "parquet", "--out"], ["export", str(src), "-f", "openai", "--out"]):
+        out = tmp_path / f"{args[0]}-{len(args)}"
+        if args[-2:] == ["openai", "--out"]:
+            out = out.with_suffix(".jsonl")
+        first = cli(*args, str(out), "--no-progress")
+        assert first.exit_code == 0, first.output
+        before = {p: p.read_bytes() for p in ([out] if out.is_file() else sorted(out.rglob("*")))
+                  if p.is_file()}
+        one_line_error(cli(*args, str(out), "--no-progress"), 1, out.name, "--overwrite")
+        assert {p: p.read_bytes() for p in before} == before  # untouched
+        again = cli(*args, str(out), "--no-progress", "--overwrite")
+        assert again.exit_code == 0, again.output
+    assert not list(tmp_path.glob(".*part*")) and not list(tmp_path.glob(".*old*"))  # nothing left behind
+
+
+def test_a_failed_export_publishes_nothing(tmp_path: Path) -> None:
+    src = tmp_path / "in.jsonl"
+    src.write_text('{"id": "a", "data": ["q", "r"]}\n{"id": "b", "data": [}\n', encoding="utf-8")
+    for fmt in ("parquet", "hf", "sharegpt"):
+        out = tmp_path / f"o-{fmt}"
+        one_line_error(cli("export", str(src), "-f", fmt, "--out", str(out), "--no-progress"), 1, "in.jsonl:2")
+        assert not out.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl"]  # no temporary folder left
+
+
+def test_sigkilled_parquet_export_leaves_no_partial_output(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    import random
+    import signal
+    import time
+
+    import pyarrow.parquet as pq
+
+    src = write_jsonl(tmp_path / "in.jsonl", [{"id": str(i), "data": [f"question {i} " * 20, "answer " * 50]}
+                                              for i in range(20_000)])
+    seed = int(os.environ.get("KILL_SEED") or random.randrange(2**32))
+    print(f"KILL_SEED={seed}")
+    rng = random.Random(seed)
+    seen = {"absent": 0, "complete": 0}
+    for i in range(3):
+        out = tmp_path / f"o{i}"
+        proc = subprocess.Popen([*ultrachat_exe, "export", str(src), "-f", "parquet", "--out", str(out),
+                                 "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(0.5, 4.0))
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+        if out.exists():  # then it is whole: every row, readable
+            rows = sum(pq.ParquetFile(f).metadata.num_rows for f in (out / "data").glob("*.parquet"))
+            assert rows == 20_000 and (out / "README.md").exists(), f"KILL_SEED={seed}"
+            seen["complete"] += 1
+        else:
+            seen["absent"] += 1
+    assert seen["absent"] >= 1, (seen, f"KILL_SEED={seed}")  # at least one kill landed mid-export

@@ -33,6 +33,7 @@ from typing import IO, Any
 from rich.console import Console
 from rich.progress import Progress
 
+from .atomic import OVERWRITE, fsync_path, is_taken, refuse_existing
 from .errors import UserError
 from .progress import make_progress
 from .records import validate_dialogue
@@ -193,9 +194,13 @@ def read_json_object(path: Path, fields: tuple[str, ...] = ()) -> dict[str, Any]
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    """Write JSON via a temporary file and rename, so readers never see half a file."""
+    """Write JSON via a fsynced temporary file and rename, so readers never see half a file
+    (and, after a power loss, either the old file or the new one)."""
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, ensure_ascii=False, indent=2), encoding="utf-8")
+    with open(tmp, "w", encoding="utf-8") as fh:
+        fh.write(json.dumps(obj, ensure_ascii=False, indent=2))
+        fh.flush()
+        os.fsync(fh.fileno())
     os.replace(tmp, path)
 
 
@@ -227,14 +232,22 @@ def count_lines(path: Path) -> int:
 
 
 class OutputDir:
-    """The output folder of one command. Files are written as ``NAME.part`` and renamed on
-    a clean exit; writing over an input file is refused (nothing is written in place)."""
+    """The output folder of one command. Files are written as ``NAME.part``, fsynced and
+    renamed on a clean exit (see :mod:`.atomic`); writing over an input file is refused
+    (nothing is written in place), and so is a folder that already holds something, unless
+    ``overwrite`` (default: the CLI's ``--overwrite``, :data:`.atomic.OVERWRITE`); then only
+    the files this command writes are replaced, each whole."""
 
-    def __init__(self, path: Path, inputs: list[Path] | tuple[Path, ...] = ()) -> None:
+    def __init__(self, path: Path, inputs: list[Path] | tuple[Path, ...] = (), overwrite: bool | None = None) -> None:
         self.path = Path(path)
         if self.path.exists() and not self.path.is_dir():
             raise ValueError(f"{self.path}: --out must be a folder, not a file")
         self._inputs = {Path(p).resolve() for p in inputs}
+        if any(self.path.resolve() in p.parents for p in self._inputs) and is_taken(self.path) \
+                and not (OVERWRITE.get() if overwrite is None else overwrite):
+            raise ValueError(f"{self.path}: holds the input; refusing to overwrite an input's folder, choose "
+                             "another --out")
+        refuse_existing(self.path, overwrite)
         self._files: dict[str, IO[str]] = {}
         self.counts: dict[str, int] = {}
 
@@ -270,12 +283,27 @@ class OutputDir:
         write_json_atomic(path, obj)
         return path
 
+    def write_bytes(self, name: str, data: bytes) -> Path:
+        """Write a whole file (a chart, a page) through a fsynced temporary file and rename."""
+        path = self.file(name)
+        self.path.mkdir(parents=True, exist_ok=True)
+        part = path.with_name(path.name + ".part")
+        part.write_bytes(data)
+        fsync_path(part)
+        part.replace(path)
+        return path
+
     def close(self, commit: bool = True) -> None:
         for name, fh in self._files.items():
+            if commit:
+                fh.flush()
+                os.fsync(fh.fileno())
             fh.close()
             part = Path(fh.name)
             if commit:
                 part.replace(self.file(name))
+        if commit and self._files:
+            fsync_path(self.path)
         self._files.clear()
 
     def __enter__(self) -> OutputDir:

@@ -19,6 +19,19 @@ from ..modelflags import EMBEDDINGS, JUDGE, model_config
 SkipInvalid = Annotated[bool, typer.Option("--skip-invalid",
                                            help="Write malformed lines to invalid.jsonl instead of stopping.")]
 NoProgress = Annotated[bool, typer.Option("--no-progress", help="Hide progress bars.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help="Replace an existing --out (each file only once "
+                                         "the new one is complete); without it an existing output is refused.")]
+
+
+def guarded(overwrite: bool, fn: Any) -> None:
+    """Run a command body inside the error boundary, letting it replace outputs if asked."""
+    from ..core.atomic import overwriting
+
+    def body() -> None:
+        with overwriting(overwrite):
+            fn()
+
+    run_guarded(body)
 Out = Annotated[Path, typer.Option("--out", "-o", help="Output folder (created; the input is never modified).")]
 Tokenizer = Annotated[str, typer.Option(help="'embedded' (the embedded model's), 'whitespace', or a tokenizer folder.")]
 
@@ -60,7 +73,8 @@ def register(app: typer.Typer) -> None:
                     help="Reject dialogues with more rounds (0: no limit).")] = None,
                 language: Annotated[Optional[str], typer.Option(
                     help="Keep only this language (ISO code, langdetect).")] = None,
-                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+                overwrite: Overwrite = False) -> None:
         from rich.table import Table
 
         from .filter import filter_corpus, load_filter_config
@@ -74,7 +88,7 @@ def register(app: typer.Typer) -> None:
             Console(markup=False).print(table)
             _summary(report, ["total", "kept", "rejected", "invalid"])
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("dedup", help="Remove exact and near duplicates (MinHash LSH); keeps the first of each cluster.")
     def dedup(path: Path, out: Out,
@@ -90,7 +104,8 @@ def register(app: typer.Typer) -> None:
               exact_only: Annotated[bool, typer.Option(
                   "--exact-only", help="Only exact (normalised) duplicates.")] = False,
               engine: Annotated[str, typer.Option(help="MinHash library: rensa or datasketch.")] = "rensa",
-              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+              overwrite: Overwrite = False) -> None:
         from .dedup import DedupConfig, dedup_corpus
 
         def run() -> None:
@@ -105,7 +120,7 @@ def register(app: typer.Typer) -> None:
                 highlight=False)
             _summary(report, ["total", "kept", "removed", "exact", "near", "clusters", "invalid"])
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("decontaminate", help="Find dialogues sharing n-grams with evaluation prompts; --remove drops them.")
     def decontaminate_(path: Path, out: Out,
@@ -119,7 +134,8 @@ def register(app: typer.Typer) -> None:
                        scope: Annotated[str, typer.Option(help="Check 'all' turns or only 'user' turns.")] = "all",
                        remove: Annotated[bool, typer.Option(
                            "--remove", help="Also write kept.jsonl and removed.jsonl.")] = False,
-                       skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+                       skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+                       overwrite: Overwrite = False) -> None:
         from .decontaminate import decontaminate
 
         def run() -> None:
@@ -130,7 +146,7 @@ def register(app: typer.Typer) -> None:
             _summary(report, ["eval_prompts", "eval_prompts_too_short", "contaminated_dialogues", "matches",
                               "removed", "invalid"])
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("stats", help="Corpus statistics: the columns of the UltraChat paper's Table 4, beside its rows.")
     def stats(path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer = "embedded",
@@ -151,7 +167,8 @@ def register(app: typer.Typer) -> None:
               judge_backend: JUDGE.Backend = None, judge_model: JUDGE.Model = None,
               judge_base_url: JUDGE.BaseURL = None, judge_key_env: JUDGE.APIKeyEnv = None,
               judge_temperature: JUDGE.Temperature = 0.0, judge_max_tokens: JUDGE.MaxTokens = 16,
-              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+              skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+              overwrite: Overwrite = False) -> None:
         from rich.text import Text
 
         from ..core.corpus import OutputDir
@@ -177,7 +194,7 @@ def register(app: typer.Typer) -> None:
                 console.print(Text.assemble((key, "bold"), f": {how}"), highlight=False)
             console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("export", help="Export UltraChat JSONL to hf (save_to_disk), parquet, sharegpt or openai.")
     def export(path: Path,
@@ -195,7 +212,8 @@ def register(app: typer.Typer) -> None:
                         "parquet export with load_dataset(OUT, 'messages'); an hf export needs 'trl'.")] = "200k",
                as_json: Annotated[bool, typer.Option(
                    "--json", help="Print the report as one JSON object on stdout (for scripts).")] = False,
-               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+               skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+               overwrite: Overwrite = False) -> None:
         from .formats import export_corpus
 
         def run() -> None:
@@ -212,26 +230,25 @@ def register(app: typer.Typer) -> None:
             Console(markup=False).print(f"exported {counts} ({report.get('invalid', 0)} invalid) to {report['out']} "
                                         f"as {report['format']}", highlight=False, soft_wrap=True)
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("import", help="Convert hf, parquet, sharegpt, openai or released UltraChat files to UltraChat JSONL.")
     def import_(src: Path,
                 out: Annotated[Path, typer.Option("--out", "-o", help="UltraChat JSONL file to write.")],
                 format: Annotated[Optional[str], typer.Option(
                     "--format", "-f", help="hf, parquet, sharegpt, openai or ultrachat (default: detected).")] = None,
-                overwrite: Annotated[bool, typer.Option(
-                    "--overwrite", help="Replace an existing --out (once the new file is complete).")] = False,
-                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+                skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+                overwrite: Overwrite = False) -> None:
         from .formats import import_corpus
 
         def run() -> None:
             if format is not None and format not in ("hf", "parquet", "sharegpt", "openai", "ultrachat"):
                 raise ValueError(f"--format: unknown format '{format}' "
                                  "(choose hf, parquet, sharegpt, openai or ultrachat)")
-            report = import_corpus(src, out, format, skip_invalid, not no_progress, overwrite)
+            report = import_corpus(src, out, format, skip_invalid, not no_progress)
             _summary(report, ["format", "dialogues", "invalid", "out"])
 
-        run_guarded(run)
+        guarded(overwrite, run)
 
     @app.command("split-long", help="Split dialogues longer than --max-tokens at round boundaries.")
     def split_long_(path: Path, out: Out,
@@ -239,11 +256,12 @@ def register(app: typer.Typer) -> None:
                     tokenizer: Tokenizer = "embedded",
                     keep_oversize: Annotated[bool, typer.Option(
                         "--keep-oversize", help="Keep single rounds over the limit as pieces.")] = False,
-                    skip_invalid: SkipInvalid = False, no_progress: NoProgress = False) -> None:
+                    skip_invalid: SkipInvalid = False, no_progress: NoProgress = False,
+                    overwrite: Overwrite = False) -> None:
         from .split import split_long
 
         def run() -> None:
             report = split_long(path, out, max_tokens, tokenizer, keep_oversize, skip_invalid, not no_progress)
             _summary(report, ["dialogues", "split", "pieces", "oversize_rounds", "invalid"])
 
-        run_guarded(run)
+        guarded(overwrite, run)

@@ -35,12 +35,14 @@ Example::
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from ..core.atomic import fsync_path, refuse_existing, staged_dir
 from ..core.corpus import OutputDir, count_lines, json_lines, parquet_rows, read_corpus
 from ..core.hashing import hexdigest, uint64
 from ..core.progress import make_progress
@@ -95,15 +97,13 @@ def split_of(dialogue_id: str, test_fraction: float, seed: int) -> int:
     return int(h / 2**64 < test_fraction)
 
 
-def _fresh(out: Path) -> None:
-    if out.exists() and (out.is_file() or any(out.iterdir())):
-        raise ValueError(f"{out}: already exists; choose a new --out (nothing is overwritten)")
-
-
 def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, seed: int = 0,
                   splits: tuple[str, str] = ("train", "test"), skip_invalid: bool = False,
-                  progress: bool = True, layout: str = "200k") -> dict[str, Any]:
-    """Export ``path`` to ``fmt`` at ``out``; returns counts per split and the paths written."""
+                  progress: bool = True, layout: str = "200k", overwrite: bool | None = None) -> dict[str, Any]:
+    """Export ``path`` to ``fmt`` at ``out``; returns counts per split and the paths written.
+
+    The output appears whole or not at all (a folder is built beside ``out`` and renamed into
+    place); an existing ``out`` is refused unless ``overwrite`` (default: ``--overwrite``)."""
     if fmt not in FORMATS:
         raise ValueError(f"unknown format '{fmt}' (choose {', '.join(FORMATS)})")
     if layout not in LAYOUTS:
@@ -111,11 +111,13 @@ def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, s
     if not 0 <= test_fraction < 1:
         raise ValueError(f"--test-fraction must be in [0, 1), got {test_fraction}")
     out = Path(out)
-    _fresh(out)
-    invalid = OutputDir(out.parent / f"{out.name}.invalid", inputs=[path]) if skip_invalid else None
+    refuse_existing(out, overwrite)
+    invalid = OutputDir(out.parent / f"{out.name}.invalid", inputs=[path], overwrite=overwrite) \
+        if skip_invalid else None
     with read_corpus(path, "export", invalid, skip_invalid, progress) as dialogues:
         if fmt in ("hf", "parquet"):
-            report = _export_parquet(dialogues, out, fmt, test_fraction, seed, splits, layout)
+            with staged_dir(out, overwrite) as staged:
+                report = _export_parquet(dialogues, staged, out, fmt, test_fraction, seed, splits, layout)
         else:
             report = _export_json(dialogues, out, fmt)
     if invalid:
@@ -124,8 +126,9 @@ def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, s
     return {"input": str(path), "format": fmt, "out": str(out), **report}
 
 
-def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, test_fraction: float, seed: int,
-                    splits: tuple[str, str], layout: str) -> dict[str, Any]:
+def _export_parquet(dialogues: Iterator[dict[str, Any]], staged: Path, out: Path, fmt: str, test_fraction: float,
+                    seed: int, splits: tuple[str, str], layout: str) -> dict[str, Any]:
+    """Write the export into the empty folder ``staged`` (it becomes ``out`` afterwards)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -134,8 +137,8 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
                         ("id", pa.string()), ("meta", pa.string())])
     if layout == "trl":
         schema = schema.remove(0)
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=out.parent if out.parent.exists() else None)) \
-        if fmt == "hf" else out
+    # hf: Parquet files first, in a scratch folder beside the output, then save_to_disk.
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=staged.parent)) if fmt == "hf" else staged
     data_dir = work / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
     writers: dict[int, Any] = {}
@@ -163,7 +166,7 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
         if not writers:
             raise ValueError("no dialogues to export")
         if fmt == "parquet":
-            _write_card(out, [splits[k] for k in sorted(writers)], layout)
+            _write_card(staged, out, [splits[k] for k in sorted(writers)], layout)
         if fmt == "hf":
             import datasets
             import pyarrow.dataset as pads
@@ -172,14 +175,14 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str, te
             # pre_buffer=False, as in parquet_rows: pre-buffered, the Parquet builder's reads pile up.
             ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"),
                                        fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
-            ds.save_to_disk(str(out))
+            ds.save_to_disk(str(staged))
     finally:
         if fmt == "hf":
             shutil.rmtree(work, ignore_errors=True)
     return {"splits": {splits[k]: counts[k] for k in (0, 1) if counts[k]}}
 
 
-def _write_card(out: Path, split_names: list[str], layout: str) -> None:
+def _write_card(folder: Path, out: Path, split_names: list[str], layout: str) -> None:
     """``README.md`` with dataset configs for ``load_dataset(out[, name])``: ``default`` (every
     column) and, in the 200k layout, ``messages`` (that column alone, which TRL's SFTTrainer
     takes unchanged: it reads any row with a ``prompt`` column as prompt-completion)."""
@@ -199,14 +202,23 @@ def _write_card(out: Path, split_names: list[str], layout: str) -> None:
                   "`messages` config leaves `prompt` out, so the trainer applies the chat template to `messages`."]
     else:
         lines += ["```"]
-    (out / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    (folder / "README.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 
 def _export_json(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str) -> dict[str, Any]:
     out.parent.mkdir(parents=True, exist_ok=True)
     sidecar = out.with_name(out.stem + ".meta.jsonl")
-    n = 0
     part = out.with_name(out.name + ".part")
+    try:
+        return _write_json_export(dialogues, out, part, sidecar, fmt)
+    finally:  # a failed export leaves nothing behind (a finished one has renamed its parts)
+        for leftover in (part, sidecar.with_name(sidecar.name + ".part")):
+            leftover.unlink(missing_ok=True)
+
+
+def _write_json_export(dialogues: Iterator[dict[str, Any]], out: Path, part: Path, sidecar: Path,
+                       fmt: str) -> dict[str, Any]:
+    n = 0
     with open(part, "w", encoding="utf-8") as fh:
         side = open(sidecar.with_name(sidecar.name + ".part"), "w", encoding="utf-8") if fmt == "openai" else None  # noqa: SIM115
         if fmt == "sharegpt":
@@ -225,10 +237,15 @@ def _export_json(dialogues: Iterator[dict[str, Any]], out: Path, fmt: str) -> di
             n += 1
         if fmt == "sharegpt":
             fh.write("\n]\n")
+        fh.flush()
+        os.fsync(fh.fileno())
         if side:
+            side.flush()
+            os.fsync(side.fileno())
             side.close()
             Path(side.name).replace(sidecar)
     part.replace(out)
+    fsync_path(out.parent)
     return {"dialogues": n, **({"sidecar": str(sidecar)} if fmt == "openai" else {})}
 
 
@@ -326,7 +343,7 @@ def _to_dialogue(rec: Any, fmt: str, where: str, sidecar: dict[str, Any] | None)
 
 
 def import_corpus(src: Path, out: Path, fmt: str | None = None, skip_invalid: bool = False,
-                  progress: bool = True, overwrite: bool = False) -> dict[str, Any]:
+                  progress: bool = True, overwrite: bool | None = None) -> dict[str, Any]:
     """Read ``src`` (any export format, or released UltraChat files) into UltraChat JSONL at ``out``.
 
     A record that cannot be converted stops the import with its location and reason; with
@@ -336,12 +353,11 @@ def import_corpus(src: Path, out: Path, fmt: str | None = None, skip_invalid: bo
     src, out = Path(src), Path(out)
     if not src.exists():
         raise FileNotFoundError(f"{src}: no such file or folder")
-    if out.exists() and not overwrite:
-        raise ValueError(f"{out}: already exists; choose a new --out or pass --overwrite")
+    refuse_existing(out, overwrite)
     fmt = fmt or detect_format(src)
     sidecar_path = src.with_name(src.stem + ".meta.jsonl")
     side = open(sidecar_path, encoding="utf-8") if fmt == "openai" and sidecar_path.exists() else None  # noqa: SIM115
-    writer = OutputDir(out.parent, inputs=[src, sidecar_path])
+    writer = OutputDir(out.parent, inputs=[src, sidecar_path], overwrite=True)  # out itself was checked above
     try:
         with writer, make_progress(progress) as bar:
             task = bar.add_task("import", total=_total(src, fmt))

@@ -95,18 +95,13 @@ def write_outputs(result: dict[str, Any], out: OutputDir, command: str) -> dict[
         figures[kind] = (caption, _figure(kind, result, caption))
     paths = {}
     for kind, (_, png) in figures.items():
-        path = out.file(f"{kind}.png")
-        out.path.mkdir(parents=True, exist_ok=True)
-        path.write_bytes(png)
-        paths[kind] = str(path)
+        paths[kind] = str(out.write_bytes(f"{kind}.png", png))
     public["figures"] = {k: {"png": paths[k], "caption": c} for k, (c, _) in figures.items()}
     public["paper"] = {"source": PAPER_SOURCE, "rows": PAPER_ROWS, "embedding_model": PAPER_EMBEDDING_MODEL,
                        "same_table": bool(result.get("same_embedding_as_paper"))}
     public["command"] = command
     paths["json"] = str(out.write_json("stats.json", public))
-    html_path = out.file("stats.html")
-    html_path.write_text(_html(result, figures, command), encoding="utf-8")
-    paths["html"] = str(html_path)
+    paths["html"] = str(out.write_bytes("stats.html", _html(result, figures, command).encode("utf-8")))
     return paths
 
 
