@@ -213,7 +213,11 @@ def test_sigkilled_parquet_export_leaves_no_partial_output(tmp_path: Path, ultra
         out = tmp_path / f"o{i}"
         proc = subprocess.Popen([*ultrachat_exe, "export", str(src), "-f", "parquet", "--out", str(out),
                                  "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.5, 4.0))
+        # Once the export is under way (its staging folder exists), a random moment later.
+        deadline = time.monotonic() + 60
+        while not list(tmp_path.glob(f".o{i}.part-*")) and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.002)
+        time.sleep(rng.uniform(0.0, 0.2))
         proc.send_signal(signal.SIGKILL)
         proc.wait()
         if out.exists():  # then it is whole: every row, readable

@@ -65,13 +65,17 @@ class RunStore:
             self._lock.acquire(timeout=0)
         except Timeout:
             raise RunStoreError(f"{self.out} is in use by another ultrachat run (lock {self.out / '.lock'})") from None
-        self._check_fingerprint()
-        (self.out / "plan").mkdir(exist_ok=True)
-        (self.out / "plan" / "calls.jsonl").touch()
-        self._calls = CallCache(self.out / "plan" / "calls.jsonl", damaged=RunStoreError)
-        self._openings = JsonlAppender(self.out / "plan" / "openings.jsonl")
-        self._emissions = JsonlAppender(self.out / "plan" / "emissions.jsonl")
-        self._dialogues = JsonlAppender(self.out / "dialogues.jsonl")
+        try:
+            self._check_fingerprint()
+            (self.out / "plan").mkdir(exist_ok=True)
+            (self.out / "plan" / "calls.jsonl").touch()
+            self._calls = CallCache(self.out / "plan" / "calls.jsonl", damaged=RunStoreError)
+            self._openings = JsonlAppender(self.out / "plan" / "openings.jsonl")
+            self._emissions = JsonlAppender(self.out / "plan" / "emissions.jsonl")
+            self._dialogues = JsonlAppender(self.out / "dialogues.jsonl")
+        except BaseException:
+            self.close()  # a refused folder (other recipe, damaged state, full disk) is not left locked
+            raise
 
     def close(self) -> None:
         for app in (self._calls, self._openings, self._emissions, self._dialogues):
