@@ -90,13 +90,28 @@ async def test_truncated_assistant_reply_is_marked_or_ends() -> None:
 async def test_truncated_reply_is_dropped_with_its_question() -> None:
     full = Completion("The moon pulls the oceans.", "stop", Usage(10, 20), "fake")
     cut = Completion("Spring tides happen when the", "length", Usage(10, 256), "fake")
-    replies = iter([full, cut])
+    replies = iter([full, cut, cut])  # the second reply is cut, and so is its one retry
     engine, _ = _engine(lambda m, p: "Why?", lambda m, p: next(replies), on_truncated="drop")
     record = await engine.run(_opening(3))
     meta = record["meta"]
     assert record["data"] == ["How do tides work?", "The moon pulls the oceans."]
     assert meta["stop_reason"] == "truncated" and meta["rounds"] == 1 and meta["truncated_turns"] == []
-    assert engine.stats.truncated == 0
+    assert meta["regenerations"] == {"truncated": 1} and engine.stats.truncated == 0
+
+
+async def test_a_cut_reply_is_sampled_again_before_it_is_dropped() -> None:
+    cut = Completion("Spring tides happen when the", "length", Usage(10, 256), "fake")
+    replies = iter([cut, Completion("The moon pulls the oceans.", "stop", Usage(10, 20), "fake")])
+    seeds: list[int | None] = []
+
+    def assistant(m: list[Message], p: GenerationParams) -> Completion:
+        seeds.append(p.seed)
+        return next(replies)
+
+    engine, _ = _engine(lambda m, p: "Why?", assistant, on_truncated="drop")
+    record = await engine.run(_opening(1))
+    assert record["data"][1] == "The moon pulls the oceans." and record["meta"]["stop_reason"] == "completed"
+    assert len(seeds) == 2 and seeds[0] != seeds[1]  # the retry is a new sample, not a replay
 
 
 async def test_user_turn_cut_by_max_tokens_is_not_kept() -> None:

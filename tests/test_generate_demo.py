@@ -22,12 +22,13 @@ def test_summary_counts_rounds_tokens_and_cut_replies(tmp_path: Path) -> None:
     corpus = tmp_path / "dialogues.jsonl"
     rows = [_dialogue(0, 6, [], "completed"),  # 3 rounds
             _dialogue(1, 4, [3], "completed"),  # 2 rounds, the last reply cut and kept
-            _dialogue(2, 2, [], "truncated")]  # 1 round, then a cut reply dropped
+            _dialogue(2, 2, [], "truncated")]  # 1 round, then a cut reply sampled again, cut again, dropped
+    rows[2]["meta"]["regenerations"] = {"truncated": 1}
     corpus.write_text("".join(json.dumps(r) + "\n" for r in rows))
     s = summarize_corpus(corpus)
     assert (s.dialogues, s.rounds, s.tokens) == (3, 6, 3 * 42)
-    assert (s.cut_kept, s.cut_dropped, s.answers) == (1, 1, 7)
-    assert abs(s.avg_rounds - 2.0) < 1e-9 and abs(s.cut_share - 2 / 7) < 1e-9
+    assert (s.cut_kept, s.cut_dropped, s.answers) == (1, 2, 8)
+    assert abs(s.avg_rounds - 2.0) < 1e-9 and abs(s.cut_share - 3 / 8) < 1e-9
     rendered = " ".join(str(c) for col in summary_table(corpus, 12.0, 3).columns for c in col._cells)
     assert str(corpus) in rendered and "ultrachat show" in rendered and "1 kept in the corpus" in rendered
 

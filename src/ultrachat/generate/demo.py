@@ -33,8 +33,8 @@ class CorpusSummary:
     rounds: int = 0
     tokens: int = 0
     cut_kept: int = 0  # replies cut by max_tokens and kept (meta.truncated_turns)
-    cut_dropped: int = 0  # replies cut and removed (on_truncated = "drop")
-    answers: int = 0
+    cut_dropped: int = 0  # replies cut and removed, or sampled again (on_truncated = "drop")
+    answers: int = 0  # replies generated: kept in the corpus, dropped or sampled again
 
     @property
     def cut_answers(self) -> int:
@@ -55,6 +55,7 @@ def summarize_corpus(path: Path) -> CorpusSummary:
     for d in iter_jsonl(path):
         meta = d.get("meta", {})
         dropped = int(meta.get("stop_reason") == "truncated" and not meta.get("truncated_turns"))
+        dropped += meta.get("regenerations", {}).get("truncated", 0)
         s.dialogues += 1
         s.rounds += len(d["data"]) // 2
         s.answers += len(d["data"]) // 2 + dropped

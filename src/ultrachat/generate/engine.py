@@ -6,8 +6,9 @@ settings. User turns are repaired without extra model calls: role prefixes strip
 politeness-only and role-confounded turns regenerated up to a bound, after which the
 dialogue ends with that stop reason and keeps its completed rounds. An assistant reply
 cut off by ``max_tokens`` is recorded in ``meta.truncated_turns``, or ends the dialogue
-after it (``dialogue.on_truncated = "end"``) or before it (``"drop"``: the cut reply and the
-question it answered are removed); it is never passed off as complete.
+after it (``dialogue.on_truncated = "end"``) or before it (``"drop"``: the reply is sampled
+once more, and if that is cut too, it and the question it answered are removed); it is never
+passed off as complete.
 """
 
 from __future__ import annotations
@@ -180,11 +181,17 @@ class DialogueEngine:
 
     async def _assistant_turn(self, turns: list[str], opening: Opening, usage: dict[str, Usage],
                               regen: Counter[str]) -> Completion | None:
+        cut_retries = 1 if self.cfg.on_truncated == "drop" else 0
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(turns), "assistant", attempt)
             out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"])
             labelled = out.text.lower().startswith(("assistant", "ai:"))
             out.text = strip_role_prefix(out.text) if labelled else out.text.strip()
+            if out.text and out.finish_reason == "length" and cut_retries:
+                # A cut reply would be dropped: one more sample (new seed) often finishes within the cap.
+                cut_retries -= 1
+                regen["truncated"] += 1
+                continue
             if out.text:
                 return out
             regen["empty_reply"] += 1
