@@ -91,6 +91,9 @@ class WorldConfig(Strict):
     topics: list[str] | None = None
     topics_file: str | None = None
     subtopics_per_request: int = Field(10, ge=1, le=50)
+    # Subtopics over all topics (the paper's 1,100+): each topic asks for its share as its
+    # quota needs them, before it goes into related questions.
+    subtopics: int = Field(1100, ge=1)
     questions_per_subtopic: int = Field(10, ge=1, le=10)
     related_per_question: int = Field(10, ge=1, le=10)
     max_plan_waves: int = Field(12, ge=1)

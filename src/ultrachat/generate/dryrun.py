@@ -23,7 +23,7 @@ from rich.table import Table
 
 from ..core.text import approx_tokens
 from ..prompts import Prompts
-from ..recipe import Recipe
+from ..recipe import Recipe, WorldConfig
 from .engine import TRANSCRIPT_CHARS, TRANSCRIPT_TURNS
 from .entities import EntitiesSector
 from .materials import MaterialsSector, select_passages
@@ -109,20 +109,70 @@ def _half(n: int) -> int:
     return max(1, n // 2)
 
 
+def world_waves(quota: int, target: int, cfg: WorldConfig) -> tuple[Counter[str], list[int], int]:
+    """The waves of one topic's plan (as :meth:`WorldSector._plan_round` runs them) with
+    half of each list usable: calls per stage, openings per depth, subtopics asked for."""
+    calls: Counter[str] = Counter()
+    found: list[int] = []  # questions per depth
+    unexpanded: list[int] = []
+    subs = expanded = 0
+    for _wave in range(cfg.max_plan_waves):
+        deficit = quota - sum(found)
+        if deficit <= 0:
+            break
+        if expanded < subs:
+            take = min(subs - expanded, math.ceil(deficit / 5))
+            expanded += take
+            calls["questions"] += take
+            _grow(found, unexpanded, 0, take * _half(cfg.questions_per_subtopic))
+        elif subs < target:
+            until = min(target, subs + max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic)))
+            calls["subtopics"] += math.ceil((until - subs) / cfg.subtopics_per_request)
+            subs = until
+        elif any(unexpanded):
+            depth = next(d for d, n in enumerate(unexpanded) if n)
+            take = min(unexpanded[depth], math.ceil(deficit / 5))
+            unexpanded[depth] -= take
+            calls["related"] += take
+            _grow(found, unexpanded, depth + 1, take * _half(cfg.related_per_question))
+        else:
+            break
+    picks, left = [], quota
+    for n in found:
+        picks.append(min(n, left))
+        left -= picks[-1]
+    return calls, picks, subs
+
+
+def _grow(found: list[int], unexpanded: list[int], depth: int, n: int) -> None:
+    while len(found) <= depth:
+        found.append(0)
+        unexpanded.append(0)
+    found[depth] += n
+    unexpanded[depth] += n
+
+
 def _world(sector: WorldSector, est: _Estimator, n: int) -> float:
     cfg = sector.recipe.world
     topics = sector.topics()
     counts = quotas(n, topics, sector.recipe.seed)
-    for q in counts:
+    levels: Counter[str] = Counter()
+    for q, target in zip(counts, sector.subtopic_targets(topics), strict=True):
         if q <= 0:
             continue
-        questions = min(cfg.subtopics_per_request, math.ceil(q / _half(cfg.questions_per_subtopic)))
-        missing = q - questions * _half(cfg.questions_per_subtopic)
-        est.plan_calls("subtopics", 1, "world", 20)
-        est.plan_calls("questions", questions, "world", 60)
-        est.plan_calls("related", math.ceil(max(0, missing) / _half(cfg.related_per_question)), "world", 80)
+        calls, picks, subs = world_waves(q, target, cfg)
+        est.plan_calls("subtopics", calls["subtopics"], "world", 20)
+        est.plan_calls("questions", calls["questions"], "world", 60)
+        est.plan_calls("related", calls["related"], "world", 80)
+        levels["subtopics"] += subs
+        for depth, picked in enumerate(picks):
+            levels[_DEPTHS[min(depth, len(_DEPTHS) - 1)]] += picked
     est.report.distribution["topic"] = Counter({t: q for t, q in zip(topics, counts, strict=True) if q})
+    est.report.distribution["level"] = levels
     return 20
+
+
+_DEPTHS = ("questions", "related", "related of related", "deeper")
 
 
 def _entities(sector: EntitiesSector, est: _Estimator, n: int) -> float:

@@ -6,6 +6,12 @@ one dialogue per question. The budget of N dialogues is spread evenly over the t
 waves, only as many model calls as it needs to reach its quota after deduplication, and
 emits its openings when its pool is complete. Topics plan side by side while their quotas
 sum to at most ``plan_window`` dialogues, so memory does not grow with the run.
+
+Breadth before depth: a topic asks for more subtopics (each request listing the ones it
+has, so the model names new ones) until its share of ``world.subtopics`` (the paper's
+~1,100 over 30 topics) is reached or its quota is covered, expands every subtopic into
+questions, and only then goes into related questions, one level at a time and taking
+turns over the subtopics, so no subtopic goes deep while another stays shallow.
 """
 
 from __future__ import annotations
@@ -14,13 +20,13 @@ import asyncio
 import math
 import random
 from array import array
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import closing
 from typing import Any
 
 from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, dedupe, normalize, parse_list
-from ..prompts import load_list
+from ..prompts import PromptError, load_list
 from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
 
 
@@ -48,26 +54,66 @@ class _TopicPool:
         self.texts = spool
         self.subtopic = array("I")  # index into subtopics, per question
         self.parent = array("q")  # index of the question it was derived from, or -1
+        self.depth = array("B")  # 0: asked about its subtopic, 1: related to one, 2: related to a related...
+        # Questions not yet expanded into related ones, per subtopic, in the order they came.
+        self.frontier: list[array[int]] = []
+        self.head: list[int] = []
+        self.cursor = 0  # the subtopic whose turn it is to have a question expanded
         self.usable = bytearray()  # 1 where no earlier run's opening uses the question
         self.available = 0
         self.seen = HashIndex()
         self.used = used  # whether an earlier opening of the topic has this text
         self.expanded_subtopics = 0
-        self.expanded_questions = 0
         self.subtopic_batches = 0
+        self.subtopics_dry = False  # a subtopic request brought nothing new: stop asking before depth
 
     def __len__(self) -> int:
         return len(self.subtopic)
 
+    def add_subtopics(self, names: list[str]) -> int:
+        for _ in names:
+            self.frontier.append(array("I"))
+            self.head.append(0)
+        self.subtopics += names
+        return len(names)
+
     def add_questions(self, items: list[str], subtopic: int, parent: int = -1) -> None:
         new = [t for t in items if (key := normalize(t)) and self.seen.add(key)]
         self.texts.extend(new)
+        depth = 0 if parent < 0 else min(255, self.depth[parent] + 1)
         for text in new:
+            self.frontier[subtopic].append(len(self.subtopic))
             self.subtopic.append(subtopic)
             self.parent.append(parent)
+            self.depth.append(depth)
             ok = not self.used(text)
             self.usable.append(ok)
             self.available += ok
+
+    @property
+    def unexpanded(self) -> bool:
+        return any(h < len(f) for f, h in zip(self.frontier, self.head, strict=True))
+
+    def next_to_expand(self, n: int) -> list[int]:
+        """Up to ``n`` questions to expand into related ones: the shallowest first, the
+        subtopics taking turns (a cursor carried over waves), each in the order they came."""
+        out: list[int] = []
+        subs = len(self.frontier)
+        while len(out) < n:
+            heads = [(self.depth[f[h]], s) for s, (f, h) in enumerate(zip(self.frontier, self.head, strict=True))
+                     if h < len(f)]
+            if not heads:
+                break
+            level = min(d for d, _ in heads)
+            ready = {s for d, s in heads if d == level}
+            start = self.cursor
+            for step in range(subs):
+                s = (start + step) % subs
+                if s in ready and len(out) < n:
+                    out.append(self.frontier[s][self.head[s]])
+                    self.head[s] += 1
+                    self.cursor = (s + 1) % subs
+        return out
 
 
 class WorldSector(Sector):
@@ -84,6 +130,11 @@ class WorldSector(Sector):
         if cfg.topics:
             return cfg.topics
         return load_list("topics", self.recipe.language, cfg.topics_file)
+
+    def subtopic_targets(self, topics: list[str]) -> list[int]:
+        """Subtopics each topic asks for before going into related questions: the recipe's
+        ``world.subtopics`` spread over the topics (at least one each)."""
+        return [max(1, t) for t in quotas(self.recipe.world.subtopics, topics, self.recipe.seed)]
 
     def _id(self, topic_index: int, k: int) -> str:
         return f"world-s{self.recipe.seed}-t{topic_index:03d}-{k:05d}"
@@ -147,6 +198,7 @@ class WorldSector(Sector):
         ctx.begin(name, {group: start}, {group: quota})
         with closing(ctx.spool()) as spool:
             pool = _TopicPool(spool, used)
+            target = self.subtopic_targets(self.topics())[index]
             for _wave in range(cfg.max_plan_waves):
                 deficit = need - pool.available
                 if deficit <= 0:
@@ -158,24 +210,18 @@ class WorldSector(Sector):
                     replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
                     for sub, items in zip(take, [r async for r in replies], strict=True):
                         pool.add_questions(items, sub)
-                elif pool.expanded_questions < len(pool):
-                    first = pool.expanded_questions
-                    take = range(first, min(len(pool), first + math.ceil(deficit / 5)))
-                    pool.expanded_questions += len(take)
+                elif len(pool.subtopics) < target and not pool.subtopics_dry:
+                    # Breadth first: enough new subtopics for the deficit, up to the topic's target.
+                    want = max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic))
+                    await self._more_subtopics(ctx, topic, pool, min(target, len(pool.subtopics) + want))
+                elif pool.unexpanded:
+                    take = pool.next_to_expand(math.ceil(deficit / 5))
                     related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), take, ctx.window)
-                    q = first
-                    async for items in related:  # applied in order as they come: the same pool every run
+                    async for q, items in _zip_async(take, related):  # in order as they come: the same pool every run
                         pool.add_questions(items, pool.subtopic[q], parent=q)
-                        q += 1
-                else:
-                    batch = pool.subtopic_batches
-                    pool.subtopic_batches += 1
-                    prompt = self.prompts.render("world", "subtopics", n=cfg.subtopics_per_request, topic=topic)
-                    key = f"subtopics|{topic}|{batch}"
-                    text = await ctx.call("subtopics", key, prompt, stable_seed(self.recipe.seed, key))
-                    known = {normalize(s) for s in pool.subtopics}
-                    items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
-                    pool.subtopics += dedupe(items, known)
+                else:  # everything expanded and still short: past the target, one batch at a time
+                    pool.subtopics_dry = False
+                    await self._more_subtopics(ctx, topic, pool, len(pool.subtopics) + cfg.subtopics_per_request)
             picked = HashIndex()
             out: list[Opening] = []
             usable = (i for i, ok in enumerate(pool.usable) if ok)
@@ -186,7 +232,8 @@ class WorldSector(Sector):
                     continue
                 meta: dict[str, Any] = {"topic": topic, "topic_index": index, "k": k,
                                         "subtopic": pool.subtopics[pool.subtopic[q]],
-                                        "kind": "question" if pool.parent[q] < 0 else "related"}
+                                        "kind": "question" if pool.parent[q] < 0 else "related",
+                                        "depth": pool.depth[q]}
                 if pool.parent[q] >= 0:
                     meta["parent"] = pool.texts[pool.parent[q]]
                 out.append(self.make_opening(self._id(index, k), text, meta))
@@ -196,6 +243,32 @@ class WorldSector(Sector):
             ctx.emit(out)
         ctx.end(name)
         return picked
+
+    async def _more_subtopics(self, ctx: PlanContext, topic: str, pool: _TopicPool, until: int) -> None:
+        """Ask for subtopics, one request at a time (each names the ones known so far, so the
+        model lists new ones), until the topic has ``until`` or a request brings nothing new."""
+        cfg = self.recipe.world
+        while len(pool.subtopics) < until:
+            batch = pool.subtopic_batches
+            pool.subtopic_batches += 1
+            prompt = self.prompts.render("world", "subtopics", n=cfg.subtopics_per_request, topic=topic)
+            if pool.subtopics:
+                prompt += self._known_subtopics(pool.subtopics)
+            key = f"subtopics|{topic}|{batch}"
+            text = await ctx.call("subtopics", key, prompt, stable_seed(self.recipe.seed, key))
+            known = {normalize(s) for s in pool.subtopics}
+            items = [_label(s) for s in parse_list(text, cfg.subtopics_per_request)]
+            if not pool.add_subtopics(dedupe(items, known)[:until - len(pool.subtopics)]):
+                pool.subtopics_dry = True
+                return
+
+    def _known_subtopics(self, known: list[str]) -> str:
+        """The ``[subtopics] more`` line listing the subtopics a topic has (empty when a
+        prompt folder does not define it)."""
+        try:
+            return self.prompts.render("world", "subtopics", "more", known="; ".join(known))
+        except PromptError:
+            return ""
 
     async def _questions(self, ctx: PlanContext, topic: str, subtopic: str) -> list[str]:
         return await self._ask(ctx, "questions", topic, subtopic, self.recipe.world.questions_per_subtopic,
@@ -211,6 +284,13 @@ class WorldSector(Sector):
         prompt = self.prompts.render("world", stage, n=n, topic=topic, **values)
         text = await ctx.call(stage, key, prompt, stable_seed(self.recipe.seed, key))
         return clean_items(parse_list(text, n), question=True, max_units=60)
+
+
+async def _zip_async(items: list[int], results: AsyncIterator[list[str]]) -> AsyncIterator[tuple[int, list[str]]]:
+    i = 0
+    async for r in results:
+        yield items[i], r
+        i += 1
 
 
 def _label(item: str) -> str:

@@ -1,0 +1,142 @@
+"""Sector 1's breadth: subtopics asked for up to the recipe's total before related questions,
+questions spread over the subtopics level by level, the dry run's counts per level, and a
+kill while a deep plan is written resuming to the same plan."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from ultrachat import aio
+from ultrachat.backends import Backend, BackendPool, GenerationParams, Message
+from ultrachat.backends.fake import FakeBackend
+from ultrachat.backends.shaped import default_reply
+from ultrachat.core.hashing import hexdigest
+from ultrachat.generate.dryrun import plan_report, world_waves
+from ultrachat.generate.runner import generate, generate_async
+from ultrachat.generate.sector import Opening, PlanContext
+from ultrachat.recipe import ModelConfig, Recipe, WorldConfig, load_recipe
+
+LIST_SIZE = re.compile(r"(?:List|list of) (\d+)")
+
+
+def exact_lists(messages: list[Message], params: GenerationParams) -> str:
+    """Lists of exactly the size asked for, each item unique to its prompt."""
+    prompt = messages[-1]["content"]
+    size = LIST_SIZE.search(prompt)
+    if not size:
+        return default_reply(messages, params)
+    h = hexdigest(prompt)[:10]
+    kind = "subtopic" if "subtopics" in prompt.split("\n")[0] else "question"
+    return "\n".join(f"{i}. A {kind} {h} number {chr(96 + i)}?" for i in range(1, int(size.group(1)) + 1))
+
+
+class ListPool(BackendPool):
+    def __init__(self) -> None:
+        super().__init__()
+        self.planner = FakeBackend(exact_lists)
+
+    def get(self, cfg: ModelConfig) -> Backend:
+        return self.planner
+
+
+def run_world(recipe: Recipe) -> tuple[list[dict], list[dict], ListPool]:
+    pool = ListPool()
+    aio.run(generate_async("world", recipe, progress=False, pool=pool))
+    out = Path(recipe.out or "")
+    openings = [json.loads(line) for line in (out / "plan" / "openings.jsonl").read_text().splitlines()]
+    calls = [json.loads(line) for line in (out / "plan" / "calls.jsonl").read_text().splitlines()]
+    return openings, calls, pool
+
+
+def small_recipe(path: Path, out: Path, dialogues: int, **world: object) -> Recipe:
+    settings = {"world.topics": ["Oceans", "Music"], "world.subtopics": 6, "world.subtopics_per_request": 2,
+                "world.questions_per_subtopic": 2, "world.related_per_question": 2,
+                **{f"world.{k}": v for k, v in world.items()}}
+    return load_recipe(path, {"dialogues": dialogues, "out": str(out), "dialogue.max_rounds": 1, **settings})
+
+
+def test_subtopics_reach_the_target_before_related_questions(tmp_path: Path, fake_recipe_file) -> None:
+    # 20 a topic: 3 subtopics x 2 questions = 6, then related questions for the other 14
+    openings, calls, pool = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 40))
+    assert len(openings) == 40
+    for topic in ("Oceans", "Music"):
+        mine = [o["meta"] for o in openings if o["meta"]["topic"] == topic]
+        per_sub = Counter(m["subtopic"] for m in mine)
+        assert len(per_sub) == 3  # its share of 6; the second request's extra subtopic is not used
+        assert max(per_sub.values()) - min(per_sub.values()) <= 2  # at most one related request apart
+        depths = Counter(m["depth"] for m in mine)
+        assert depths[0] == 6 and depths[1] == 12 and depths[2] == 2  # shallowest first
+        assert all((m["kind"] == "question") == (m["depth"] == 0) for m in mine)
+    stages = Counter(c["stage"] for c in calls)
+    assert stages["subtopics"] == 4 and stages["questions"] == 6
+    # The later subtopic request names the ones the topic has, so the model lists new ones.
+    prompts = [m[-1]["content"] for m in pool.planner.calls if "subtopics" in m[-1]["content"].split("\n")[0]]
+    assert sum("It already has these subtopics" in p for p in prompts) == 2
+
+
+def test_a_small_run_asks_only_for_what_it_needs(tmp_path: Path, fake_recipe_file) -> None:
+    openings, calls, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 4, subtopics=1100))
+    assert len(openings) == 4
+    assert Counter(c["stage"] for c in calls) == {"subtopics": 2, "questions": 2}  # one request each a topic
+
+
+def test_related_questions_take_turns_over_subtopics(tmp_path: Path, fake_recipe_file) -> None:
+    # 3 subtopics a topic with 2 questions each; 4 more openings than that need 2 related requests
+    # that come from two different subtopics rather than the first subtopic's two questions.
+    openings, _, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 20))
+    related = [o["meta"] for o in openings if o["meta"]["depth"] == 1 and o["meta"]["topic"] == "Oceans"]
+    assert len(related) == 4
+    assert len({m["subtopic"] for m in related}) == 2
+
+
+def test_dry_run_counts_per_level() -> None:
+    paper = WorldConfig()
+    calls, picks, subtopics = world_waves(9_334, 37, paper)  # a paper topic: 280k world dialogues / 30
+    assert subtopics == 37 and calls["subtopics"] == 4
+    assert picks[0] == 37 * 5 and sum(picks) == 9_334 and len(picks) == 4  # three levels of related questions
+    small, small_picks, small_subs = world_waves(30, 37, paper)
+    assert small_subs == 10 and small["related"] == 0 and small_picks == [30]
+
+    report = plan_report("world", load_recipe(overrides={"dialogues": 280_000}))
+    assert report.distribution["level"]["subtopics"] == 1_100
+    assert sum(v for k, v in report.distribution["level"].items() if k != "subtopics") == 280_000
+    assert report.distribution["level"]["related of related"] > 0
+
+
+class _Killed(BaseException):
+    pass
+
+
+def test_a_kill_in_a_deep_plan_resumes_to_the_same_plan(tmp_path: Path, fake_recipe_file, monkeypatch) -> None:
+    from ultrachat.generate import world
+
+    monkeypatch.setattr(world, "EMIT_BATCH", 3)
+
+    def run(out: str):
+        return generate("world", small_recipe(fake_recipe_file(), tmp_path / out, 60, subtopics=2), progress=False)
+
+    run("ref")
+    real, emits = PlanContext.emit, 0
+
+    def dying(self: PlanContext, openings: list[Opening]) -> None:
+        nonlocal emits
+        real(self, openings)
+        emits += bool(openings)
+        if emits == 5:
+            raise _Killed
+
+    monkeypatch.setattr(PlanContext, "emit", dying)
+    with pytest.raises(_Killed):
+        run("cut")
+    monkeypatch.setattr(PlanContext, "emit", real)
+    assert run("cut").planned == 60
+    ref = (tmp_path / "ref" / "plan" / "openings.jsonl").read_text().splitlines()
+    assert max(json.loads(line)["meta"]["depth"] for line in ref) >= 2
+    for name in ("plan/openings.jsonl", "dialogues.jsonl"):
+        got = sorted((tmp_path / "cut" / name).read_text(encoding="utf-8").splitlines())
+        assert got == sorted((tmp_path / "ref" / name).read_text(encoding="utf-8").splitlines())
