@@ -147,13 +147,13 @@ def test_writing_types_share_and_ids(tmp_path, fake_recipe_file):
     assert len({d["id"] for d in dialogues}) == 45
 
 
-def test_writing_reuses_instructions_past_the_cap_with_fresh_expansions(tmp_path, fake_recipe_file):
-    dialogues, _ = run("writing", fake_recipe_file(), tmp_path / "w", dialogues=6,
-                       **{"writing.types": ["Poems"], "writing.instructions_per_type": 2,
-                          "writing.instructions_per_request": 2, "writing.expand_share": 0.0})
-    assert len(dialogues) == 6
+def test_writing_cap_limits_the_type_and_never_reuses_an_instruction(tmp_path, fake_recipe_file):
+    dialogues, summary = run("writing", fake_recipe_file(), tmp_path / "w", dialogues=6,
+                             **{"writing.types": ["Poems"], "writing.instructions_per_type": 2,
+                                "writing.instructions_per_request": 2, "writing.expand_share": 0.0})
+    assert len(dialogues) == 2
     assert len({d["meta"]["instruction"] for d in dialogues}) == 2
-    assert len({d["data"][0] for d in dialogues}) == 6  # reuses are expanded afresh
+    assert any("only 2 distinct opening lines" in note for note in summary.notes)
 
 
 async def test_writing_goal_reaches_the_user_simulator_on_every_turn(fake_recipe_file):

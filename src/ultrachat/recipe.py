@@ -130,7 +130,9 @@ class WritingConfig(Strict):
 
     types: list[str] | None = None
     types_file: str | None = None
-    instructions_per_type: int = Field(200, ge=1)
+    # Distinct instructions per type: 0 = as many as the type's quota (each opens one dialogue);
+    # a positive cap limits the type to that many dialogues (no instruction is used twice).
+    instructions_per_type: int = Field(0, ge=0)
     instructions_per_request: int = Field(10, ge=1, le=50)
     expand_share: float = Field(0.8, ge=0.0, le=1.0)
     max_plan_waves: int = Field(12, ge=1)

@@ -198,15 +198,20 @@ def _writing(sector: WritingSector, est: _Estimator, n: int) -> float:
     counts = quotas(n, types, sector.recipe.seed)
     rank = sector.ranks(types)
     expanded = 0
+    openings = 0
     for i, q in enumerate(counts):
-        est.plan_calls("instructions", math.ceil(min(q, cfg.instructions_per_type) / cfg.instructions_per_request),
-                       "writing", 30)
-        expanded += sum(is_expanded(k * len(types) + rank[i], cfg.expand_share) or k >= cfg.instructions_per_type
-                        for k in range(q))
+        target = sector.instruction_target(q)
+        openings += target
+        est.plan_calls("instructions", math.ceil(target / cfg.instructions_per_request), "writing", 90)
+        expanded += sum(is_expanded(k * len(types) + rank[i], cfg.expand_share) for k in range(target))
     est.plan_calls("expand", expanded, "writing", 120)
+    est.report.openings = openings
+    if openings < n:
+        est.report.notes.append(f"writing.instructions_per_type = {cfg.instructions_per_type} caps the run at "
+                                f"{openings:,} dialogues (each instruction opens one)")
     est.report.distribution["writing_type"] = Counter({t: q for t, q in zip(types, counts, strict=True) if q})
-    est.report.distribution["expanded"] = Counter({"True": expanded, "False": n - expanded})
-    return 25 + 40 * expanded / max(1, n)
+    est.report.distribution["expanded"] = Counter({"True": expanded, "False": openings - expanded})
+    return 25 + 40 * expanded / max(1, openings)
 
 
 def _materials(sector: MaterialsSector, est: _Estimator, n: int) -> float:

@@ -1,16 +1,24 @@
 """Sector 2, Writing and Creation.
 
-writing types (the 20 built-in ones, or the recipe's) -> instructions per type (at most
-``instructions_per_type`` distinct ones, planned lazily in batches) -> a share
-(``expand_share``, default 80%) rewritten with concrete detail -> one 2-4 round dialogue
-each, in which the user simulator is reminded of the writing goal on every turn.
+writing types (the 20 built-in ones, or the recipe's) -> distinct instructions per type (as
+many as the type's quota, or at most ``instructions_per_type``), planned in batches -> a
+share (``expand_share``, default 80%) rewritten with concrete detail -> one 2-4 round
+dialogue each, in which the user simulator is reminded of the writing goal on every turn.
 
 The budget of N dialogues is spread evenly over the types (a seeded order of the types
-decides who gets the remainder). Dialogue ``k`` of a type uses instruction ``k`` (cycling
-once a type's distinct instructions are used up, each reuse expanded afresh). Its position
-in the whole run is ``k * types + rank`` (the type's place in the seeded order), so the N
-dialogues of a run hold positions 0..N-1, and position ``i`` is expanded when
+decides who gets the remainder). Dialogue ``k`` of a type uses instruction ``k``: every
+instruction opens one dialogue, so none is expanded twice. Its position in the whole run
+is ``k * types + rank`` (the type's place in the seeded order), so the N dialogues of a run
+hold positions 0..N-1, and position ``i`` is expanded when
 ``floor((i+1)*share) > floor(i*share)``: every run holds the configured share.
+
+Batches are varied so a type's thousands of instructions are not one prompt's favourites:
+each batch's prompt names an audience, a length and a tone drawn from ``[variety]`` in
+``prompts/<lang>/writing.toml``, and from the second wave on it shows a few instructions of
+earlier waves to steer away from. The draws are seeded by the batch key, and the batches
+fall into fixed waves (1, 8, 64, ... batches) whose examples come only from earlier waves,
+so batch ``b``'s prompt is the same whatever the quota: a resumed or extended run replays
+the same calls and keeps every instruction at its place.
 """
 
 from __future__ import annotations
@@ -19,12 +27,13 @@ import asyncio
 import math
 import random
 from collections.abc import Iterator
+from contextlib import closing
 from typing import Any
 
-from ..core.hashing import stable_seed
-from ..core.text import clean_items, dedupe, normalize, parse_list, text_units
+from ..core.hashing import HashIndex, TextSpool, stable_seed
+from ..core.text import clean_items, normalize, parse_list, text_units
 from ..core.turns import strip_role_prefix
-from ..prompts import load_list
+from ..prompts import PromptError, load_list
 from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map
 from .world import quotas
 
@@ -72,6 +81,11 @@ class WritingSector(Sector):
     def plan_group(self, opening: Opening) -> str:
         return str(opening.meta["type_index"])
 
+    def instruction_target(self, quota: int) -> int:
+        """Distinct instructions a type with ``quota`` dialogues asks for."""
+        cap = self.recipe.writing.instructions_per_type
+        return min(quota, cap) if cap else quota
+
     def wanted(self, openings: Iterator[Opening], dialogues: int) -> Iterator[Opening]:
         wanted = quotas(dialogues, self.types(), self.recipe.seed)
         return (op for op in openings if int(op.meta["k"]) < wanted[int(op.meta["type_index"])])
@@ -83,36 +97,53 @@ class WritingSector(Sector):
         await asyncio.gather(*(self._plan_type(ctx, i, t, assigned.count(str(i)), wanted[i], len(types), rank[i])
                                for i, t in enumerate(types) if wanted[i] > assigned.count(str(i))))
 
-    async def _instructions(self, ctx: PlanContext, writing_type: str, count: int) -> list[str]:
-        """The first ``count`` distinct instructions of a type (fewer if the planner runs dry)."""
+    async def _instructions(self, ctx: PlanContext, writing_type: str, count: int, pool: TextSpool) -> None:
+        """Fill ``pool`` with the first ``count`` distinct instructions of a type (fewer if
+        the planner runs dry), batch by batch in key order."""
         cfg = self.recipe.writing
-        pool: list[str] = []
-        seen: set[str] = set()
+        seen = HashIndex()
         batch = 0
+        earlier = 0  # instructions from the waves before the current batch's wave
         for _wave in range(cfg.max_plan_waves):
             missing = count - len(pool)
             if missing <= 0:
                 break
-            calls = math.ceil(missing / cfg.instructions_per_request)
-            replies = await asyncio.gather(*(self._batch(ctx, writing_type, batch + b) for b in range(calls)))
-            batch += calls
-            for items in replies:
-                pool += dedupe(items, seen)
-        return pool[:count]
+            first, end = wave_span(batch)
+            if batch == first:
+                earlier = len(pool)
+            take = range(batch, min(end, batch + math.ceil(missing / cfg.instructions_per_request)))
+            replies = ordered_map(lambda b, shown=earlier: self._batch(ctx, writing_type, b, pool, shown), take,
+                                  ctx.window)
+            async for items in replies:  # in batch order: the same pool every run
+                new = [t for t in items if seen.add(normalize(t))]
+                pool.extend(new[:count - len(pool)])
+            batch = take.stop
 
-    async def _batch(self, ctx: PlanContext, writing_type: str, batch: int) -> list[str]:
+    async def _batch(self, ctx: PlanContext, writing_type: str, batch: int, pool: TextSpool, earlier: int) -> list[str]:
         n = self.recipe.writing.instructions_per_request
         key = f"instructions|{writing_type}|{batch}"
         prompt = self.prompts.render("writing", "instructions", n=n, writing_type=writing_type)
+        prompt += self._variety(random.Random(stable_seed(self.recipe.seed, key)), pool, earlier)
         reply = await ctx.call("instructions", key, prompt, stable_seed(self.recipe.seed, key))
         return clean_items(parse_list(reply, n), question=False)
+
+    def _variety(self, rng: random.Random, pool: TextSpool, earlier: int) -> str:
+        """The batch's audience, length and tone, and up to 3 examples of the ``earlier``
+        instructions (none in the first wave). Empty when a prompt folder drops ``[variety]``."""
+        try:
+            picks = {name: rng.choice(self.prompts.get_list("writing", "variety", f"{name}s"))
+                     for name in ("audience", "length", "tone")}
+            text = self.prompts.render("writing", "instructions", "vary", **picks)
+            if earlier:
+                shown = "\n".join(f"- {pool[i]}" for i in sorted(rng.sample(range(earlier), min(3, earlier))))
+                text += self.prompts.render("writing", "instructions", "examples", examples=shown)
+        except PromptError:
+            return ""
+        return text
 
     async def _expand(self, ctx: PlanContext, writing_type: str, k: int, instruction: str) -> str | None:
         key = f"expand|{writing_type}|{k}|{normalize(instruction)}"
         prompt = self.prompts.render("writing", "expand", instruction=instruction, writing_type=writing_type)
-        cap = self.recipe.writing.instructions_per_type
-        if k >= cap:  # a reuse: ask for other details than the earlier versions
-            prompt += self.prompts.render("writing", "expand", "again", version=k // cap + 1)
         text = one_request(await ctx.call("expand", key, prompt, stable_seed(self.recipe.seed, key)))
         return text if 3 <= text_units(text) <= 200 and normalize(text) != normalize(instruction) else None
 
@@ -120,23 +151,34 @@ class WritingSector(Sector):
                          quota: int, types: int, rank: int) -> None:
         """Openings ``have..quota-1`` of one type; dialogue ``k`` holds run position ``k * types + rank``."""
         cfg = self.recipe.writing
-        cap = cfg.instructions_per_type
-        pool = await self._instructions(ctx, writing_type, min(quota, cap))
+        with closing(ctx.spool()) as pool:
+            await self._instructions(ctx, writing_type, self.instruction_target(quota), pool)
 
-        async def opening(k: int) -> Opening:
-            base = pool[k % cap] if k >= cap else pool[k]
-            # Reuses of an instruction (k >= cap) are always expanded so no opening repeats.
-            expand = is_expanded(k * types + rank, cfg.expand_share) or k >= cap
-            text = await self._expand(ctx, writing_type, k, base) if expand else None
-            meta: dict[str, Any] = {"writing_type": writing_type, "type_index": index, "k": k,
-                                    "instruction": base, "expanded": text is not None}
-            return self.make_opening(self._id(index, k), text or base, meta)
+            async def opening(k: int) -> Opening:
+                base = pool[k]
+                text = await self._expand(ctx, writing_type, k, base) \
+                    if is_expanded(k * types + rank, cfg.expand_share) else None
+                meta: dict[str, Any] = {"writing_type": writing_type, "type_index": index, "k": k,
+                                        "instruction": base, "expanded": text is not None}
+                return self.make_opening(self._id(index, k), text or base, meta)
 
-        ks = (k for k in range(have, quota) if k < len(pool) or (len(pool) == cap and k >= cap))
-        batch: list[Opening] = []
-        async for op in ordered_map(opening, ks, ctx.window):
-            batch.append(op)
-            if len(batch) >= EMIT_BATCH:
-                ctx.emit(batch)
-                batch = []
-        ctx.emit(batch)
+            batch: list[Opening] = []
+            async for op in ordered_map(opening, range(have, min(quota, len(pool))), ctx.window):
+                batch.append(op)
+                if len(batch) >= EMIT_BATCH:
+                    ctx.emit(batch)
+                    batch = []
+            ctx.emit(batch)
+
+
+def wave_span(batch: int, growth: int = 8) -> tuple[int, int]:
+    """The fixed wave ``[first, end)`` of instruction batches that ``batch`` belongs to:
+    waves of 1, 8, 64... batches; a batch's examples come only from earlier waves.
+
+    >>> [wave_span(b) for b in (0, 1, 8, 9, 73)]
+    [(0, 1), (1, 9), (1, 9), (9, 73), (73, 585)]
+    """
+    first, size = 0, 1
+    while batch >= first + size:
+        first, size = first + size, size * growth
+    return first, first + size

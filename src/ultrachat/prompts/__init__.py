@@ -47,6 +47,13 @@ class Prompts:
         except KeyError:
             raise PromptError(f"prompt '{file}.{table}.{field}' is not defined for '{self.language}'") from None
 
+    def get_list(self, file: str, table: str, field: str) -> list[str]:
+        """A list of strings (e.g. ``writing.variety.tones``); a missing or empty one is a PromptError."""
+        value = self._tables.get(file, {}).get(table, {}).get(field)
+        if not isinstance(value, list) or not value:
+            raise PromptError(f"prompt list '{file}.{table}.{field}' is not defined for '{self.language}'")
+        return [str(v) for v in value]
+
     def render(self, file: str, table: str, field: str = "template", **values: Any) -> str:
         return self.get(file, table, field).format_map(_Missing(values))
 
