@@ -227,3 +227,36 @@ def test_sigkilled_parquet_export_leaves_no_partial_output(tmp_path: Path, ultra
         else:
             seen["absent"] += 1
     assert seen["absent"] >= 1, (seen, f"KILL_SEED={seed}")  # at least one kill landed mid-export
+
+
+BAD_INPUTS = {
+    "bytes": b'{"id": "a", "data": ["q", "r"]}\n{"id": "b", "data": ["caf\xe9", "r"]}\n',
+    "json": b'{"id": "a", "data": ["q", "r"]}\n{"id": "b", "data": [}\n',
+    "schema": b'{"id": "a", "data": ["q", "r"]}\n{"id": [1], "data": ["q", "r"]}\n',
+}
+
+
+@pytest.mark.parametrize("kind", sorted(BAD_INPUTS))
+@pytest.mark.parametrize("command", [["filter"], ["dedup"], ["split-long", "--tokenizer", "whitespace"],
+                                     ["export", "-f", "parquet"], ["decontaminate", "--against", "builtin"]])
+def test_bad_lines_name_file_and_line_or_go_to_invalid(tmp_path: Path, kind: str, command: list[str]) -> None:
+    """Bytes, JSON and schema errors: one line naming file:line; --skip-invalid moves the line aside."""
+    src = tmp_path / "in.jsonl"
+    src.write_bytes(BAD_INPUTS[kind])
+    out = tmp_path / "o"
+    one_line_error(cli(command[0], str(src), *command[1:], "--out", str(out), "--no-progress"), 1, "in.jsonl:2")
+    assert not out.exists()  # a failed run leaves nothing: the same command can simply run again
+    res = cli(command[0], str(src), *command[1:], "--out", str(out), "--no-progress", "--skip-invalid")
+    assert res.exit_code == 0, res.output
+    invalid = out.parent / "o.invalid" / "invalid.jsonl" if command[0] == "export" else out / "invalid.jsonl"
+    rows = [json.loads(ln) for ln in invalid.read_text(encoding="utf-8").splitlines()]
+    assert [(r["line"], r["file"]) for r in rows] == [(2, str(src))], rows
+
+
+def test_empty_input_says_so(tmp_path: Path) -> None:
+    src = tmp_path / "empty.jsonl"
+    src.write_text("\n  \n", encoding="utf-8")
+    for command in (["filter"], ["dedup"], ["export", "-f", "openai"]):
+        out = tmp_path / f"o-{command[0]}"
+        one_line_error(cli(command[0], str(src), *command[1:], "--out", str(out), "--no-progress"), 1,
+                       "empty.jsonl", "empty input")

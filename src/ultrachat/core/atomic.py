@@ -39,9 +39,14 @@ def overwriting(allowed: bool) -> Iterator[None]:
         OVERWRITE.reset(token)
 
 
+def _unfinished(entry: Path) -> bool:
+    """A temporary file or folder a killed command left (never a finished output)."""
+    return entry.name.endswith((".part", ".tmp")) or ".part-" in entry.name
+
+
 def is_taken(path: Path) -> bool:
-    """A file, or a folder with something in it."""
-    return path.is_file() or (path.is_dir() and any(path.iterdir()))
+    """A file, or a folder holding a finished output (leftovers of a killed run do not count)."""
+    return path.is_file() or (path.is_dir() and any(not _unfinished(e) for e in path.iterdir()))
 
 
 def refuse_existing(path: Path, overwrite: bool | None = None) -> None:

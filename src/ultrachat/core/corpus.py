@@ -47,15 +47,28 @@ class BadJson(ValueError):
     """A line that is not JSON, yielded in place of its value; ``str()`` is the reason."""
 
 
-def _parse_lines(path: str | Path, fh: Iterable[str]) -> Iterator[tuple[int, str, Any]]:
-    """``(line number, raw line, value)`` for each non-blank line; bad JSON gives a :class:`BadJson`."""
-    for no, raw in enumerate(fh, 1):
+def _parse_lines(path: str | Path, fh: Iterable[str | bytes]) -> Iterator[tuple[int, str, Any]]:
+    """``(line number, raw line, value)`` for each non-blank line; bad JSON, or bytes that
+    are not UTF-8, give a :class:`BadJson` (the raw line then has the bad bytes replaced).
+    Files opened in binary (``"rb"``) are decoded a line at a time, so one bad byte costs
+    one line, named, instead of stopping the read with no place; a leading BOM is ignored."""
+    for no, line in enumerate(fh, 1):
+        value: Any = None
+        if isinstance(line, bytes):
+            try:
+                raw = line.decode("utf-8-sig" if no == 1 else "utf-8")
+            except UnicodeDecodeError as exc:
+                raw = line.decode("utf-8", "replace")
+                value = BadJson(f"not UTF-8 (byte 0x{line[exc.start]:02x} at byte {exc.start + 1} of the line)")
+        else:
+            raw = line
         if not raw.strip():
             continue
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            value = BadJson(f"invalid JSON ({exc.msg} at column {exc.colno})")
+        if value is None:
+            try:
+                value = json.loads(raw)
+            except json.JSONDecodeError as exc:
+                value = BadJson(f"invalid JSON ({exc.msg} at column {exc.colno})")
         yield no, raw, value
 
 
@@ -66,7 +79,7 @@ def iter_jsonl(path: str | Path, validate: bool = True, skip_invalid: bool = Fal
     A malformed line raises :class:`InvalidLine` naming ``file:line``; with
     ``skip_invalid`` it is appended to ``rejects`` as ``(line_no, reason, raw)`` instead.
     """
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for no, raw, obj in _parse_lines(path, fh):
             if isinstance(obj, BadJson):
                 reason: str | None = str(obj)
@@ -85,7 +98,7 @@ def json_lines(path: Path) -> Iterator[tuple[str, Any]]:
     """``(file:line, value)`` for each non-blank line of any JSONL file; a line that is not
     JSON yields a :class:`BadJson` (a ``ValueError``) in place of the value, so callers
     choose to stop or to skip it."""
-    with open(path, encoding="utf-8") as fh:
+    with open(path, "rb") as fh:
         for no, _, value in _parse_lines(path, fh):
             yield f"{path}:{no}", value
 
@@ -173,6 +186,17 @@ class JsonlAppender:
             self._fd = -1
 
 
+def read_text_file(path: str | Path) -> str:
+    """A whole UTF-8 text file (a topic or entity list); bytes that are not UTF-8 raise
+    :class:`InvalidLine` naming ``file:line`` (a missing file stays ``FileNotFoundError``)."""
+    raw = Path(path).read_bytes()
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        raise InvalidLine(f"{path}:{line}: not UTF-8 (byte 0x{raw[exc.start]:02x})") from None
+
+
 def read_json_object(path: Path, fields: tuple[str, ...] = ()) -> dict[str, Any]:
     """A JSON object file (a state file such as ``run.json``): an empty, damaged or
     non-UTF-8 file, or one lacking ``fields``, raises :class:`InvalidLine` naming the file."""
@@ -248,6 +272,7 @@ class OutputDir:
             raise ValueError(f"{self.path}: holds the input; refusing to overwrite an input's folder, choose "
                              "another --out")
         refuse_existing(self.path, overwrite)
+        self._created = not self.path.exists()  # removed again if the command fails
         self._files: dict[str, IO[str]] = {}
         self.counts: dict[str, int] = {}
 
@@ -294,6 +319,8 @@ class OutputDir:
         return path
 
     def close(self, commit: bool = True) -> None:
+        """Publish the outputs (``commit``), or drop them: a failed run leaves no trace, so
+        the same command can simply be run again."""
         for name, fh in self._files.items():
             if commit:
                 fh.flush()
@@ -302,15 +329,18 @@ class OutputDir:
             part = Path(fh.name)
             if commit:
                 part.replace(self.file(name))
+            else:
+                part.unlink(missing_ok=True)
         if commit and self._files:
             fsync_path(self.path)
+        if not commit and self._created and self.path.is_dir() and not any(self.path.iterdir()):
+            self.path.rmdir()
         self._files.clear()
 
     def __enter__(self) -> OutputDir:
         return self
 
     def __exit__(self, exc_type: object, *_: object) -> None:
-        # A failed run keeps its .part files for inspection but never renames them into place.
         self.close(commit=exc_type is None)
 
 
@@ -330,13 +360,18 @@ def read_corpus(path: Path, description: str, out: OutputDir | None = None, skip
 
     def dialogues(bar: Progress) -> Iterator[dict[str, Any]]:
         task = bar.add_task(description, total=total)
+        lines = 0
         for obj in iter_jsonl(path, skip_invalid=skip_invalid, rejects=rejects):
             # Drain after every line so a file full of bad lines never piles up in memory.
+            lines += 1 + len(rejects)
             bar.advance(task, 1 + len(rejects))
             _drain(rejects, out, path)
             yield obj
+        lines += len(rejects)
         bar.advance(task, len(rejects))
         _drain(rejects, out, path)
+        if not lines:  # an empty input is a mistake (a wrong file, a failed download), not 0 dialogues
+            raise InvalidLine(f"{path}: empty input (no lines); nothing to read")
 
     with make_progress(progress, console) as bar:
         yield dialogues(bar)

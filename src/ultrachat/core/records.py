@@ -23,6 +23,8 @@ def validate_dialogue(obj: Any) -> str | None:
         return "not a JSON object"
     if "id" not in obj:
         return "missing field 'id'"
+    if not isinstance(obj["id"], str | int) or isinstance(obj["id"], bool):  # ids may be strings or integers
+        return "field 'id' must be a string or an integer"
     data = obj.get("data")
     if not isinstance(data, list) or not data:
         return "field 'data' must be a non-empty list of strings"

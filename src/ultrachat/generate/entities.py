@@ -24,7 +24,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from ..core.corpus import InvalidLine, json_values
+from ..core.corpus import InvalidLine, json_values, read_text_file
 from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, normalize, parse_list
 from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
@@ -69,7 +69,8 @@ def read_entities(path: str | Path) -> list[Entity]:
         raise FileNotFoundError(f"{path}: entities file not found")
     suffix = path.suffix.lower()
     out: list[Entity] = []
-    with open(path, encoding="utf-8", newline="") as fh:
+    read_text_file(path)  # bytes that are not UTF-8: an error naming file:line, before any parsing
+    with open(path, encoding="utf-8-sig", newline="") as fh:
         if suffix == ".csv":
             reader = csv.DictReader(fh)
             fields = [f.strip().lower() for f in reader.fieldnames or []]

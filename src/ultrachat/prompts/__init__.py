@@ -61,7 +61,9 @@ class Prompts:
 def load_list(name: str, language: str = "en", path: str | Path | None = None) -> list[str]:
     """A built-in list (topics, personas...) or the user's file: one item a line, '#' comments."""
     if path:
-        text = Path(path).read_text(encoding="utf-8")
+        from ..core.corpus import read_text_file
+
+        text = read_text_file(path)
     else:
         text = (resources.files("ultrachat.resources") / language / f"{name}.txt").read_text(encoding="utf-8")
     return [line.strip() for line in text.splitlines() if line.strip() and not line.lstrip().startswith("#")]
