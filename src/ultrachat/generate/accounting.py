@@ -209,6 +209,8 @@ def write_report(out: Path, summary: Any, ledger: Ledger, seconds: float) -> Pat
         "rounds": s.rounds,
         "stop_reasons": dict(s.stop_reasons),
         "budget_stopped": summary.budget_stopped,
+        "plan_only": getattr(summary, "plan_only", False),
+        "variety": getattr(summary, "variety", {}),  # distinct openings, subtopics... used / requested
         **ledger.to_json(),
     }
     path = out / "report.json"

@@ -32,6 +32,8 @@ ProgOpt = Annotated[bool, typer.Option("--progress/--no-progress", help="Show li
 LangOpt = Annotated[Optional[str], typer.Option("--language", help="Language of prompts and lists (en, zh).")]
 DryOpt = Annotated[bool, typer.Option("--dry-run", help="Print the plan (openings, dialogues, calls, tokens); "
                                       "call no model.")]
+PlanOnlyOpt = Annotated[bool, typer.Option("--plan-only", help="Run the planners (real model calls) and write the "
+                                           "opening lines to plan/openings.jsonl; generate no dialogue.")]
 RecipeArg = Annotated[Optional[Path], typer.Argument(help="TOML recipe (default: the built-in defaults).")]
 MatOpt = Annotated[Optional[list[str]], typer.Option(
     "--materials", metavar="PATH", help="Corpus for the materials sector (repeatable): a file (C4's *.json.gz, "
@@ -71,7 +73,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 base_url: ROLES.BaseURL = None, api_key_env: ROLES.APIKeyEnv = None,
                 progress: ProgOpt = True, language: LangOpt = None, dry_run: DryOpt = False, ray: RayOpt = None,
                 ray_workers: RayWOpt = None, materials: MatOpt = None, entities: EntOpt = None,
-                upgrade_prompts: UpgOpt = False) -> None:
+                upgrade_prompts: UpgOpt = False, plan_only: PlanOnlyOpt = False) -> None:
         from ..recipe import load_recipe
         from .runner import generate
 
@@ -89,6 +91,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
 
             Console(markup=False).print(*render(run_guarded(lambda: plan_only(sector, rec))))
             return
+        if ray and plan_only:
+            fail("--plan-only generates no dialogue, so there is nothing to shard: drop --ray")
         if ray:
             from functools import partial
 
@@ -103,7 +107,8 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
             from functools import partial
 
             run = partial(generate, sector)
-        summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console))
+        extra = {"plan_only": True} if plan_only else {}
+        summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console, **extra))
         Console(markup=False).print(summary.table())
 
     params = inspect.signature(command, eval_str=True).parameters

@@ -148,8 +148,10 @@ class _SharedPool(BackendPool):
         await super().close()
 
 
-async def generate_all_async(recipe: Recipe, progress: bool = True, console: Console | None = None) -> MixSummary:
-    """Run every sector of the mix at once under one progress display, then merge."""
+async def generate_all_async(recipe: Recipe, progress: bool = True, console: Console | None = None,
+                             plan_only: bool = False) -> MixSummary:
+    """Run every sector of the mix at once under one progress display, then merge
+    (``plan_only``: plan every sector, write their opening lines, no dialogue, no merge)."""
     parts = sector_recipes(recipe)
     root = recipe.out_dir("all")
     root.mkdir(parents=True, exist_ok=True)
@@ -162,16 +164,22 @@ async def generate_all_async(recipe: Recipe, progress: bool = True, console: Con
     pool = _SharedPool(recipe.cache_path())
     try:
         with RunProgress(progress, console) as bars:
-            runs = [generate_async(name, sub, progress, console, pool=pool, bars=_SectorBars(bars, name))
-                    for name, sub in parts]
+            runs = [generate_async(name, sub, progress, console, pool=pool, bars=_SectorBars(bars, name),
+                                   plan_only=plan_only) for name, sub in parts]
             summary.sectors = list(await asyncio.gather(*runs))
     finally:
         await pool.close_shared()
+    if plan_only:
+        planned = sum(s.planned for s in summary.sectors)
+        summary.notes.append(f"plan only: {planned:,} opening lines in the sectors' plan/openings.jsonl; "
+                             f"{summary.merged} is not written")
+        return summary
     outputs = [Path(sub.out_dir(name)) / "dialogues.jsonl" for name, sub in parts]
     summary.merged_dialogues = merge_outputs(summary.merged, outputs)
     return summary
 
 
-def generate_all(recipe: Recipe, progress: bool = True, console: Console | None = None) -> MixSummary:
+def generate_all(recipe: Recipe, progress: bool = True, console: Console | None = None,
+                 plan_only: bool = False) -> MixSummary:
     """Synchronous wrapper of :func:`generate_all_async`."""
-    return aio.run(generate_all_async(recipe, progress, console))
+    return aio.run(generate_all_async(recipe, progress, console, plan_only))

@@ -33,6 +33,9 @@ from .entities import EntitiesSector
 from .materials import MaterialsSector
 from .sector import Assigned, BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
+from .variety import describe as describe_variety
+from .variety import measure as measure_variety
+from .variety import stage_calls
 from .world import WorldSector
 from .writer import GroupCommit
 from .writing import WritingSector
@@ -55,6 +58,9 @@ class RunSummary:
     notes: list[str] = field(default_factory=list)
     # Dialogues in the output by each meta key the sector names in ``distribution_keys``.
     distribution: dict[str, Counter[str]] = field(default_factory=dict)
+    # Distinct openings, subtopics, instructions... planned, next to what was asked (variety.py).
+    variety: dict[str, dict[str, int]] = field(default_factory=dict)
+    plan_only: bool = False
 
     def table(self) -> Table:
         s = self.stats
@@ -71,6 +77,8 @@ class RunSummary:
         tok = {k: u.total_tokens for k, u in s.usage.items()}
         t.add_row("tokens", f"plan {self.plan_tokens:,}, user {tok['user']:,}, assistant {tok['assistant']:,}")
         t.add_row("time", f"{self.seconds:.1f} s")
+        if self.variety:
+            t.add_row("distinct", describe_variety(self.variety))
         for key, counts in self.distribution.items():
             t.add_row(f"by {key}", ", ".join(f"{k}={v}" for k, v in sorted(counts.items())))
         for note in self.notes:
@@ -140,8 +148,10 @@ DialogueRunner = Callable[[DialogueEngine, Openings, RunStore, RunProgress, Toke
 
 async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True,
                          console: Console | None = None, pool: BackendPool | None = None,
-                         bars: RunProgress | None = None, dialogue_runner: DialogueRunner | None = None) -> RunSummary:
-    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder.
+                         bars: RunProgress | None = None, dialogue_runner: DialogueRunner | None = None,
+                         plan_only: bool = False) -> RunSummary:
+    """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder
+    (``plan_only``: plan and write the opening lines, generate no dialogue).
 
     ``pool`` replaces the backends the recipe names (``ultrachat plan`` simulates with it);
     ``bars`` is a progress display shared with other runs (``generate all``);
@@ -173,17 +183,29 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
                 summary.budget_stopped = True
             del assigned
             done = store.done_ids()
-            for op in wanted_openings(sector, store, recipe.dialogues):
-                summary.planned += 1
-                summary.already_done += op.id in done
+
+            def counted() -> Iterator[Opening]:
+                for op in wanted_openings(sector, store, recipe.dialogues):
+                    summary.planned += 1
+                    summary.already_done += op.id in done
+                    yield op
+
+            summary.variety = measure_variety(sector, counted(), recipe.dialogues,
+                                              stage_calls(out / "plan" / "calls.jsonl"))
             summary.plan_tokens = budget.usage.total_tokens
             if summary.planned < recipe.dialogues and not summary.budget_stopped:
                 summary.notes.append(f"the planner found only {summary.planned} distinct opening lines; "
                                      "rerun to plan more, or raise world.max_plan_waves")
-            todo = Todo(sector, store, recipe.dialogues, summary.planned - summary.already_done)
-            bars.add_total("dialogues", len(todo))
-            summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
-                engine, todo, store, bars, budget, recipe.concurrency)
+            if plan_only:
+                summary.plan_only = True
+                summary.notes.append(f"plan only: {summary.planned:,} opening lines in "
+                                     f"{out / 'plan' / 'openings.jsonl'}; rerun without --plan-only to generate "
+                                     "their dialogues")
+            else:
+                todo = Todo(sector, store, recipe.dialogues, summary.planned - summary.already_done)
+                bars.add_total("dialogues", len(todo))
+                summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
+                    engine, todo, store, bars, budget, recipe.concurrency)
             keys = getattr(sector, "distribution_keys", ("topic",))
             summary.distribution = {key: Counter() for key in keys}
             for op in wanted_openings(sector, store, recipe.dialogues):
@@ -246,6 +268,7 @@ async def _run_dialogues(engine: DialogueEngine, todo: Openings, store: RunStore
     return stopped
 
 
-def generate(sector: str, recipe: Recipe, progress: bool = True, console: Console | None = None) -> RunSummary:
+def generate(sector: str, recipe: Recipe, progress: bool = True, console: Console | None = None,
+             plan_only: bool = False) -> RunSummary:
     """Synchronous wrapper of :func:`generate_async`."""
-    return aio.run(generate_async(sector, recipe, progress, console))
+    return aio.run(generate_async(sector, recipe, progress, console, plan_only=plan_only))
