@@ -139,23 +139,49 @@ def demo(recipe: DemoRecipeOpt = Path("examples/demo.toml"), out: DemoOutOpt = P
     Console().print(summary_table(corpus, summary.seconds, summary.stats.dialogues))
 
 
+GpuTpsOpt = Annotated[float, typer.Option("--gpu-tokens-per-s", help="Generated tokens a second per GPU (mixed "
+                                          "plans' GPU-hours).")]
+GpuPtpsOpt = Annotated[float, typer.Option("--gpu-prompt-tokens-per-s", help="Prompt (prefill) tokens a second per "
+                                           "GPU.")]
+GpuUsdOpt = Annotated[float, typer.Option("--gpu-usd-per-hour", help="Price of one GPU-hour in USD.")]
+
+
 def _plan_command(app: typer.Typer) -> None:
+    from .mixplan import GPU_PROMPT_TOKENS_PER_S, GPU_TOKENS_PER_S, GPU_USD_PER_HOUR
+
     @app.command("plan")
     def plan_command(recipe: RecipeArg = None,
-                     sector: Annotated[str, typer.Option(help="Sector to estimate.")] = "world",
+                     sector: Annotated[Optional[str], typer.Option(
+                         help="Sector to estimate, or all (default: all when the recipe has a [mix], else world).")]
+                     = None,
                      dialogues: Annotated[Optional[int], typer.Option(help="Dialogues to plan for.")] = None,
-                     sample: Annotated[int, typer.Option(help="Dialogues actually simulated.")] = 300,
+                     sample: Annotated[int, typer.Option(help="Dialogues actually simulated (per sector).")] = 300,
                      fill: Annotated[float, typer.Option(help="Share of max_tokens a reply uses.")] = 0.6,
                      prices: Annotated[Optional[Path], typer.Option(help="Price table TOML.")] = None,
+                     gpu_tokens_per_s: GpuTpsOpt = GPU_TOKENS_PER_S,
+                     gpu_prompt_tokens_per_s: GpuPtpsOpt = GPU_PROMPT_TOKENS_PER_S,
+                     gpu_usd_per_hour: GpuUsdOpt = GPU_USD_PER_HOUR,
                      as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False) -> None:
         """Estimate calls, tokens, time and cost of a generation run without calling any model."""
         from ..recipe import load_recipe
         from .accounting import Prices
         from .estimate import estimate
 
-        rec = run_guarded(lambda: load_recipe(recipe))
-        est = run_guarded(lambda: estimate(sector, rec, dialogues, sample, fill,
-                                           Prices.load(prices) if prices else None))
+        rec = run_guarded(lambda: load_recipe(recipe, {"dialogues": dialogues}))
+        table = Prices.load(prices) if prices else None
+        if (sector or ("all" if rec.mix.sectors else "world")) == "all":
+            from .mixplan import estimate_mix
+
+            mix = run_guarded(lambda: estimate_mix(rec, sample, fill, table, gpu_tokens_per_s,
+                                                   gpu_prompt_tokens_per_s, gpu_usd_per_hour))
+            if as_json:
+                print(json.dumps(mix.to_json(), indent=2))
+                return
+            Console(markup=False, width=max(140, console.width)).print(mix.table())
+            for note in mix.notes():
+                Console(markup=False).print(f"note: {note}")
+            return
+        est = run_guarded(lambda: estimate(sector or "world", rec, dialogues, sample, fill, table))
         if as_json:
             print(json.dumps(est.to_json(), indent=2))
         else:

@@ -85,6 +85,7 @@ class Estimate:
     sampled: int
     stages: list[StageEstimate] = field(default_factory=list)
     batch_discount: float = 0.5
+    notes: list[str] = field(default_factory=list)
 
     @property
     def total_cost_usd(self) -> float | None:
@@ -99,7 +100,7 @@ class Estimate:
         return {"sector": self.sector, "dialogues": self.dialogues, "sampled": self.sampled,
                 "stages": [s.__dict__ for s in self.stages], "total_cost_usd": self.total_cost_usd,
                 "batch_cost_usd": None if self.total_cost_usd is None else self.total_cost_usd * self.batch_discount,
-                "seconds": self.seconds}
+                "seconds": self.seconds, "notes": self.notes}
 
     def table(self) -> Table:
         t = Table(title=f"ultrachat plan: {self.dialogues:,} {self.sector} dialogues "
@@ -147,10 +148,15 @@ def estimate(sector: str, recipe: Recipe, dialogues: int | None = None, sample: 
                                         "max_total_tokens": 0})
         aio.run(generate_async(sector, sim, progress=False, pool=_SizingPool(fill)))
         report = json.loads((Path(tmp) / "out" / "report.json").read_text(encoding="utf-8"))["runs"][-1]
+    notes = []
+    if 0 < report["dialogues_written"] < sampled:  # the inputs ran short (a small corpus or entity list)
+        notes.append(f"the simulation planned only {report['dialogues_written']:,} of {sampled:,} dialogues "
+                     "(too few passages or entities?); scaled from those")
+        sampled = report["dialogues_written"]
     scale = wanted / sampled
     configs = {"plan": recipe.models.planner_config(), "user": recipe.models.user,
                "assistant": recipe.models.assistant}
-    est = Estimate(sector, wanted, sampled, batch_discount=prices.batch_discount)
+    est = Estimate(sector, wanted, sampled, batch_discount=prices.batch_discount, notes=notes)
     for stage, models in report["stages"].items():
         cfg = configs[stage]
         price = prices.lookup(cfg.backend, cfg.model)
