@@ -28,6 +28,8 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from ..core.corpus import InvalidLine, json_values
+
 BUILTIN_SETS = ("ultra_eval",)
 
 
@@ -54,14 +56,10 @@ class EvalItem:
 def _records(path: Path) -> list[Any]:
     text = path.read_text(encoding="utf-8")
     if path.suffix == ".jsonl":
-        out = []
-        for no, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    out.append(json.loads(line))
-                except json.JSONDecodeError as exc:
-                    raise EvalSetError(f"{path}:{no}: invalid JSON ({exc.msg})") from None
-        return out
+        try:
+            return [value for _, value in json_values(path, text.splitlines())]
+        except InvalidLine as exc:
+            raise EvalSetError(str(exc)) from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
