@@ -61,10 +61,12 @@ browser:
 test: install-all browser
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
-# ruff, then the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md)
+# ruff, the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md), then
+# the type checker mypy on src/ (its strictness: [tool.mypy] in pyproject.toml)
 lint: install-all
 	$(BIN)/ruff check src tests benchmarks
 	PYTHONPATH=src $(BIN)/lint-imports
+	$(BIN)/mypy
 
 bench: install-all
 	$(BIN)/python -m benchmarks

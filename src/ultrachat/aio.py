@@ -19,7 +19,7 @@ T = TypeVar("T")
 try:
     import uvloop
 except ImportError:  # pragma: no cover - Windows has no uvloop
-    uvloop = None
+    uvloop = None  # type: ignore[assignment]  # the module or None, tested before use
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:

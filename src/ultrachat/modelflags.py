@@ -18,7 +18,7 @@ Only ``*/commands.py`` modules import this (``lint-imports`` checks it).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional, TypeAlias
 
 import typer
 
@@ -67,16 +67,40 @@ def model_flags(prefix: str = "", who: str = "the model", aliases: dict[str, str
     )
 
 
-MODEL = model_flags()
-#: generate: one model for both roles (user simulator and assistant); a recipe sets each apart
-ROLES = model_flags(who="both roles", model_help="Model of both roles: 'smollm2-135m' (embedded), a local Hugging "
-                                                  "Face folder, or the model name at --base-url.")
-JUDGE = model_flags("judge", "the judge", {"api-key-env": "--judge-key-env"})
-#: an OpenAI-compatible /embeddings endpoint (stats' topic diversity), under its historical names too
-EMBEDDINGS = model_flags("embeddings", "the embedder",
-                         {"base-url": "--embeddings-url", "api-key-env": "--embeddings-key-env"},
-                         model_help="Embedding model at that endpoint (text-embedding-ada-002, the paper's, puts the "
-                                    "paper's rows in the same table).")
+if TYPE_CHECKING:
+    # What the type checker sees: each flag's value type. At run time each is that type
+    # Annotated with its Typer option, which a checker cannot follow through model_flags().
+    class _FlagTypes:
+        Backend: TypeAlias = Optional[str]
+        Model: TypeAlias = Optional[str]
+        BaseURL: TypeAlias = Optional[str]
+        APIKeyEnv: TypeAlias = Optional[str]
+        Temperature: TypeAlias = Optional[float]
+        TopP: TypeAlias = Optional[float]
+        MaxTokens: TypeAlias = Optional[int]
+
+    class MODEL(_FlagTypes): ...
+
+    class ROLES(_FlagTypes): ...
+
+    class JUDGE(_FlagTypes): ...
+
+    class EMBEDDINGS(_FlagTypes): ...
+
+    class CHAT(_FlagTypes): ...
+else:
+    MODEL = model_flags()
+    #: generate: one model for both roles (user simulator and assistant); a recipe sets each apart
+    ROLES = model_flags(who="both roles", model_help="Model of both roles: 'smollm2-135m' (embedded), a local "
+                                                      "Hugging Face folder, or the model name at --base-url.")
+    JUDGE = model_flags("judge", "the judge", {"api-key-env": "--judge-key-env"})
+    #: an OpenAI-compatible /embeddings endpoint (stats' topic diversity), under its historical names too
+    EMBEDDINGS = model_flags("embeddings", "the embedder",
+                             {"base-url": "--embeddings-url", "api-key-env": "--embeddings-key-env"},
+                             model_help="Embedding model at that endpoint (text-embedding-ada-002, the paper's, puts "
+                                        "the paper's rows in the same table).")
+    #: chat's endpoint flags, with --max-new-tokens (its older name) for --max-tokens
+    CHAT = model_flags(aliases={"max-tokens": "--max-new-tokens"})
 
 
 def model_config(backend: str | None, model: str | None, base_url: str | None, api_key_env: str | None = None,

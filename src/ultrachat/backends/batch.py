@@ -227,7 +227,8 @@ class BatchBackend(Backend):
     async def _submit(self, batch: dict[str, dict[str, Any]]) -> str:
         lines = "".join(json.dumps({"custom_id": key, "method": "POST", "url": "/v1/chat/completions", "body": body})
                         + "\n" for key, body in batch.items())
-        upload = {"purpose": "batch", "file": ("ultrachat-batch.jsonl", lines.encode(), "application/jsonl")}
+        upload: dict[str, FormField] = {"purpose": "batch",
+                                        "file": ("ultrachat-batch.jsonl", lines.encode(), "application/jsonl")}
         uploaded = await self._request("POST", "/files", form=upload)
         created = await self._request("POST", "/batches", {"input_file_id": uploaded["id"],
                                                            "endpoint": "/v1/chat/completions",

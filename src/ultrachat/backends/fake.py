@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import Union
 
-from .base import Backend, Completion, GenerationParams, Message, Usage
+from .base import Backend, Completion, FinishReason, GenerationParams, Message, Usage
 from .shaped import default_reply
 
 Reply = Union[str, Completion]
@@ -47,7 +47,7 @@ class FakeBackend(Backend):
         if isinstance(reply, Completion):
             return reply
         words = reply.split()
-        finish = "length" if len(words) > params.max_tokens else "stop"
+        finish: FinishReason = "length" if len(words) > params.max_tokens else "stop"
         text = " ".join(words[: params.max_tokens]) if finish == "length" else reply
         prompt_tokens = sum(len(m["content"].split()) for m in messages)
         return Completion(text, finish, Usage(prompt_tokens, min(len(words), params.max_tokens)), self.model_name)

@@ -26,7 +26,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from ..core.hashing import uint64
-from .base import DIALOGUE, Backend, BackendError, Completion, GenerationParams, Message, Usage
+from .base import DIALOGUE, Backend, BackendError, Completion, FinishReason, GenerationParams, Message, Usage
 from .config import ModelConfig
 
 
@@ -124,7 +124,7 @@ class VLLMBackend(Backend):
         prompt_tokens = len(final.prompt_token_ids or [])
         self.prompt_tokens += prompt_tokens
         self.cached_prompt_tokens += int(getattr(final, "num_cached_tokens", 0) or 0)
-        finish = "length" if choice.finish_reason == "length" else "stop"
+        finish: FinishReason = "length" if choice.finish_reason == "length" else "stop"
         return Completion(choice.text.strip(), finish, Usage(prompt_tokens, len(choice.token_ids)), self.model_name)
 
     def report(self) -> dict[str, Any]:

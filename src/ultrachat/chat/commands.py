@@ -9,13 +9,11 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from ..cliutil import console, fail, run_guarded
-from ..modelflags import model_config, model_flags
+from ..modelflags import CHAT, model_config
 
 if TYPE_CHECKING:
     from .session import ChatSession
 
-#: the shared model flags; chat keeps its historical --max-new-tokens beside --max-tokens
-FLAGS = model_flags(aliases={"max-tokens": "--max-new-tokens"})
 HELP = "commands: /reset (forget the conversation), /save FILE, /system TEXT, /exit"
 
 
@@ -70,14 +68,14 @@ def register(app: typer.Typer) -> None:
     @app.command("chat", help="Chat with a model in the terminal, streaming (local folder, smollm2-135m, or endpoint).")
     def chat(
         model: Annotated[Optional[str], typer.Argument(help="Model folder or smollm2-135m (or --base-url).")] = None,
-        base_url: FLAGS.BaseURL = None,
-        endpoint_model: FLAGS.Model = None,
-        api_key_env: FLAGS.APIKeyEnv = None,
+        base_url: CHAT.BaseURL = None,
+        endpoint_model: CHAT.Model = None,
+        api_key_env: CHAT.APIKeyEnv = None,
         system: Annotated[Optional[str], typer.Option(help="System prompt (default: the model's).")] = None,
         template: Annotated[str, typer.Option(help="auto (recorded at training), chat or ultralm.")] = "auto",
-        temperature: FLAGS.Temperature = 0.7,
-        top_p: FLAGS.TopP = 0.95,
-        max_new_tokens: FLAGS.MaxTokens = 2000,
+        temperature: CHAT.Temperature = 0.7,
+        top_p: CHAT.TopP = 0.95,
+        max_new_tokens: CHAT.MaxTokens = 2000,
     ) -> None:
         from .session import ChatSession, EndpointChatModel, LocalChatModel
 
@@ -91,6 +89,8 @@ def register(app: typer.Typer) -> None:
             backend = run_guarded(lambda: LocalChatModel(str(model or endpoint_model), template))
         else:
             fail("give a MODEL folder (or smollm2-135m), or --base-url URL --model NAME")
+        # the shared flag types allow None, but these flags have defaults Typer never unsets
+        assert temperature is not None and top_p is not None and max_new_tokens is not None
         session = ChatSession(backend, system, temperature, top_p, max_new_tokens)
         console.print(f"chatting with {backend.name} (template {backend.template}); {HELP}", highlight=False)
         if sys.stdin.isatty():

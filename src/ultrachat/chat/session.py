@@ -21,7 +21,7 @@ import json
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncGenerator, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -100,7 +100,7 @@ class LocalChatModel:
         streamer = TextIteratorStreamer(self.tok, skip_prompt=True, skip_special_tokens=True)
         stop = threading.Event()  # set when the reader goes away (Ctrl-C): generation stops too
 
-        class _Stop(StoppingCriteria):  # type: ignore[misc]
+        class _Stop(StoppingCriteria):
             def __call__(self, input_ids: Any, scores: Any, **kwargs: Any) -> Any:
                 return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool)
 
@@ -182,7 +182,7 @@ class EndpointChatModel:
             loop.close()
 
     async def _pieces(self, messages: list[Message], temperature: float, top_p: float,
-                      max_new_tokens: int) -> AsyncIterator[str]:
+                      max_new_tokens: int) -> AsyncGenerator[str, None]:
         import orjson
 
         from ..backends import BackendError

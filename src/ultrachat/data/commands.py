@@ -178,6 +178,8 @@ def register(app: typer.Typer) -> None:
         command = _command_line()
 
         def run() -> None:
+            # the shared flag types allow None, but these flags have defaults Typer never unsets
+            assert embeddings_model is not None and embeddings_key_env is not None
             judge = model_config(judge_backend, judge_model, judge_base_url, judge_key_env,
                                  temperature=judge_temperature, max_tokens=judge_max_tokens)
             cfg = StatsConfig(tokenizer=tokenizer, sample=sample, seed=seed, mtld_all=mtld_all, embedder=embedder,
@@ -220,7 +222,7 @@ def register(app: typer.Typer) -> None:
             names = tuple(s.strip() for s in splits.split(","))
             if len(names) != 2 or not all(names):
                 raise ValueError(f"--splits needs two names separated by a comma, got '{splits}'")
-            report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,  # type: ignore[arg-type]
+            report = export_corpus(path, format, out, test_fraction, seed, names, skip_invalid,
                                    not no_progress, layout)
             if as_json:  # plain stdout: never wrapped to a terminal width, whatever it is piped into
                 sys.stdout.write(json.dumps(report, ensure_ascii=False) + "\n")

@@ -164,8 +164,8 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
                 key = exact_key(tokens[i])
                 row = db.execute("SELECT pos FROM exact WHERE key = ?", (key,)).fetchone()
                 match, kind = (row[0] if row else None), "exact"
-                bkeys = index.band_keys(sigs[i]) if index and tokens[i] else None
-                if match is None and bkeys:
+                bkeys = index.band_keys(sigs[i]) if index and sigs and tokens[i] else None
+                if match is None and index and bkeys:
                     match, kind = index.query(bkeys), "near"
                 if match is not None:
                     db.execute("INSERT INTO removed VALUES (?, ?, ?)", (match, str(d["id"]), kind))
@@ -176,7 +176,7 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
                 total += 1
                 db.execute("INSERT INTO kept VALUES (?, ?)", (pos, str(d["id"])))
                 db.execute("INSERT OR IGNORE INTO exact VALUES (?, ?)", (key, pos))
-                if bkeys:
+                if index and bkeys:
                     index.insert(pos, bkeys)
                 out.write("kept", d)
 

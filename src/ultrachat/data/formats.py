@@ -66,7 +66,8 @@ def from_messages(messages: list[dict[str, Any]], dialogue_id: str, meta: dict[s
                   role_key: str = "role", content_key: str = "content") -> dict[str, Any]:
     """Messages back to a dialogue; system messages go to ``meta["system"]``. Raises
     ``ValueError`` when the user/assistant turns do not alternate from the user."""
-    turns, system = [], []
+    turns: list[str] = []
+    system: list[str] = []
     for m in messages:
         role = ROLES.get(str(m.get(role_key, "")).lower())
         content = m.get(content_key)
@@ -231,6 +232,7 @@ def _write_json_export(dialogues: Iterator[dict[str, Any]], out: Path, part: Pat
                     item["meta"] = d["meta"]
                 fh.write(("" if n == 0 else ",\n") + json.dumps(item, ensure_ascii=False))
             else:
+                assert side is not None  # openai's layout always has its sidecar
                 fh.write(json.dumps({"messages": turn_messages(d["data"])}, ensure_ascii=False) + "\n")
                 side.write(json.dumps({"id": str(d["id"]), **({"meta": d["meta"]} if "meta" in d else {})},
                                       ensure_ascii=False) + "\n")

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 CHUNK = 256
 
@@ -31,6 +32,7 @@ def load_counter(spec: str = "embedded") -> TokenCounter:
         return TokenCounter("whitespace words", lambda texts: [len(t.split()) for t in texts])
     from transformers import AutoTokenizer
 
+    path: str | Path
     if spec == "embedded":
         from ..backends.local import EMBEDDED_MODEL, resolve_model_dir
 

@@ -164,7 +164,7 @@ def dialogue_row(obj: Any) -> tuple[tuple[Any, ...], str] | str:
     data = obj.get("data")
     if not isinstance(data, list) or not data or not all(isinstance(t, str) for t in data):
         return "field 'data' must be a non-empty list of strings"
-    meta = obj.get("meta") if isinstance(obj.get("meta"), dict) else {}
+    meta = obj["meta"] if isinstance(obj.get("meta"), dict) else {}
     rounds = meta.get("rounds")
     if not isinstance(rounds, int) or isinstance(rounds, bool):
         rounds = (len(data) + 1) // 2

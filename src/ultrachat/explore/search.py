@@ -123,7 +123,8 @@ class Query:
         terms = parse_terms(q)
         if q.strip() and not terms:
             raise QueryError("q: no searchable words in the query")
-        query = cls(tuple(terms), *(params.get(k) or None for k in ("sector", "topic", "model")),
+        query = cls(tuple(terms), params.get("sector") or None, params.get("topic") or None,
+                    params.get("model") or None,
                     parse_int(params, "min_rounds", 0, 10**6), parse_int(params, "max_rounds", 0, 10**6),
                     parse_int(params, "min_chars", 0, 10**12), parse_int(params, "max_chars", 0, 10**12),
                     parse_int(params, "page", 1, 10**6) or 1, parse_int(params, "per_page", 1, 100) or 20)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import inspect
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -93,6 +94,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
             return
         if ray and plan_only:
             fail("--plan-only generates no dialogue, so there is nothing to shard: drop --ray")
+        run: Callable[..., Any]
         if ray:
             from functools import partial
 
@@ -102,7 +104,9 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 fail("--ray runs one sector at a time; run each sector with --ray")
             run = partial(generate_ray, sector, address=ray, workers=ray_workers)
         elif sector == "all":
-            from .mix import generate_all as run
+            from .mix import generate_all
+
+            run = generate_all
         else:
             from functools import partial
 

@@ -20,6 +20,7 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
+from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -141,8 +142,10 @@ class EntitiesSector(Sector):
             found = read_entities(cfg.entities_file)
         else:
             found = builtin_entities(self.recipe.language)
-        seen: set[str] = set()
-        unique = [e for e in found if normalize(e.name) not in seen and not seen.add(normalize(e.name))]
+        firsts: dict[str, Entity] = {}
+        for e in found:
+            firsts.setdefault(normalize(e.name), e)
+        unique = list(firsts.values())
         random.Random(stable_seed(self.recipe.seed, "entities")).shuffle(unique)
         return unique
 
@@ -175,7 +178,8 @@ class EntitiesSector(Sector):
             if all(quota[k] <= end[k] for k in KINDS):
                 return
 
-            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:
+            # the rerun widens `used` by the redone plan's picks (same call signature)
+            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:  # type: ignore[misc]
                 return earlier(text) or normalize(text) in picked
 
         await self._plan_round(ctx, entities, have, quota, dict.fromkeys(KINDS, 0), used)
@@ -235,19 +239,24 @@ class EntitiesSector(Sector):
                     kind, ref = jobs[done]
                     pool.add(kind, texts, ref)
                     done += 1
+
+            def entity_of(kind: str, i: int) -> int:  # the entity a pooled question is about
+                return pool.base[kind][i] if kind == "meta" else metas[1][pool.base[kind][i]]
+
+            def entity_name(kind: str, i: int) -> str:
+                return entities[entity_of(kind, i)].name
+
             for kind in KINDS:
                 usable = (i for i, ok in enumerate(pool.usable[kind]) if ok)
-                entity_of = (lambda i, kind=kind: pool.base[kind][i]) if kind == "meta" else \
-                    (lambda i, kind=kind: metas[1][pool.base[kind][i]])
                 batch: list[Opening] = []
-                for k, i in enumerate(round_robin(usable, max(0, need[kind]), key=lambda i, f=entity_of:
-                                                  entities[f(i)].name), start[kind]):
+                for k, i in enumerate(round_robin(usable, max(0, need[kind]), key=partial(entity_name, kind)),
+                                      start[kind]):
                     text = spool[pool.text[kind][i]]
                     picked.add(normalize(text))
                     counts[kind] += 1
                     if k < start[kind] + skip[kind]:
                         continue
-                    entity = entities[entity_of(i)]
+                    entity = entities[entity_of(kind, i)]
                     meta: dict[str, Any] = {"entity": entity.name, "entity_type": entity.type or "-"}
                     if kind != "meta":
                         meta["meta_question"] = spool[metas[0][pool.base[kind][i]]]

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,7 @@ from rich.table import Table
 
 from .. import aio
 from ..backends import BackendPool
+from ..backends.config import ModelConfig
 from ..core.progress import RunProgress
 from ..recipe import MixConfig, MixSector, Models, Recipe
 from .entities import house_quotas
@@ -42,7 +44,7 @@ from .runner import SECTORS, RunSummary, generate_async
 MERGED = "all.jsonl"
 
 
-def _merge_models(base: Models, overrides: dict[str, Any]) -> Models:
+def _merge_models(base: Models, overrides: Mapping[Any, ModelConfig]) -> Models:
     """``base`` with each role's override fields (only those the recipe set) applied."""
     data = base.model_dump()
     for role, cfg in overrides.items():

@@ -114,7 +114,7 @@ async def ordered_map(fn: Callable[[T], Awaitable[R]], items: Iterable[T],
                     more = False
                     break
                 await slots.acquire()
-                task = asyncio.ensure_future(fn(item))  # type: ignore[arg-type]
+                task = asyncio.ensure_future(fn(item))
                 task.add_done_callback(lambda _: slots.release())
                 pending.append(task)
             if not pending:

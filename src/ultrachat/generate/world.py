@@ -183,7 +183,8 @@ class WorldSector(Sector):
                 return
             have = start + len(picked)
 
-            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:
+            # the rerun widens `used` by the redone plan's picks (same call signature)
+            def used(text: str, earlier: Callable[[str], bool] = used) -> bool:  # type: ignore[misc]
                 return earlier(text) or normalize(text) in picked
 
         await self._plan_round(ctx, index, topic, have, quota, 0, used)

@@ -35,7 +35,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import orjson
 
@@ -192,8 +192,9 @@ class TopEntities:
         return sorted(live, key=lambda e: e.rank, reverse=True)
 
 
+# typeshed's GzipFile is not an IO[bytes] (BZ2File and LZMAFile are), though it reads like one
 DECOMPRESSORS: dict[str, Callable[[IO[bytes]], IO[bytes]]] = {
-    ".gz": lambda raw: gzip.GzipFile(fileobj=raw), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
+    ".gz": lambda raw: cast(IO[bytes], gzip.GzipFile(fileobj=raw)), ".bz2": bz2.BZ2File, ".xz": lzma.LZMAFile}
 
 
 @contextmanager

@@ -254,7 +254,7 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                            **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})},
     )
 
-    class _Record(TrainerCallback):  # type: ignore[misc]
+    class _Record(TrainerCallback):
         """Write our record into each checkpoint last: it marks the checkpoint complete."""
 
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -57,7 +57,7 @@ def toy_dialogues(n: int, rounds: int = 3) -> list[dict[str, object]]:
     >>> toy_dialogues(1, rounds=1)[0]["data"]
     ['What is the capital of France?', 'The capital of France is Paris.']
     """
-    out = []
+    out: list[dict[str, object]] = []
     for i in range(n):
         data: list[str] = []
         for r in range(rounds):
