@@ -87,10 +87,10 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
         overrides["upgrade_prompts"] = upgrade_prompts or None
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
         if dry_run:
-            from .dryrun import dry_run as plan_only
+            from .dryrun import dry_run as simulate
             from .dryrun import render
 
-            Console(markup=False).print(*render(run_guarded(lambda: plan_only(sector, rec))))
+            Console(markup=False).print(*render(run_guarded(lambda: simulate(sector, rec))))
             return
         if ray and plan_only:
             fail("--plan-only generates no dialogue, so there is nothing to shard: drop --ray")
@@ -111,7 +111,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
             from functools import partial
 
             run = partial(generate, sector)
-        extra = {"plan_only": True} if plan_only else {}
+        extra: dict[str, Any] = {"plan_only": True} if plan_only else {}
         summary = run_guarded(lambda: run(rec, progress=progress and sys.stderr.isatty(), console=console, **extra))
         Console(markup=False).print(summary.table())
 

@@ -216,9 +216,9 @@ class WorldSector(Sector):
                     want = max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic))
                     await self._more_subtopics(ctx, topic, pool, min(target, len(pool.subtopics) + want))
                 elif pool.unexpanded:
-                    take = pool.next_to_expand(math.ceil(deficit / 5))
-                    related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), take, ctx.window)
-                    async for q, items in _zip_async(take, related):  # in order as they come: the same pool every run
+                    asked = pool.next_to_expand(math.ceil(deficit / 5))
+                    related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), asked, ctx.window)
+                    async for q, items in _zip_async(asked, related):  # in order as they come: the same pool every run
                         pool.add_questions(items, pool.subtopic[q], parent=q)
                 else:  # everything expanded and still short: past the target, one batch at a time
                     pool.subtopics_dry = False

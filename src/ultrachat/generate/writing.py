@@ -28,6 +28,7 @@ import math
 import random
 from collections.abc import Iterator
 from contextlib import closing
+from functools import partial
 from typing import Any
 
 from ..core.hashing import HashIndex, TextSpool, stable_seed
@@ -112,7 +113,7 @@ class WritingSector(Sector):
             if batch == first:
                 earlier = len(pool)
             take = range(batch, min(end, batch + math.ceil(missing / cfg.instructions_per_request)))
-            replies = ordered_map(lambda b, shown=earlier: self._batch(ctx, writing_type, b, pool, shown), take,
+            replies = ordered_map(partial(self._batch, ctx, writing_type, pool=pool, earlier=earlier), take,
                                   ctx.window)
             async for items in replies:  # in batch order: the same pool every run
                 new = [t for t in items if seen.add(normalize(t))]
