@@ -21,6 +21,7 @@ SECTIONS: dict[str, str] = {
     "orchestration": "benchmarks.orchestration",  # engine + writer + aiohttp backend vs the openai client
     "embedded": "benchmarks.embedded",  # embedded model: single stream vs micro-batched tokens/s
     "scale": "benchmarks.scale",  # 10k/100k-dialogue simulation: RSS and engine dialogues/s
+    "plan_scale": "benchmarks.plan_scale",  # generate all --plan-only at the paper's 1.47M: time, peak RSS, variety
     "distilabel": "benchmarks.distilabel",  # side by side with distilabel 1.5.3 (throwaway venv)
     "explore": "benchmarks.explore",  # explorer index time, RSS, search p50/p95 at 100k and 1M dialogues
     "training": "benchmarks.training",  # SFT tokens/s: packed vs unpacked, ours vs plain TRL SFTTrainer

@@ -57,20 +57,17 @@ def _sampler(path: Path, started: float, stop: threading.Event) -> None:
         print(json.dumps(sample), flush=True)
 
 
-def child(n: int, out: Path) -> None:
-    """Generate ``n`` world dialogues with a history-free fake backend, printing samples."""
+def fake_pool() -> Any:
+    """A backend pool whose every model is the fake backend, instant but yielding to the event
+    loop once per call as any real backend does, and keeping no call history (the test fake
+    records every call)."""
     import asyncio
 
-    from ultrachat import aio
     from ultrachat.backends import Backend, BackendPool, Completion, GenerationParams, Message
     from ultrachat.backends.fake import FakeBackend
-    from ultrachat.generate.runner import generate_async
-    from ultrachat.recipe import ModelConfig, load_recipe
+    from ultrachat.recipe import ModelConfig
 
     class Fake(FakeBackend):
-        """Instant, but yields to the event loop once per call as any real backend does,
-        and keeps no call history (the test fake records every call)."""
-
         async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
             await asyncio.sleep(0)
             out = await super().complete(messages, params)
@@ -81,6 +78,15 @@ def child(n: int, out: Path) -> None:
         def get(self, cfg: ModelConfig) -> Backend:
             return self._backends.setdefault((cfg.backend, cfg.model, cfg.base_url), Fake())
 
+    return Pool()
+
+
+def child(n: int, out: Path) -> None:
+    """Generate ``n`` world dialogues with a history-free fake backend, printing samples."""
+    from ultrachat import aio
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
     recipe_path = out.parent / "recipe.toml"
     recipe_path.write_text(RECIPE, encoding="utf-8")
     recipe = load_recipe(recipe_path, {"dialogues": n, "out": str(out)})
@@ -88,7 +94,7 @@ def child(n: int, out: Path) -> None:
     stop = threading.Event()
     thread = threading.Thread(target=_sampler, args=(out / "dialogues.jsonl", started, stop), daemon=True)
     thread.start()
-    summary = aio.run(generate_async("world", recipe, progress=False, pool=Pool()))  # uvloop, as the CLI runs
+    summary = aio.run(generate_async("world", recipe, progress=False, pool=fake_pool()))  # uvloop, as the CLI runs
     stop.set()
     thread.join()
     print(json.dumps({"done": summary.stats.dialogues, "seconds": round(time.monotonic() - started, 2),

@@ -53,3 +53,39 @@ def _offline_env() -> None:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
     ARTIFACTS.mkdir(exist_ok=True)
+
+
+@pytest.fixture
+def list_pool():
+    """A factory of backend pools whose every model is one FakeBackend that answers a list
+    request with exactly the size asked ("List N" / "list of N"), each item made by
+    ``item(prompt, h, i)`` (``h`` a hash of the prompt, ``i`` from 1); other prompts get the
+    fake's usual replies. ``pool.fake.calls`` holds every call."""
+    import re
+
+    from ultrachat.backends import Backend, BackendPool, GenerationParams, Message
+    from ultrachat.backends.fake import FakeBackend
+    from ultrachat.backends.shaped import default_reply
+    from ultrachat.core.hashing import hexdigest
+    from ultrachat.recipe import ModelConfig
+
+    size = re.compile(r"(?:List|list of) (\d+)")
+
+    class ListPool(BackendPool):
+        def __init__(self, item) -> None:
+            super().__init__()
+
+            def reply(messages: list[Message], params: GenerationParams) -> str:
+                prompt = messages[-1]["content"]
+                n = size.search(prompt)
+                if not n:
+                    return default_reply(messages, params)
+                h = hexdigest(prompt)[:10]
+                return "\n".join(f"{i}. {item(prompt, h, i)}" for i in range(1, int(n.group(1)) + 1))
+
+            self.fake = FakeBackend(reply)
+
+        def get(self, cfg: ModelConfig) -> Backend:
+            return self.fake
+
+    return ListPool

@@ -5,47 +5,26 @@ kill while a deep plan is written resuming to the same plan."""
 from __future__ import annotations
 
 import json
-import re
 from collections import Counter
 from pathlib import Path
 
 import pytest
 
 from ultrachat import aio
-from ultrachat.backends import Backend, BackendPool, GenerationParams, Message
-from ultrachat.backends.fake import FakeBackend
-from ultrachat.backends.shaped import default_reply
-from ultrachat.core.hashing import hexdigest
 from ultrachat.generate.dryrun import plan_report, world_waves
 from ultrachat.generate.runner import generate, generate_async
 from ultrachat.generate.sector import Opening, PlanContext
-from ultrachat.recipe import ModelConfig, Recipe, WorldConfig, load_recipe
-
-LIST_SIZE = re.compile(r"(?:List|list of) (\d+)")
+from ultrachat.recipe import Recipe, WorldConfig, load_recipe
 
 
-def exact_lists(messages: list[Message], params: GenerationParams) -> str:
-    """Lists of exactly the size asked for, each item unique to its prompt."""
-    prompt = messages[-1]["content"]
-    size = LIST_SIZE.search(prompt)
-    if not size:
-        return default_reply(messages, params)
-    h = hexdigest(prompt)[:10]
+def item(prompt: str, h: str, i: int) -> str:
+    """Items unique to the prompt: subtopics for a subtopic request, else questions."""
     kind = "subtopic" if "subtopics" in prompt.split("\n")[0] else "question"
-    return "\n".join(f"{i}. A {kind} {h} number {chr(96 + i)}?" for i in range(1, int(size.group(1)) + 1))
+    return f"A {kind} {h} number {chr(96 + i)}?"
 
 
-class ListPool(BackendPool):
-    def __init__(self) -> None:
-        super().__init__()
-        self.planner = FakeBackend(exact_lists)
-
-    def get(self, cfg: ModelConfig) -> Backend:
-        return self.planner
-
-
-def run_world(recipe: Recipe) -> tuple[list[dict], list[dict], ListPool]:
-    pool = ListPool()
+def run_world(recipe: Recipe, list_pool) -> tuple[list[dict], list[dict], object]:
+    pool = list_pool(item)
     aio.run(generate_async("world", recipe, progress=False, pool=pool))
     out = Path(recipe.out or "")
     openings = [json.loads(line) for line in (out / "plan" / "openings.jsonl").read_text().splitlines()]
@@ -60,9 +39,9 @@ def small_recipe(path: Path, out: Path, dialogues: int, **world: object) -> Reci
     return load_recipe(path, {"dialogues": dialogues, "out": str(out), "dialogue.max_rounds": 1, **settings})
 
 
-def test_subtopics_reach_the_target_before_related_questions(tmp_path: Path, fake_recipe_file) -> None:
+def test_subtopics_reach_the_target_before_related_questions(tmp_path: Path, fake_recipe_file, list_pool) -> None:
     # 20 a topic: 3 subtopics x 2 questions = 6, then related questions for the other 14
-    openings, calls, pool = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 40))
+    openings, calls, pool = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 40), list_pool)
     assert len(openings) == 40
     for topic in ("Oceans", "Music"):
         mine = [o["meta"] for o in openings if o["meta"]["topic"] == topic]
@@ -75,20 +54,20 @@ def test_subtopics_reach_the_target_before_related_questions(tmp_path: Path, fak
     stages = Counter(c["stage"] for c in calls)
     assert stages["subtopics"] == 4 and stages["questions"] == 6
     # The later subtopic request names the ones the topic has, so the model lists new ones.
-    prompts = [m[-1]["content"] for m in pool.planner.calls if "subtopics" in m[-1]["content"].split("\n")[0]]
+    prompts = [m[-1]["content"] for m in pool.fake.calls if "subtopics" in m[-1]["content"].split("\n")[0]]
     assert sum("It already has these subtopics" in p for p in prompts) == 2
 
 
-def test_a_small_run_asks_only_for_what_it_needs(tmp_path: Path, fake_recipe_file) -> None:
-    openings, calls, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 4, subtopics=1100))
+def test_a_small_run_asks_only_for_what_it_needs(tmp_path: Path, fake_recipe_file, list_pool) -> None:
+    openings, calls, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 4, subtopics=1100), list_pool)
     assert len(openings) == 4
     assert Counter(c["stage"] for c in calls) == {"subtopics": 2, "questions": 2}  # one request each a topic
 
 
-def test_related_questions_take_turns_over_subtopics(tmp_path: Path, fake_recipe_file) -> None:
+def test_related_questions_take_turns_over_subtopics(tmp_path: Path, fake_recipe_file, list_pool) -> None:
     # 3 subtopics a topic with 2 questions each; 4 more openings than that need 2 related requests
     # that come from two different subtopics rather than the first subtopic's two questions.
-    openings, _, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 20))
+    openings, _, _ = run_world(small_recipe(fake_recipe_file(), tmp_path / "out", 20), list_pool)
     related = [o["meta"] for o in openings if o["meta"]["depth"] == 1 and o["meta"]["topic"] == "Oceans"]
     assert len(related) == 4
     assert len({m["subtopic"] for m in related}) == 2

@@ -10,36 +10,15 @@ from collections import Counter
 from pathlib import Path
 
 from ultrachat import aio
-from ultrachat.backends import Backend, BackendPool, GenerationParams, Message
-from ultrachat.backends.fake import FakeBackend
-from ultrachat.backends.shaped import default_reply
-from ultrachat.core.hashing import hexdigest
 from ultrachat.generate.dryrun import plan_report
 from ultrachat.generate.runner import generate_async
 from ultrachat.generate.writing import wave_span
-from ultrachat.recipe import ModelConfig, Recipe, load_recipe
-
-SIZE = re.compile(r"list of (\d+)")
+from ultrachat.recipe import Recipe, load_recipe
 
 
-def lists(messages: list[Message], params: GenerationParams) -> str:
-    """Full lists, unique to the prompt; a third of each repeats a fixed request (dedup at work)."""
-    prompt = messages[-1]["content"]
-    size = SIZE.search(prompt)
-    if not size:
-        return default_reply(messages, params)
-    h = hexdigest(prompt)[:10]
-    return "\n".join("Write a limerick about a cat." if i % 3 == 0 else f"Write piece {h} number {chr(96 + i)}."
-                     for i in range(1, int(size.group(1)) + 1))
-
-
-class Pool(BackendPool):
-    def __init__(self) -> None:
-        super().__init__()
-        self.fake = FakeBackend(lists)
-
-    def get(self, cfg: ModelConfig) -> Backend:
-        return self.fake
+def item(prompt: str, h: str, i: int) -> str:
+    """Requests unique to the prompt; a third repeat a fixed request (dedup at work)."""
+    return "Write a limerick about a cat." if i % 3 == 0 else f"Write piece {h} number {chr(96 + i)}."
 
 
 def recipe(path: Path, out: Path, dialogues: int, **writing: object) -> Recipe:
@@ -48,19 +27,19 @@ def recipe(path: Path, out: Path, dialogues: int, **writing: object) -> Recipe:
     return load_recipe(path, {"dialogues": dialogues, "out": str(out), "dialogue.max_rounds": 2, **settings})
 
 
-def run(rec: Recipe) -> tuple[list[dict], Pool]:
-    pool = Pool()
+def run(rec: Recipe, list_pool) -> tuple[list[dict], object]:
+    pool = list_pool(item)
     aio.run(generate_async("writing", rec, progress=False, pool=pool))
     lines = (Path(rec.out or "") / "plan" / "openings.jsonl").read_text().splitlines()
     return [json.loads(line) for line in lines], pool
 
 
-def instruction_prompts(pool: Pool) -> list[str]:
+def instruction_prompts(pool) -> list[str]:
     return [m[-1]["content"] for m in pool.fake.calls if m[-1]["content"].startswith("Write a numbered list")]
 
 
-def test_instructions_scale_with_the_quota_and_none_is_used_twice(tmp_path: Path, fake_recipe_file) -> None:
-    openings, pool = run(recipe(fake_recipe_file(), tmp_path / "out", 400))  # 200 a type, 40+ batches each
+def test_instructions_scale_with_the_quota_and_none_is_used_twice(tmp_path: Path, fake_recipe_file, list_pool) -> None:
+    openings, pool = run(recipe(fake_recipe_file(), tmp_path / "out", 400), list_pool)  # 200 a type, 40+ batches each
     assert len(openings) == 400
     for t in ("Poems", "Emails"):
         mine = [o for o in openings if o["meta"]["writing_type"] == t]
@@ -74,17 +53,17 @@ def test_instructions_scale_with_the_quota_and_none_is_used_twice(tmp_path: Path
     assert sum("Requests collected so far include" in p for p in prompts) == len(prompts) - 2  # all but wave 0
 
 
-def test_expanded_share_follows_the_recipe(tmp_path: Path, fake_recipe_file) -> None:
-    openings, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 40, expand_share=0.25))
+def test_expanded_share_follows_the_recipe(tmp_path: Path, fake_recipe_file, list_pool) -> None:
+    openings, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 40, expand_share=0.25), list_pool)
     assert sum(o["meta"]["expanded"] for o in openings) == 10
 
 
-def test_an_extended_run_replays_the_same_batches(tmp_path: Path, fake_recipe_file) -> None:
-    small, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 60))
-    grown, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 300))
+def test_an_extended_run_replays_the_same_batches(tmp_path: Path, fake_recipe_file, list_pool) -> None:
+    small, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 60), list_pool)
+    grown, _ = run(recipe(fake_recipe_file(), tmp_path / "out", 300), list_pool)
     assert grown[:60] == small  # the first run's openings stay as they were
     assert len({(o["meta"]["writing_type"], o["meta"]["instruction"]) for o in grown}) == 300  # none reused
-    fresh, _ = run(recipe(fake_recipe_file(), tmp_path / "fresh", 300))
+    fresh, _ = run(recipe(fake_recipe_file(), tmp_path / "fresh", 300), list_pool)
     by_id = {o["id"]: o["text"] for o in fresh}
     assert all(by_id[o["id"]] == o["text"] for o in grown)  # the same plan as one run of 300
 

@@ -34,7 +34,7 @@ from rich.console import Console, Group
 from rich.table import Table
 
 from .. import aio
-from ..backends import BackendPool
+from ..backends import Backend, BackendPool
 from ..backends.config import ModelConfig
 from ..core.progress import RunProgress
 from ..recipe import MixConfig, MixSector, Models, Recipe
@@ -150,10 +150,28 @@ class _SharedPool(BackendPool):
         await super().close()
 
 
+class _Borrowed(_SharedPool):
+    """A caller's pool shared by every sector: its backends, opened and closed once."""
+
+    def __init__(self, inner: BackendPool) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def get(self, cfg: ModelConfig) -> Backend:
+        return self.inner.get(cfg)
+
+    async def start(self) -> None:
+        await self.inner.start()
+
+    async def close_shared(self) -> None:
+        await self.inner.close()
+
+
 async def generate_all_async(recipe: Recipe, progress: bool = True, console: Console | None = None,
-                             plan_only: bool = False) -> MixSummary:
+                             plan_only: bool = False, pool: BackendPool | None = None) -> MixSummary:
     """Run every sector of the mix at once under one progress display, then merge
-    (``plan_only``: plan every sector, write their opening lines, no dialogue, no merge)."""
+    (``plan_only``: plan every sector, write their opening lines, no dialogue, no merge;
+    ``pool``: backends replacing the recipe's, kept open for every sector, as benchmarks use)."""
     parts = sector_recipes(recipe)
     root = recipe.out_dir("all")
     root.mkdir(parents=True, exist_ok=True)
@@ -163,14 +181,14 @@ async def generate_all_async(recipe: Recipe, progress: bool = True, console: Con
         parts = [(name, sub.model_copy(update={"max_total_tokens": max(1, recipe.max_total_tokens * sub.dialogues
                                                                           // total)}))
                  for name, sub in parts]
-    pool = _SharedPool(recipe.cache_path())
+    shared = _SharedPool(recipe.cache_path()) if pool is None else _Borrowed(pool)
     try:
         with RunProgress(progress, console) as bars:
-            runs = [generate_async(name, sub, progress, console, pool=pool, bars=_SectorBars(bars, name),
+            runs = [generate_async(name, sub, progress, console, pool=shared, bars=_SectorBars(bars, name),
                                    plan_only=plan_only) for name, sub in parts]
             summary.sectors = list(await asyncio.gather(*runs))
     finally:
-        await pool.close_shared()
+        await shared.close_shared()
     if plan_only:
         planned = sum(s.planned for s in summary.sectors)
         summary.notes.append(f"plan only: {planned:,} opening lines in the sectors' plan/openings.jsonl; "
