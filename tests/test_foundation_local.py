@@ -1,5 +1,5 @@
-"""The embedded default model: install hint, micro-batching, seeded sampling, and an
-end-to-end world-sector generation on it."""
+"""The embedded default model: install hint, dtype choice, continuous batching, seeded
+sampling, and an end-to-end world-sector generation on it."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.backends import BackendError, GenerationParams
-from ultrachat.backends.local import INSTALL_HINT, LocalBackend, resolve_model_dir
+from ultrachat.backends.local import INSTALL_HINT, LocalBackend, resolve_dtype, resolve_model_dir
 from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
@@ -29,10 +29,29 @@ def test_missing_embedded_model_says_how_to_install(tmp_path: Path, monkeypatch:
         resolve_model_dir(str(tmp_path / "nothing-here"))
 
 
-@pytest.fixture(scope="module")
-def backend(embedded_model_dir: Path) -> LocalBackend:
-    b = LocalBackend(max_batch=8, batch_wait_s=0.05)
+def test_dtype_is_bfloat16_only_where_the_cpu_has_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    monkeypatch.delenv("ULTRACHAT_DTYPE", raising=False)
+    assert resolve_dtype("float32") == "float32" and resolve_dtype("BFloat16") == "bfloat16"
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False)
+    assert resolve_dtype() == "float32"  # emulated bfloat16 would be slower
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True)
+    assert resolve_dtype("auto") == "bfloat16"
+    monkeypatch.setenv("ULTRACHAT_DTYPE", "float32")
+    assert resolve_dtype() == "float32"
+    monkeypatch.setenv("ULTRACHAT_DTYPE", "fp8")
+    with pytest.raises(BackendError) as err:
+        resolve_dtype()
+    assert str(err.value) == "ULTRACHAT_DTYPE: 'fp8' is not one of auto, bfloat16, float32"
+
+
+@pytest.fixture(scope="module", params=["float32", "bfloat16"])
+def backend(request: pytest.FixtureRequest, embedded_model_dir: Path) -> LocalBackend:
+    b = LocalBackend(max_batch=8, batch_wait_s=0.05, dtype=request.param)
     b.load()
+    assert str(b._model.dtype) == f"torch.{request.param}"
     return b
 
 
@@ -60,6 +79,33 @@ def test_micro_batcher_batches_concurrent_calls_and_seeds_rows(backend: LocalBac
     short = backend.generate_batch([msgs[0], msgs[1]], [GenerationParams(max_tokens=2, seed=1),
                                                         GenerationParams(max_tokens=12, seed=1)])
     assert short[0].finish_reason == "length" and short[0].usage.completion_tokens == 2
+
+
+def test_a_finished_row_frees_its_slot_for_a_waiting_call(backend: LocalBackend) -> None:
+    """Continuous batching: a call arriving while a long row decodes joins it and finishes first."""
+    question = [{"role": "user", "content": "Tell me about the history of the bicycle."}]
+    events: list[str] = []
+
+    async def call(name: str, max_tokens: int) -> None:
+        await backend.complete(question, GenerationParams(max_tokens=max_tokens, seed=7))
+        events.append(name)
+
+    async def run() -> None:
+        await backend.start()
+        backend.ignore_eos = True  # the long row really decodes all its tokens
+        try:
+            long = asyncio.create_task(call("long", 40))
+            await call("short-1", 3)
+            await call("short-2", 3)  # submitted after short-1 finished: joins the running batch
+            await long
+        finally:
+            backend.ignore_eos = False
+            await backend.close()
+
+    backend.joined_running = 0
+    asyncio.run(run())
+    assert events == ["short-1", "short-2", "long"]
+    assert backend.joined_running >= 1
 
 
 def test_end_to_end_world_generation_on_the_embedded_model(tmp_path: Path, embedded_model_dir: Path) -> None:
