@@ -135,33 +135,30 @@ def _growing_layer_class() -> type:
     class GrowingLayer(DynamicLayer):
         SPARE = 128  # tokens of room added on each growth
 
-        def set(self, keys: torch.Tensor, values: torch.Tensor) -> None:
-            """Replace the contents (after rows were merged or dropped), with spare room."""
-            length = keys.shape[-2]
-            shape = (*keys.shape[:2], length + self.SPARE, keys.shape[-1])
-            self.kbuf = keys.new_empty(shape)
-            self.vbuf = values.new_empty(shape)
-            self.kbuf[:, :, :length] = keys
-            self.vbuf[:, :, :length] = values
-            self.length = length
-            self.keys, self.values = self.kbuf[:, :, :length], self.vbuf[:, :, :length]
-            self.is_initialized = True
-            self.device = keys.device
+        def set(self, keys: torch.Tensor, values: torch.Tensor, room: int = SPARE) -> None:
+            """Replace the contents (after rows were merged or dropped), leaving ``room`` tokens spare."""
+            shape = (*keys.shape[:2], keys.shape[-2] + room, keys.shape[-1])
+            self.kbuf, self.vbuf = keys.new_empty(shape), values.new_empty(shape)
+            self.is_initialized, self.device, self.length = True, keys.device, 0
+            self._write(keys, values)
+
+        def _write(self, keys: torch.Tensor, values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            end = self.length + keys.shape[-2]
+            self.kbuf[:, :, self.length:end] = keys
+            self.vbuf[:, :, self.length:end] = values
+            self.length = end
+            k, v = self.kbuf[:, :, :end], self.vbuf[:, :, :end]
+            self.keys, self.values = k, v
+            return k, v
 
         def update(self, key_states: torch.Tensor, value_states: torch.Tensor, *args: Any, **kwargs: Any
                    ) -> tuple[torch.Tensor, torch.Tensor]:
             if not self.is_initialized:
-                self.set(key_states, value_states)
-                return self.keys, self.values
-            end = self.length + key_states.shape[-2]
-            if end > self.kbuf.shape[-2]:
-                self.set(torch.cat([self.keys, key_states], -2), torch.cat([self.values, value_states], -2))
-                return self.keys, self.values
-            self.kbuf[:, :, self.length:end] = key_states
-            self.vbuf[:, :, self.length:end] = value_states
-            self.length = end
-            self.keys, self.values = self.kbuf[:, :, :end], self.vbuf[:, :, :end]
-            return self.keys, self.values
+                self.set(key_states[:, :, :0], value_states[:, :, :0], key_states.shape[-2] + self.SPARE)
+            elif self.length + key_states.shape[-2] > self.kbuf.shape[-2]:
+                self.set(self.kbuf[:, :, :self.length], self.vbuf[:, :, :self.length],
+                         key_states.shape[-2] + self.SPARE)
+            return self._write(key_states, value_states)
 
     return GrowingLayer
 
