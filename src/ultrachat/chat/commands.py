@@ -18,8 +18,6 @@ HELP = "commands: /reset (forget the conversation), /save FILE, /system TEXT, /e
 
 
 def _loop(session: ChatSession) -> None:
-    from .session import ChatError
-
     out = sys.stdout
     while True:
         try:
@@ -32,36 +30,48 @@ def _loop(session: ChatSession) -> None:
         command, _, arg = line.partition(" ")
         if command == "/exit":
             return
-        if command == "/reset":
-            session.reset()
-            out.write("[conversation reset]\n")
-        elif command == "/save":
-            if not arg.strip():
-                out.write("[usage: /save FILE]\n")
-            else:
-                try:
-                    session.save(arg.strip())
-                    out.write(f"[saved {len(session.history) // 2} rounds to {arg.strip()}]\n")
-                except OSError as exc:
-                    out.write(f"[cannot save to {arg.strip()}: {exc.strerror or exc}]\n")
-        elif command == "/system":
-            session.system = arg.strip()
-            out.write(f"[system prompt {'set' if session.system else 'cleared'}]\n")
-        elif command.startswith("/") and command[1:].isalpha():
-            out.write(f"[unknown command {command}; {HELP}]\n")
+        if command.startswith("/") and command[1:].isalpha():
+            out.write(_slash_command(session, command, arg.strip()))
         else:
-            out.write("Assistant: ")
-            out.flush()
-            try:
-                for piece in session.send(line):
-                    out.write(piece)
-                    out.flush()
-            except KeyboardInterrupt:
-                out.write(" [interrupted]")
-            except ChatError as exc:
-                out.write(f"[error: {exc}]")
-            out.write("\n")
+            _answer(session, line)
         out.flush()
+
+
+def _slash_command(session: ChatSession, command: str, arg: str) -> str:
+    """Run ``/reset``, ``/save FILE`` or ``/system TEXT``; the line to show."""
+    if command == "/reset":
+        session.reset()
+        return "[conversation reset]\n"
+    if command == "/save":
+        if not arg:
+            return "[usage: /save FILE]\n"
+        try:
+            session.save(arg)
+        except OSError as exc:
+            return f"[cannot save to {arg}: {exc.strerror or exc}]\n"
+        return f"[saved {len(session.history) // 2} rounds to {arg}]\n"
+    if command == "/system":
+        session.system = arg
+        return f"[system prompt {'set' if session.system else 'cleared'}]\n"
+    return f"[unknown command {command}; {HELP}]\n"
+
+
+def _answer(session: ChatSession, line: str) -> None:
+    """Stream the model's reply to ``line``; Ctrl-C stops it, and the conversation goes on."""
+    from .session import ChatError
+
+    out = sys.stdout
+    out.write("Assistant: ")
+    out.flush()
+    try:
+        for piece in session.send(line):
+            out.write(piece)
+            out.flush()
+    except KeyboardInterrupt:
+        out.write(" [interrupted]")
+    except ChatError as exc:
+        out.write(f"[error: {exc}]")
+    out.write("\n")
 
 
 def register(app: typer.Typer) -> None:

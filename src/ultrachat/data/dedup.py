@@ -183,17 +183,7 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
         with read_corpus(path, "dedup", out, skip_invalid, progress) as dialogues:
             for batch in batches(dialogues, BATCH):
                 flush(batch)
-        out.touch("clusters")
-        joined = db.execute("SELECT k.id, r.id, r.kind FROM removed r JOIN kept k USING (pos) "
-                            "ORDER BY r.pos, r.rowid")
-        kinds: Counter[str] = Counter()
-        clusters = 0
-        for kept_id, members in groupby(joined, key=lambda row: row[0]):
-            removed = list(members)
-            kinds.update(k for _, _, k in removed)
-            clusters += 1
-            out.write("clusters", {"kept": kept_id, "removed": [m for _, m, _ in removed],
-                                   "kinds": sorted({k for _, _, k in removed})})
+        kinds, clusters = _write_clusters(db, out)
         n_removed = sum(kinds.values())
         report = {"input": str(path), "total": total + n_removed, "kept": total,
                   "removed": n_removed, "exact": kinds["exact"], "near": kinds["near"],
@@ -203,6 +193,23 @@ def dedup_corpus(path: Path, out_dir: Path, cfg: DedupConfig | None = None, skip
                   "outputs": {name: str(out.file(name)) for name in out.counts}}
         out.write_json("report.json", report)
     return report
+
+
+def _write_clusters(db: sqlite3.Connection, out: OutputDir) -> tuple[Counter[str], int]:
+    """``clusters.jsonl``: each kept dialogue with the duplicates removed for it; the removals
+    by kind and the number of clusters."""
+    out.touch("clusters")
+    joined = db.execute("SELECT k.id, r.id, r.kind FROM removed r JOIN kept k USING (pos) "
+                        "ORDER BY r.pos, r.rowid")
+    kinds: Counter[str] = Counter()
+    clusters = 0
+    for kept_id, members in groupby(joined, key=lambda row: row[0]):
+        removed = list(members)
+        kinds.update(k for _, _, k in removed)
+        clusters += 1
+        out.write("clusters", {"kept": kept_id, "removed": [m for _, m, _ in removed],
+                               "kinds": sorted({k for _, _, k in removed})})
+    return kinds, clusters
 
 
 def planted_recall(removed_path: Path) -> dict[str, Any]:

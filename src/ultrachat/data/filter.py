@@ -118,6 +118,14 @@ def _truecase_prose(text: str, abbreviations: frozenset[str], at_start: bool) ->
     return _LONE_I.sub("I", _SENTENCE_START.sub(fix, text))
 
 
+class _Rejected(Exception):
+    """A rule rejected the dialogue (caught in :meth:`DialogueFilter.__call__`)."""
+
+    def __init__(self, rule: str, reason: str) -> None:
+        super().__init__(reason)
+        self.rule, self.reason = rule, reason
+
+
 class DialogueFilter:
     """Apply a :class:`FilterConfig` to one dialogue at a time."""
 
@@ -128,47 +136,14 @@ class DialogueFilter:
     def __call__(self, d: dict[str, Any]) -> tuple[dict[str, Any] | None, str | None, str | None]:
         """Returns ``(dialogue, rule, reason)``: the (repaired) dialogue when kept, else ``None``
         with the rule that rejected it and why."""
-        cfg, turns, repairs = self.cfg, list(d["data"]), []
-        if cfg.empty_turns:
-            empty = [i for i, t in enumerate(turns) if not t.strip()]
-            if empty:
-                return self._reject("empty_turns", f"empty turn at index {empty[0]}")
-        if len(turns) % 2 == 1 and cfg.dangling_user != "keep":
-            if cfg.dangling_user == "reject" or len(turns) == 1:
-                return self._reject("dangling_user", "the last user turn has no assistant reply")
-            turns.pop()
-            repairs.append("dangling_user")
-        if cfg.polite_turns != "keep":
-            polite = [i for i in range(0, len(turns), 2) if is_politeness_only(turns[i])]
-            if polite:
-                if cfg.polite_turns == "reject" or polite[0] == 0:
-                    return self._reject("polite_turns", f"politeness-only user turn at index {polite[0]}: "
-                                                        f"{turns[polite[0]][:60]!r}")
-                # Drop the thank-you and the assistant's reply to it; the round structure stays intact.
-                turns = [t for i, t in enumerate(turns) if i - i % 2 not in polite]
-                repairs.append("polite_turns")
-        if cfg.disclaimers:
-            pattern = cfg.patterns["disclaimer"]
-            for i in range(1, len(turns), 2):
-                if m := pattern.search(turns[i]):
-                    return self._reject("disclaimer", f"assistant turn {i} says {m.group(0)!r}")
-        if cfg.truecase != "off":
-            step = 2 if cfg.truecase == "user" else 1
-            fixed = [truecase(t, cfg.patterns["abbreviations"]) if i % step == 0 else t for i, t in enumerate(turns)]
-            if fixed != turns:
-                turns = fixed
-                repairs.append("truecase")
-        rounds = (len(turns) + 1) // 2
-        if rounds < cfg.min_rounds or (cfg.max_rounds and rounds > cfg.max_rounds):
-            return self._reject("rounds", f"{rounds} rounds, outside {cfg.min_rounds}-{cfg.max_rounds or 'any'}")
-        if reason := self._length(turns):
-            return self._reject("length", reason)
-        if cfg.language and (lang := _detect(turns)) != cfg.language:
-            return self._reject("language", f"detected '{lang}', expected '{cfg.language}'")
-        if cfg.role_confounding:
-            for i in range(2, len(turns), 2):
-                if why := confounding_reason(turns[i]):
-                    return self._reject("role_confounding", f"user turn {i}: {why}")
+        repairs: list[str] = []
+        try:  # the rules in their documented order: the first one that rejects is counted
+            turns = self._structure(list(d["data"]), repairs)
+            self._check_disclaimers(turns)
+            turns = self._truecase(turns, repairs)
+            self._check(turns)
+        except _Rejected as exc:
+            return self._reject(exc.rule, exc.reason)
         for rule in repairs:
             self.counts[rule]["repaired"] += 1
         if repairs:
@@ -176,6 +151,62 @@ class DialogueFilter:
             meta["filter"] = {"repairs": repairs}
             d = {**d, "data": turns, "meta": meta}
         return d, None, None
+
+    def _structure(self, turns: list[str], repairs: list[str]) -> list[str]:
+        """Empty turns, a dangling user turn, politeness-only user turns: rejected or repaired."""
+        cfg = self.cfg
+        if cfg.empty_turns:
+            empty = [i for i, t in enumerate(turns) if not t.strip()]
+            if empty:
+                raise _Rejected("empty_turns", f"empty turn at index {empty[0]}")
+        if len(turns) % 2 == 1 and cfg.dangling_user != "keep":
+            if cfg.dangling_user == "reject" or len(turns) == 1:
+                raise _Rejected("dangling_user", "the last user turn has no assistant reply")
+            turns.pop()
+            repairs.append("dangling_user")
+        if cfg.polite_turns != "keep":
+            polite = [i for i in range(0, len(turns), 2) if is_politeness_only(turns[i])]
+            if polite:
+                if cfg.polite_turns == "reject" or polite[0] == 0:
+                    raise _Rejected("polite_turns", f"politeness-only user turn at index {polite[0]}: "
+                                                    f"{turns[polite[0]][:60]!r}")
+                # Drop the thank-you and the assistant's reply to it; the round structure stays intact.
+                turns = [t for i, t in enumerate(turns) if i - i % 2 not in polite]
+                repairs.append("polite_turns")
+        return turns
+
+    def _check_disclaimers(self, turns: list[str]) -> None:
+        if self.cfg.disclaimers:
+            pattern = self.cfg.patterns["disclaimer"]
+            for i in range(1, len(turns), 2):
+                if m := pattern.search(turns[i]):
+                    raise _Rejected("disclaimer", f"assistant turn {i} says {m.group(0)!r}")
+
+    def _truecase(self, turns: list[str], repairs: list[str]) -> list[str]:
+        cfg = self.cfg
+        if cfg.truecase == "off":
+            return turns
+        step = 2 if cfg.truecase == "user" else 1
+        fixed = [truecase(t, cfg.patterns["abbreviations"]) if i % step == 0 else t for i, t in enumerate(turns)]
+        if fixed == turns:
+            return turns
+        repairs.append("truecase")
+        return fixed
+
+    def _check(self, turns: list[str]) -> None:
+        """Rounds, lengths, language, role confusion: reject only."""
+        cfg = self.cfg
+        rounds = (len(turns) + 1) // 2
+        if rounds < cfg.min_rounds or (cfg.max_rounds and rounds > cfg.max_rounds):
+            raise _Rejected("rounds", f"{rounds} rounds, outside {cfg.min_rounds}-{cfg.max_rounds or 'any'}")
+        if reason := self._length(turns):
+            raise _Rejected("length", reason)
+        if cfg.language and (lang := _detect(turns)) != cfg.language:
+            raise _Rejected("language", f"detected '{lang}', expected '{cfg.language}'")
+        if cfg.role_confounding:
+            for i in range(2, len(turns), 2):
+                if why := confounding_reason(turns[i]):
+                    raise _Rejected("role_confounding", f"user turn {i}: {why}")
 
     def _length(self, turns: list[str]) -> str | None:
         cfg = self.cfg

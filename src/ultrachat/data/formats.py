@@ -130,6 +130,26 @@ def export_corpus(path: Path, fmt: str, out: Path, test_fraction: float = 0.0, s
 def _export_parquet(dialogues: Iterator[dict[str, Any]], staged: Path, out: Path, fmt: str, test_fraction: float,
                     seed: int, splits: tuple[str, str], layout: str) -> dict[str, Any]:
     """Write the export into the empty folder ``staged`` (it becomes ``out`` afterwards)."""
+    # hf: Parquet files first, in a scratch folder beside the output, then save_to_disk.
+    work = Path(tempfile.mkdtemp(prefix=".export-", dir=staged.parent)) if fmt == "hf" else staged
+    data_dir = work / "data"
+    data_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        counts = _write_splits(dialogues, data_dir, test_fraction, seed, splits, layout)
+        written = [splits[k] for k in (0, 1) if counts[k]]
+        if fmt == "parquet":
+            _write_card(staged, out, written, layout)
+        if fmt == "hf":
+            _save_hf(staged, work, {s: str(data_dir / f"{s}-00000-of-00001.parquet") for s in written})
+    finally:
+        if fmt == "hf":
+            shutil.rmtree(work, ignore_errors=True)
+    return {"splits": {splits[k]: counts[k] for k in (0, 1) if counts[k]}}
+
+
+def _write_splits(dialogues: Iterator[dict[str, Any]], data_dir: Path, test_fraction: float, seed: int,
+                  splits: tuple[str, str], layout: str) -> list[int]:
+    """One Parquet file per non-empty split in ``data_dir``; the rows of each split."""
     import pyarrow as pa
     import pyarrow.parquet as pq
 
@@ -138,10 +158,6 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], staged: Path, out: Path
                         ("id", pa.string()), ("meta", pa.string())])
     if layout == "trl":
         schema = schema.remove(0)
-    # hf: Parquet files first, in a scratch folder beside the output, then save_to_disk.
-    work = Path(tempfile.mkdtemp(prefix=".export-", dir=staged.parent)) if fmt == "hf" else staged
-    data_dir = work / "data"
-    data_dir.mkdir(parents=True, exist_ok=True)
     writers: dict[int, Any] = {}
     pending: dict[int, list[dict[str, Any]]] = {0: [], 1: []}
     counts = [0, 0]
@@ -153,34 +169,30 @@ def _export_parquet(dialogues: Iterator[dict[str, Any]], staged: Path, out: Path
             writers[k].write_table(pa.Table.from_pylist(pending[k], schema=schema))
             pending[k] = []
 
-    try:
-        for d in dialogues:
-            k = split_of(str(d["id"]), test_fraction, seed)
-            pending[k].append(to_row(d))
-            counts[k] += 1
-            if len(pending[k]) >= ROWS_PER_BATCH:
-                flush(k)
-        for k in (0, 1):
+    for d in dialogues:
+        k = split_of(str(d["id"]), test_fraction, seed)
+        pending[k].append(to_row(d))
+        counts[k] += 1
+        if len(pending[k]) >= ROWS_PER_BATCH:
             flush(k)
-        for w in writers.values():
-            w.close()
-        if not writers:
-            raise ValueError("no dialogues to export")
-        if fmt == "parquet":
-            _write_card(staged, out, [splits[k] for k in sorted(writers)], layout)
-        if fmt == "hf":
-            import datasets
-            import pyarrow.dataset as pads
+    for k in (0, 1):
+        flush(k)
+    for w in writers.values():
+        w.close()
+    if not writers:
+        raise ValueError("no dialogues to export")
+    return counts
 
-            files = {splits[k]: str(data_dir / f"{splits[k]}-00000-of-00001.parquet") for k in sorted(writers)}
-            # pre_buffer=False, as in parquet_rows: pre-buffered, the Parquet builder's reads pile up.
-            ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"),
-                                       fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
-            ds.save_to_disk(str(staged))
-    finally:
-        if fmt == "hf":
-            shutil.rmtree(work, ignore_errors=True)
-    return {"splits": {splits[k]: counts[k] for k in (0, 1) if counts[k]}}
+
+def _save_hf(staged: Path, work: Path, files: dict[str, str]) -> None:
+    """``save_to_disk`` of the Parquet ``files`` (split -> path) into ``staged``."""
+    import datasets
+    import pyarrow.dataset as pads
+
+    # pre_buffer=False, as in parquet_rows: pre-buffered, the Parquet builder's reads pile up.
+    ds = datasets.load_dataset("parquet", data_files=files, cache_dir=str(work / "cache"),
+                               fragment_scan_options=pads.ParquetFragmentScanOptions(pre_buffer=False))
+    ds.save_to_disk(str(staged))
 
 
 def _write_card(folder: Path, out: Path, split_names: list[str], layout: str) -> None:

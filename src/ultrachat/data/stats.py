@@ -121,6 +121,51 @@ def mean_pairwise_cosine_similarity(emb: np.ndarray) -> float:
     return (float(total @ total) - n) / (n * (n - 1))
 
 
+class _Pass:
+    """What one streaming pass over the corpus collects: token lengths, rounds, a uniform
+    sample and (``mtld_all``) every utterance's MTLD."""
+
+    def __init__(self, cfg: StatsConfig, counter: Any) -> None:
+        self.cfg, self.counter = cfg, counter
+        self.rng = random.Random(cfg.seed)
+        self.rounds: Counter[int] = Counter()
+        self.dlg_len, self.utt_len = _Lengths(), _Lengths()
+        self.sample: list[dict[str, Any]] = []
+        self.mtld_vals: list[float] = []
+        self.empty = 0  # utterances without words (no MTLD)
+        self.seen = 0
+
+    def add(self, batch: list[dict[str, Any]]) -> None:
+        for d in batch:
+            self.seen += 1
+            # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
+            if len(self.sample) < self.cfg.sample:
+                self.sample.append({"id": d["id"], "data": d["data"]})
+            elif (j := self.rng.randrange(self.seen)) < self.cfg.sample:
+                self.sample[j] = {"id": d["id"], "data": d["data"]}
+        utts = [t for d in batch for t in d["data"]]
+        counts = self.counter.count(utts)
+        self.utt_len.add(counts)
+        pos = 0
+        per_dialogue = []
+        for d in batch:
+            k = len(d["data"])
+            per_dialogue.append(sum(counts[pos:pos + k]))
+            pos += k
+            self.rounds[(k + 1) // 2] += 1
+        self.dlg_len.add(per_dialogue)
+        if self.cfg.mtld_all:
+            self.empty += _add_mtld(utts, self.mtld_vals)
+
+    def sample_mtld(self, progress: bool) -> None:
+        """MTLD of the sampled dialogues' utterances (when not every utterance's)."""
+        with make_progress(progress) as bar:
+            task = bar.add_task("mtld", total=len(self.sample))
+            for d in self.sample:
+                self.empty += _add_mtld(d["data"], self.mtld_vals)
+                bar.advance(task)
+
+
 def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool = False, progress: bool = True,
                  judge: Any = None, out: OutputDir | None = None) -> dict[str, Any]:
     """Compute the Table 4 row for ``path``. ``judge`` (a Backend) replaces ``cfg.judge``;
@@ -129,41 +174,11 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
 
     cfg = cfg or StatsConfig()
     counter = load_counter(cfg.tokenizer)
-    rng = random.Random(cfg.seed)
-    rounds: Counter[int] = Counter()
-    dlg_len, utt_len = _Lengths(), _Lengths()
-    sample: list[dict[str, Any]] = []
-    mtld_vals: list[float] = []
-    empty = 0
-    seen = 0
-
-    def flush(batch: list[dict[str, Any]]) -> None:
-        nonlocal empty
-        utts = [t for d in batch for t in d["data"]]
-        counts = counter.count(utts)
-        utt_len.add(counts)
-        pos = 0
-        per_dialogue = []
-        for d in batch:
-            k = len(d["data"])
-            per_dialogue.append(sum(counts[pos:pos + k]))
-            pos += k
-            rounds[(k + 1) // 2] += 1
-        dlg_len.add(per_dialogue)
-        if cfg.mtld_all:
-            empty += _add_mtld(utts, mtld_vals)
-
+    scan = _Pass(cfg, counter)
     with read_corpus(path, "stats", out, skip_invalid, progress) as dialogues:
         for batch in batches(dialogues, BATCH):
-            for d in batch:
-                seen += 1
-                # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
-                if len(sample) < cfg.sample:
-                    sample.append({"id": d["id"], "data": d["data"]})
-                elif (j := rng.randrange(seen)) < cfg.sample:
-                    sample[j] = {"id": d["id"], "data": d["data"]}
-            flush(batch)
-    if not seen:
+            scan.add(batch)
+    if not scan.seen:
         raise ValueError(f"{path}: no dialogues")
 
     methods: dict[str, str] = {
@@ -171,24 +186,21 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
         "avg_turns": "rounds per dialogue (a user message and its reply; a trailing user message counts as one)",
     }
     if not cfg.mtld_all:
-        with make_progress(progress) as bar:
-            task = bar.add_task("mtld", total=len(sample))
-            for d in sample:
-                empty += _add_mtld(d["data"], mtld_vals)
-                bar.advance(task)
+        scan.sample_mtld(progress)
+    sample = scan.sample
     scope = "all utterances" if cfg.mtld_all else f"utterances of {len(sample)} sampled dialogues (seed {cfg.seed})"
     methods["mtld"] = (f"LexicalRichness MTLD (threshold 0.72), mean over {scope}; "
-                       f"{empty} utterances without words skipped")
+                       f"{scan.empty} utterances without words skipped")
 
     topic, methods["topic_diversity"], embedding = _topic_diversity(sample, cfg, progress)
     coherence, methods["coherence"] = _coherence(sample, cfg, progress, judge)
-
+    rounds, dlg_len, utt_len, seen = scan.rounds, scan.dlg_len, scan.utt_len, scan.seen
     total_utts = int(utt_len.counts.sum())
     row = {"dataset": Path(path).name, "dialogues": seen,
            "avg_turns": sum(k * v for k, v in rounds.items()) / seen,
            "avg_dialogue_tokens": dlg_len.summary()["mean"],
            "avg_utterance_tokens": utt_len.summary()["mean"] if total_utts else 0.0,
-           "mtld": float(np.mean(mtld_vals)) if mtld_vals else None,
+           "mtld": float(np.mean(scan.mtld_vals)) if scan.mtld_vals else None,
            "topic_diversity": topic, "coherence": coherence}
     return {"input": str(path), "row": row, "methods": methods,
             "topic_embedding": embedding, "same_embedding_as_paper": embedding == PAPER_EMBEDDING_MODEL,

@@ -226,31 +226,9 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
     policy = pool.get(policy_cfg)
     judge_backend = pool.get(s.judge_cfg)
     judge_id = model_identity(s.judge_cfg)
-    pair_judge = load_judge(s.pair_judge or default_judge("pairwise", s.judge_cfg))
-    if pair_judge.kind != "pairwise":
-        raise JudgeConfigError(f"{pair_judge.source}: the comparison judge needs kind = \"pairwise\"")
-    scorer: Scorer
-    if s.reward_model is not None:
-        scorer = RewardModelScorer(s.reward_model, caches["scores"])
-    else:
-        score_judge = load_judge(s.score_judge or default_judge("score", s.judge_cfg))
-        if score_judge.kind != "score":
-            raise JudgeConfigError(f"{score_judge.source}: the scoring judge needs kind = \"score\"")
-        scorer = JudgeScorer(judge_backend, score_judge, judge_id, caches["scores"])
+    pair_judge, scorer = _judges(s, judge_backend, judge_id, caches)
     await pool.start()
-
-    base = GenerationParams(temperature=policy_cfg.temperature, top_p=policy_cfg.top_p,
-                            max_tokens=policy_cfg.max_tokens)
-    jobs = [(item, j) for item in items for j in range(s.n)]
-    samples = await gather_limited(
-        jobs, lambda job: answer_item(job[0], policy, policy_cfg, GenerationParams(
-            **{**asdict(base), "seed": s.seed + job[1]}), caches["samples"]), s.concurrency, bars, "sampling")
-    by_item = [samples[i * s.n:(i + 1) * s.n] for i in range(len(items))]
-
-    async def score_item(i: int) -> list[float | None]:
-        return await scorer.score(items[i], [r["outputs"] for r in by_item[i]])
-
-    scores = await gather_limited(range(len(items)), score_item, max(1, s.concurrency // s.n), bars, "scoring")
+    by_item, scores = await _sample_and_score(items, policy, policy_cfg, s, bars, caches, scorer)
     gen = s.generator or default_generator(policy_cfg)
     names = {"n1": gen, "best": f"{gen}-best-of-{s.n}"}
     n1 = [to_model_output(it, ss[0], names["n1"]) for it, ss in zip(items, by_item, strict=True)]
@@ -292,6 +270,39 @@ async def _run(items: list[EvalItem], policy_cfg: ModelConfig, s: BestOfNSetting
         "models": models,
         "judgments": [{"model": name, **row} for name in pairs for row in judged[name]],
     }
+
+
+def _judges(s: BestOfNSettings, judge_backend: Backend, judge_id: dict[str, Any],
+            caches: dict[str, CallCache]) -> tuple[JudgeConfig, Scorer]:
+    """The pairwise judge that compares, and the scorer that picks (a reward model or a score judge)."""
+    pair_judge = load_judge(s.pair_judge or default_judge("pairwise", s.judge_cfg))
+    if pair_judge.kind != "pairwise":
+        raise JudgeConfigError(f"{pair_judge.source}: the comparison judge needs kind = \"pairwise\"")
+    if s.reward_model is not None:
+        return pair_judge, RewardModelScorer(s.reward_model, caches["scores"])
+    score_judge = load_judge(s.score_judge or default_judge("score", s.judge_cfg))
+    if score_judge.kind != "score":
+        raise JudgeConfigError(f"{score_judge.source}: the scoring judge needs kind = \"score\"")
+    return pair_judge, JudgeScorer(judge_backend, score_judge, judge_id, caches["scores"])
+
+
+async def _sample_and_score(items: list[EvalItem], policy: Backend, policy_cfg: ModelConfig, s: BestOfNSettings,
+                            bars: RunProgress, caches: dict[str, CallCache], scorer: Scorer
+                            ) -> tuple[list[list[dict[str, Any]]], list[list[float | None]]]:
+    """``s.n`` answers per item (seeds ``s.seed``, ``s.seed + 1``, ...) and the scorer's score of each."""
+    base = GenerationParams(temperature=policy_cfg.temperature, top_p=policy_cfg.top_p,
+                            max_tokens=policy_cfg.max_tokens)
+    jobs = [(item, j) for item in items for j in range(s.n)]
+    samples = await gather_limited(
+        jobs, lambda job: answer_item(job[0], policy, policy_cfg, GenerationParams(
+            **{**asdict(base), "seed": s.seed + job[1]}), caches["samples"]), s.concurrency, bars, "sampling")
+    by_item = [samples[i * s.n:(i + 1) * s.n] for i in range(len(items))]
+
+    async def score_item(i: int) -> list[float | None]:
+        return await scorer.score(items[i], [r["outputs"] for r in by_item[i]])
+
+    scores = await gather_limited(range(len(items)), score_item, max(1, s.concurrency // s.n), bars, "scoring")
+    return by_item, scores
 
 
 def _mean_scores(scores: list[list[float | None]], best_idx: list[int]) -> dict[str, float | None]:

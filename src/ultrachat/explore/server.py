@@ -54,50 +54,55 @@ class _Connections(threading.local):
     conn: sqlite3.Connection | None = None
 
 
-def make_app(index: Path, allowed_hosts: set[str] | None = None,
-             corpus_stats: dict[str, Any] | None = None) -> web.Application:
-    """The aiohttp application serving ``index`` (an explorer SQLite index).
+def _reply(obj: Any) -> web.Response:
+    resp = web.json_response(obj, dumps=lambda o: json.dumps(o, ensure_ascii=False))
+    resp.enable_compression()
+    return resp
 
-    ``corpus_stats``: a ``stats.json`` of ``ultrachat stats``, shown beside the index's own
-    statistics (``/api/stats`` key ``corpus_stats``).
-    """
-    local = _Connections()
-    cache: dict[str, Any] = {}
 
-    def db() -> sqlite3.Connection:
-        if local.conn is None:
-            local.conn = connect(index, readonly=True)
-        return local.conn
+class _Api:
+    """The JSON handlers over one index, each worker thread reading it through its own connection."""
 
-    async def call(fn: Callable[..., Any], *args: Any) -> Any:
-        return await asyncio.to_thread(lambda: fn(db(), *args))
+    def __init__(self, index: Path, corpus_stats: dict[str, Any] | None) -> None:
+        self.index = index
+        self.corpus_stats = corpus_stats
+        self.local = _Connections()
+        self.map: Any = None  # the index does not change while it is served
 
-    def reply(obj: Any) -> web.Response:
-        resp = web.json_response(obj, dumps=lambda o: json.dumps(o, ensure_ascii=False))
-        resp.enable_compression()
-        return resp
+    def _db(self) -> sqlite3.Connection:
+        if self.local.conn is None:
+            self.local.conn = connect(self.index, readonly=True)
+        return self.local.conn
 
-    async def api_search(request: web.Request) -> web.Response:
-        return reply(await call(s.search, s.Query.parse(request.query)))
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        return await asyncio.to_thread(lambda: fn(self._db(), *args))
 
-    async def api_dialogue(request: web.Request) -> web.Response:
+    async def search(self, request: web.Request) -> web.Response:
+        return _reply(await self._call(s.search, s.Query.parse(request.query)))
+
+    async def dialogue(self, request: web.Request) -> web.Response:
         unknown = sorted(set(request.query) - {"dup"})
         if unknown:
             raise s.QueryError(f"unknown parameter {unknown[0]!r}; expected 'dup'")
         dup = s.parse_int(request.query, "dup", 0, 10**9) or 0
-        return reply(await call(s.dialogue, request.match_info["id"], dup))
+        return _reply(await self._call(s.dialogue, request.match_info["id"], dup))
 
-    async def api_stats(request: web.Request) -> web.Response:
-        stats = await call(s.stats)
-        return reply({**stats, "corpus_stats": corpus_stats} if corpus_stats else stats)
+    async def stats(self, request: web.Request) -> web.Response:
+        stats = await self._call(s.stats)
+        return _reply({**stats, "corpus_stats": self.corpus_stats} if self.corpus_stats else stats)
 
-    async def api_map(request: web.Request) -> web.Response:
-        if "map" not in cache:  # the index does not change while it is served
-            cache["map"] = await call(s.map_points)
-        return reply(cache["map"])
+    async def map_points(self, request: web.Request) -> web.Response:
+        if self.map is None:
+            self.map = await self._call(s.map_points)
+        return _reply(self.map)
 
-    async def page(request: web.Request) -> web.FileResponse:
-        return web.FileResponse(STATIC / "index.html")
+
+async def _page(request: web.Request) -> web.FileResponse:
+    return web.FileResponse(STATIC / "index.html")
+
+
+def _guard(allowed_hosts: set[str] | None) -> Any:
+    """Middleware: refuse other hosts (DNS rebinding), answer errors as JSON, add the security headers."""
 
     @web.middleware
     async def guard(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -119,12 +124,23 @@ def make_app(index: Path, allowed_hosts: set[str] | None = None,
         resp.headers.update(SECURITY_HEADERS)
         return resp
 
-    app = web.Application(middlewares=[guard])
-    app.router.add_get("/", page)
-    app.router.add_get("/api/search", api_search)
-    app.router.add_get("/api/dialogues/{id:.+}", api_dialogue)  # ids may contain "/"
-    app.router.add_get("/api/stats", api_stats)
-    app.router.add_get("/api/map", api_map)
+    return guard
+
+
+def make_app(index: Path, allowed_hosts: set[str] | None = None,
+             corpus_stats: dict[str, Any] | None = None) -> web.Application:
+    """The aiohttp application serving ``index`` (an explorer SQLite index).
+
+    ``corpus_stats``: a ``stats.json`` of ``ultrachat stats``, shown beside the index's own
+    statistics (``/api/stats`` key ``corpus_stats``).
+    """
+    api = _Api(index, corpus_stats)
+    app = web.Application(middlewares=[_guard(allowed_hosts)])
+    app.router.add_get("/", _page)
+    app.router.add_get("/api/search", api.search)
+    app.router.add_get("/api/dialogues/{id:.+}", api.dialogue)  # ids may contain "/"
+    app.router.add_get("/api/stats", api.stats)
+    app.router.add_get("/api/map", api.map_points)
     app.router.add_static("/static", STATIC, follow_symlinks=False)
     return app
 

@@ -146,33 +146,33 @@ class DialogueEngine:
             turns.append(user_turn)
         for role, u in usage.items():
             self.stats.usage[role].add(u)
-        record = {
-            "id": opening.id,
-            "data": turns,
-            "meta": {
-                "sector": self.sector.name,
-                **{k: v for k, v in opening.meta.items() if k not in ("k", "topic_index")},
-                "persona": persona,
-                "models": {"user": self.user.describe(), "assistant": self.assistant.describe()},
-                "params": {
-                    name: {"temperature": role.cfg.temperature, "top_p": role.cfg.top_p,
-                                                "max_tokens": role.cfg.max_tokens}
-                    for name, role in (("user", self.user), ("assistant", self.assistant))
-                },
-                "user_prompts": self.cfg.user_prompts,
-                "seed": opening.seed,
-                "rounds_planned": opening.rounds,
-                "rounds": len(turns) // 2,
-                "stop_reason": stop,
-                "regenerations": dict(regen),
-                "repairs": dict(repairs),
-                "truncated_turns": truncated,
-                "tokens": {role: {"prompt": u.prompt_tokens, "completion": u.completion_tokens}
-                           for role, u in usage.items()},
-            },
-        }
+        record = {"id": opening.id, "data": turns,
+                  "meta": self._meta(opening, persona, len(turns) // 2, stop, regen, repairs, truncated, usage)}
         self.stats.record(record)
         return record
+
+    def _meta(self, opening: Opening, persona: str | None, rounds: int, stop: str, regen: Counter[str],
+              repairs: Counter[str], truncated: list[int], usage: dict[str, Usage]) -> dict[str, Any]:
+        """A finished dialogue's ``meta``: where it came from, how it was made, how it ended."""
+        return {
+            "sector": self.sector.name,
+            **{k: v for k, v in opening.meta.items() if k not in ("k", "topic_index")},
+            "persona": persona,
+            "models": {"user": self.user.describe(), "assistant": self.assistant.describe()},
+            "params": {name: {"temperature": role.cfg.temperature, "top_p": role.cfg.top_p,
+                              "max_tokens": role.cfg.max_tokens}
+                       for name, role in (("user", self.user), ("assistant", self.assistant))},
+            "user_prompts": self.cfg.user_prompts,
+            "seed": opening.seed,
+            "rounds_planned": opening.rounds,
+            "rounds": rounds,
+            "stop_reason": stop,
+            "regenerations": dict(regen),
+            "repairs": dict(repairs),
+            "truncated_turns": truncated,
+            "tokens": {role: {"prompt": u.prompt_tokens, "completion": u.completion_tokens}
+                       for role, u in usage.items()},
+        }
 
     async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage) -> Completion:
         out = await role.backend.complete(messages, role.params(seed))

@@ -20,7 +20,6 @@ from array import array
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
-from functools import partial
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -190,84 +189,96 @@ class EntitiesSector(Sector):
         """Plan openings ``start[kind] <= k < quota[kind]`` from questions not ``used``; write
         all but the first ``skip[kind]`` of each kind (a cut run wrote them). Returns the
         count of each kind after it and the picks' text hashes."""
-        cfg = self.recipe.entities
         need = {k: quota[k] - start[k] for k in KINDS}
         ctx.begin(self.name, start, quota)
         counts, picked = dict(start), HashIndex()
         with closing(ctx.spool()) as spool:
             pool = _Pool(spool, used)
-            metas = pool.text["meta"], pool.base["meta"]  # meta question -> (spool index, entity index)
-
-            per_call = {"meta": cfg.meta_per_entity, "specific": cfg.specific_per_meta,
-                        "general": cfg.general_per_meta}
-            for _wave in range(cfg.max_plan_waves):
-                deficit = {k: need[k] - pool.available[k] for k in KINDS}
-                if all(d <= 0 for d in deficit.values()):
-                    break
-                # (kind, meta question or entity index): results are applied in this order,
-                # whatever order the calls finish in, so the plan is the same on every run.
-                jobs: list[tuple[str, int]] = []
-                # Expand more meta questions into specific / general ones, about half a call's
-                # worth of questions per missing one (dedupe and filtering lose some).
-                starved = False
-                for kind in ("specific", "general"):
-                    if deficit[kind] <= 0:
-                        continue
-                    first = pool.expanded[kind]
-                    step = math.ceil(deficit[kind] / max(1, per_call[kind] // 2))
-                    take = range(first, min(len(metas[0]), first + step))
-                    pool.expanded[kind] += len(take)
-                    starved |= not take
-                    jobs += [(kind, m) for m in take]
-                if deficit["meta"] > 0 or starved:
-                    want = max(1, math.ceil(max(deficit["meta"], 0) / max(1, per_call["meta"] // 2)))
-                    take_e = range(pool.entities_done, min(len(entities), pool.entities_done + want))
-                    pool.entities_done += len(take_e)
-                    jobs += [("meta", e) for e in take_e]
-                if not jobs:
-                    break
-
-                def ask(job: tuple[str, int]) -> Awaitable[list[str]]:
-                    kind, ref = job
-                    if kind == "meta":
-                        return self._metas(ctx, entities[ref])
-                    entity = entities[metas[1][ref]]
-                    return self._children(ctx, kind, entity.name, spool[metas[0][ref]])
-
-                done = 0
-                async for texts in ordered_map(ask, jobs, ctx.window):  # applied in job order
-                    kind, ref = jobs[done]
-                    pool.add(kind, texts, ref)
-                    done += 1
-
-            def entity_of(kind: str, i: int) -> int:  # the entity a pooled question is about
-                return pool.base[kind][i] if kind == "meta" else metas[1][pool.base[kind][i]]
-
-            def entity_name(kind: str, i: int) -> str:
-                return entities[entity_of(kind, i)].name
-
+            await self._fill(ctx, entities, pool, need)
             for kind in KINDS:
-                usable = (i for i, ok in enumerate(pool.usable[kind]) if ok)
-                batch: list[Opening] = []
-                for k, i in enumerate(round_robin(usable, max(0, need[kind]), key=partial(entity_name, kind)),
-                                      start[kind]):
-                    text = spool[pool.text[kind][i]]
-                    picked.add(normalize(text))
-                    counts[kind] += 1
-                    if k < start[kind] + skip[kind]:
-                        continue
-                    entity = entities[entity_of(kind, i)]
-                    meta: dict[str, Any] = {"entity": entity.name, "entity_type": entity.type or "-"}
-                    if kind != "meta":
-                        meta["meta_question"] = spool[metas[0][pool.base[kind][i]]]
-                    meta.update(kind=kind, k=k)
-                    batch.append(self.make_opening(self._id(kind, k), text, meta))
-                    if len(batch) >= EMIT_BATCH:
-                        ctx.emit(batch)
-                        batch = []
-                ctx.emit(batch)
+                self._emit(ctx, entities, pool, kind, start[kind], need[kind], skip[kind], counts, picked)
         ctx.end(self.name)
         return counts, picked
+
+    async def _fill(self, ctx: PlanContext, entities: list[Entity], pool: _Pool, need: dict[str, int]) -> None:
+        """Ask for questions in waves until the pool holds ``need`` usable ones of each kind
+        (or ``max_plan_waves`` runs out)."""
+        cfg = self.recipe.entities
+        metas = pool.text["meta"], pool.base["meta"]  # meta question -> (spool index, entity index)
+        for _wave in range(cfg.max_plan_waves):
+            deficit = {k: need[k] - pool.available[k] for k in KINDS}
+            if all(d <= 0 for d in deficit.values()):
+                break
+            jobs = self._wave_jobs(pool, deficit, len(entities))
+            if not jobs:
+                break
+
+            def ask(job: tuple[str, int]) -> Awaitable[list[str]]:
+                kind, ref = job
+                if kind == "meta":
+                    return self._metas(ctx, entities[ref])
+                entity = entities[metas[1][ref]]
+                return self._children(ctx, kind, entity.name, pool.texts[metas[0][ref]])
+
+            done = 0
+            async for texts in ordered_map(ask, jobs, ctx.window):  # applied in job order
+                kind, ref = jobs[done]
+                pool.add(kind, texts, ref)
+                done += 1
+
+    def _wave_jobs(self, pool: _Pool, deficit: dict[str, int], n_entities: int) -> list[tuple[str, int]]:
+        """The calls of one wave as ``(kind, meta question or entity index)``: results are
+        applied in this order, whatever order the calls finish in, so the plan is the same on
+        every run."""
+        cfg = self.recipe.entities
+        per_call = {"meta": cfg.meta_per_entity, "specific": cfg.specific_per_meta, "general": cfg.general_per_meta}
+        jobs: list[tuple[str, int]] = []
+        # Expand more meta questions into specific / general ones, about half a call's
+        # worth of questions per missing one (dedupe and filtering lose some).
+        starved = False
+        for kind in ("specific", "general"):
+            if deficit[kind] <= 0:
+                continue
+            first = pool.expanded[kind]
+            step = math.ceil(deficit[kind] / max(1, per_call[kind] // 2))
+            take = range(first, min(len(pool.text["meta"]), first + step))
+            pool.expanded[kind] += len(take)
+            starved |= not take
+            jobs += [(kind, m) for m in take]
+        if deficit["meta"] > 0 or starved:
+            want = max(1, math.ceil(max(deficit["meta"], 0) / max(1, per_call["meta"] // 2)))
+            take_e = range(pool.entities_done, min(n_entities, pool.entities_done + want))
+            pool.entities_done += len(take_e)
+            jobs += [("meta", e) for e in take_e]
+        return jobs
+
+    def _emit(self, ctx: PlanContext, entities: list[Entity], pool: _Pool, kind: str, start: int, need: int,
+              skip: int, counts: dict[str, int], picked: HashIndex) -> None:
+        """Pick ``need`` usable questions of ``kind`` round-robin over their entities and write
+        them as openings ``start, start + 1, ...``, but the first ``skip``."""
+        metas = pool.text["meta"], pool.base["meta"]
+
+        def entity_of(i: int) -> int:  # the entity a pooled question is about
+            return pool.base[kind][i] if kind == "meta" else metas[1][pool.base[kind][i]]
+
+        usable = (i for i, ok in enumerate(pool.usable[kind]) if ok)
+        batch: list[Opening] = []
+        for k, i in enumerate(round_robin(usable, max(0, need), key=lambda i: entities[entity_of(i)].name), start):
+            text = pool.texts[pool.text[kind][i]]
+            picked.add(normalize(text))
+            counts[kind] += 1
+            if k < start + skip:
+                continue
+            entity = entities[entity_of(i)]
+            meta: dict[str, Any] = {"entity": entity.name, "entity_type": entity.type or "-"}
+            if kind != "meta":
+                meta["meta_question"] = pool.texts[metas[0][pool.base[kind][i]]]
+            meta.update(kind=kind, k=k)
+            batch.append(self.make_opening(self._id(kind, k), text, meta))
+            if len(batch) >= EMIT_BATCH:
+                ctx.emit(batch)
+                batch = []
+        ctx.emit(batch)
 
     def _details(self, entity: Entity) -> str:
         info = "; ".join(x for x in (entity.type, entity.description) if x)

@@ -24,6 +24,7 @@ from rich.table import Table
 from .. import aio
 from ..backends import BackendPool, Usage
 from ..backends.base import DIALOGUE
+from ..core.hashing import HashIndex
 from ..core.progress import RunProgress
 from ..prompts import PromptError, Prompts, load_list
 from ..recipe import Recipe
@@ -173,29 +174,8 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
         try:
             await pool.start()
             ctx = PlanContext(store, planner, planner_cfg, bars, budget, recipe.concurrency)
-            # The plan streams: each batch of openings goes to plan/openings.jsonl as it is
-            # fixed, and the dialogue phase reads them back (three passes over the file).
-            assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group,
-                                store.iter_emissions())
-            try:
-                ctx.emit(await sector.plan(ctx, recipe.dialogues, assigned) or [])
-            except BudgetExhausted:
-                summary.budget_stopped = True
-            del assigned
-            done = store.done_ids()
-
-            def counted() -> Iterator[Opening]:
-                for op in wanted_openings(sector, store, recipe.dialogues):
-                    summary.planned += 1
-                    summary.already_done += op.id in done
-                    yield op
-
-            summary.variety = measure_variety(sector, counted(), recipe.dialogues,
-                                              stage_calls(out / "plan" / "calls.jsonl"))
+            done = await _plan(sector, recipe, store, ctx, summary)
             summary.plan_tokens = budget.usage.total_tokens
-            if summary.planned < recipe.dialogues and not summary.budget_stopped:
-                summary.notes.append(f"the planner found only {summary.planned} distinct opening lines; "
-                                     "rerun to plan more, or raise world.max_plan_waves")
             if plan_only:
                 summary.plan_only = True
                 summary.notes.append(f"plan only: {summary.planned:,} opening lines in "
@@ -206,12 +186,7 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
                 bars.add_total("dialogues", len(todo))
                 summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
                     engine, todo, store, bars, budget, recipe.concurrency)
-            keys = getattr(sector, "distribution_keys", ("topic",))
-            summary.distribution = {key: Counter() for key in keys}
-            for op in wanted_openings(sector, store, recipe.dialogues):
-                if op.id in done:  # done_ids() also holds the ids written by this run
-                    for key in keys:
-                        summary.distribution[key][str(op.meta.get(key, "-"))] += 1
+            summary.distribution = _distribution(sector, store, recipe.dialogues, done)
         finally:
             await pool.close()
         report = write_report(out, summary, ledger, time.monotonic() - started)
@@ -221,6 +196,45 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
                              "--max-total-tokens to continue")
     summary.seconds = time.monotonic() - started
     return summary
+
+
+async def _plan(sector: Sector, recipe: Recipe, store: RunStore, ctx: PlanContext, summary: RunSummary) -> HashIndex:
+    """Plan the run's openings (counted into ``summary``, with their variety); the ids of the
+    dialogues already written."""
+    # The plan streams: each batch of openings goes to plan/openings.jsonl as it is
+    # fixed, and the dialogue phase reads them back (three passes over the file).
+    assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group,
+                        store.iter_emissions())
+    try:
+        ctx.emit(await sector.plan(ctx, recipe.dialogues, assigned) or [])
+    except BudgetExhausted:
+        summary.budget_stopped = True
+    del assigned
+    done = store.done_ids()
+
+    def counted() -> Iterator[Opening]:
+        for op in wanted_openings(sector, store, recipe.dialogues):
+            summary.planned += 1
+            summary.already_done += op.id in done
+            yield op
+
+    summary.variety = measure_variety(sector, counted(), recipe.dialogues,
+                                      stage_calls(store.out / "plan" / "calls.jsonl"))
+    if summary.planned < recipe.dialogues and not summary.budget_stopped:
+        summary.notes.append(f"the planner found only {summary.planned} distinct opening lines; "
+                             "rerun to plan more, or raise world.max_plan_waves")
+    return done
+
+
+def _distribution(sector: Sector, store: RunStore, dialogues: int, done: HashIndex) -> dict[str, Counter[str]]:
+    """The run's dialogues counted by each of the sector's distribution keys (topic, ...)."""
+    keys = getattr(sector, "distribution_keys", ("topic",))
+    out: dict[str, Counter[str]] = {key: Counter() for key in keys}
+    for op in wanted_openings(sector, store, dialogues):
+        if op.id in done:  # done_ids() also holds the ids written by this run
+            for key in keys:
+                out[key][str(op.meta.get(key, "-"))] += 1
+    return out
 
 
 async def _run_dialogues(engine: DialogueEngine, todo: Openings, store: RunStore, bars: RunProgress,

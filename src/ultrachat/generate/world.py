@@ -193,56 +193,67 @@ class WorldSector(Sector):
                           used: Callable[[str], bool]) -> HashIndex:
         """Plan openings ``start <= k < quota`` of a topic from questions not ``used``; write
         all but the first ``skip`` (a cut run wrote them). Returns the picks' text hashes."""
-        cfg = self.recipe.world
         group, name = str(index), f"world/{index}"
-        need = quota - start
         ctx.begin(name, {group: start}, {group: quota})
         with closing(ctx.spool()) as spool:
             pool = _TopicPool(spool, used)
-            target = self.subtopic_targets(self.topics())[index]
-            for _wave in range(cfg.max_plan_waves):
-                deficit = need - pool.available
-                if deficit <= 0:
-                    break
-                if pool.expanded_subtopics < len(pool.subtopics):
-                    first = pool.expanded_subtopics
-                    take = range(first, min(len(pool.subtopics), first + math.ceil(deficit / 5)))
-                    pool.expanded_subtopics += len(take)
-                    replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
-                    for sub, items in zip(take, [r async for r in replies], strict=True):
-                        pool.add_questions(items, sub)
-                elif len(pool.subtopics) < target and not pool.subtopics_dry:
-                    # Breadth first: enough new subtopics for the deficit, up to the topic's target.
-                    want = max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic))
-                    await self._more_subtopics(ctx, topic, pool, min(target, len(pool.subtopics) + want))
-                elif pool.unexpanded:
-                    asked = pool.next_to_expand(math.ceil(deficit / 5))
-                    related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), asked, ctx.window)
-                    async for q, items in _zip_async(asked, related):  # in order as they come: the same pool every run
-                        pool.add_questions(items, pool.subtopic[q], parent=q)
-                else:  # everything expanded and still short: past the target, one batch at a time
-                    pool.subtopics_dry = False
-                    await self._more_subtopics(ctx, topic, pool, len(pool.subtopics) + cfg.subtopics_per_request)
-            picked = HashIndex()
-            out: list[Opening] = []
-            usable = (i for i, ok in enumerate(pool.usable) if ok)
-            for k, q in enumerate(round_robin(usable, need, key=pool.subtopic.__getitem__), start):
-                text = pool.texts[q]
-                picked.add(normalize(text))
-                if k < start + skip:
-                    continue
-                meta: dict[str, Any] = {"topic": topic, "topic_index": index, "k": k,
-                                        "subtopic": pool.subtopics[pool.subtopic[q]],
-                                        "kind": "question" if pool.parent[q] < 0 else "related",
-                                        "depth": pool.depth[q]}
-                if pool.parent[q] >= 0:
-                    meta["parent"] = pool.texts[pool.parent[q]]
-                out.append(self.make_opening(self._id(index, k), text, meta))
-                if len(out) >= EMIT_BATCH:
-                    ctx.emit(out)
-                    out = []
-            ctx.emit(out)
+            await self._fill(ctx, index, topic, pool, quota - start)
+            picked = self._emit(ctx, index, topic, pool, start, quota - start, skip)
         ctx.end(name)
+        return picked
+
+    async def _fill(self, ctx: PlanContext, index: int, topic: str, pool: _TopicPool, need: int) -> None:
+        """Grow the topic's pool in waves until it holds ``need`` usable questions (or
+        ``max_plan_waves`` runs out)."""
+        cfg = self.recipe.world
+        target = self.subtopic_targets(self.topics())[index]
+        for _wave in range(cfg.max_plan_waves):
+            deficit = need - pool.available
+            if deficit <= 0:
+                break
+            if pool.expanded_subtopics < len(pool.subtopics):
+                first = pool.expanded_subtopics
+                take = range(first, min(len(pool.subtopics), first + math.ceil(deficit / 5)))
+                pool.expanded_subtopics += len(take)
+                replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
+                for sub, items in zip(take, [r async for r in replies], strict=True):
+                    pool.add_questions(items, sub)
+            elif len(pool.subtopics) < target and not pool.subtopics_dry:
+                # Breadth first: enough new subtopics for the deficit, up to the topic's target.
+                want = max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic))
+                await self._more_subtopics(ctx, topic, pool, min(target, len(pool.subtopics) + want))
+            elif pool.unexpanded:
+                asked = pool.next_to_expand(math.ceil(deficit / 5))
+                related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), asked, ctx.window)
+                async for q, items in _zip_async(asked, related):  # in order as they come: the same pool every run
+                    pool.add_questions(items, pool.subtopic[q], parent=q)
+            else:  # everything expanded and still short: past the target, one batch at a time
+                pool.subtopics_dry = False
+                await self._more_subtopics(ctx, topic, pool, len(pool.subtopics) + cfg.subtopics_per_request)
+
+    def _emit(self, ctx: PlanContext, index: int, topic: str, pool: _TopicPool, start: int, need: int,
+              skip: int) -> HashIndex:
+        """Pick ``need`` usable questions round-robin over the subtopics and write them as
+        openings ``start, start + 1, ...``, but the first ``skip``; the picks' text hashes."""
+        picked = HashIndex()
+        out: list[Opening] = []
+        usable = (i for i, ok in enumerate(pool.usable) if ok)
+        for k, q in enumerate(round_robin(usable, need, key=pool.subtopic.__getitem__), start):
+            text = pool.texts[q]
+            picked.add(normalize(text))
+            if k < start + skip:
+                continue
+            meta: dict[str, Any] = {"topic": topic, "topic_index": index, "k": k,
+                                    "subtopic": pool.subtopics[pool.subtopic[q]],
+                                    "kind": "question" if pool.parent[q] < 0 else "related",
+                                    "depth": pool.depth[q]}
+            if pool.parent[q] >= 0:
+                meta["parent"] = pool.texts[pool.parent[q]]
+            out.append(self.make_opening(self._id(index, k), text, meta))
+            if len(out) >= EMIT_BATCH:
+                ctx.emit(out)
+                out = []
+        ctx.emit(out)
         return picked
 
     async def _more_subtopics(self, ctx: PlanContext, topic: str, pool: _TopicPool, until: int) -> None:

@@ -274,22 +274,10 @@ def make_delta(base: str | Path, tuned: str | Path, out: str | Path, shard_size:
 def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_size: str | int = "2GB",
                   progress: bool = False) -> int:
     """Write ``base + delta`` to ``out``, verifying every checksum; returns the tensor count."""
-    import torch
-
     base, delta, out = Path(base), Path(delta), Path(out)
-    try:
-        manifest = json.loads((delta / MANIFEST).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        if (delta / "config.json").exists():
-            return recover_published_delta(base, delta, out, shard_size, progress)
-        raise DeltaError(f"{delta}: not a delta: no {MANIFEST} (`ultrachat delta make`) and no config.json "
-                         "(a published delta such as UltraLM's)") from None
-    if manifest.get("format") != FORMAT:
-        raise DeltaError(f"{delta}/{MANIFEST}: unknown format {manifest.get('format')!r}")
-    arch = _architecture(base)
-    if arch != manifest["architecture"]:
-        raise DeltaError(f"architectures differ: base {base} is {arch}, the delta was made for "
-                         f"{manifest['architecture']}")
+    manifest = _delta_manifest(base, delta)
+    if manifest is None:
+        return recover_published_delta(base, delta, out, shard_size, progress)
     base_r, delta_r = _Reader(weight_index(base)), _Reader(weight_index(delta, "delta"))
     entries: dict[str, Any] = manifest["tensors"]
     for name in entries:
@@ -302,19 +290,7 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
         writer = _ShardWriter(tmp, "model", parse_size(shard_size))
         try:
             for name in delta_r.names_by_shard():
-                entry = entries[name]
-                d, b = delta_r.get(name), base_r.get(name)
-                if list(b.shape) != entry["shape"]:
-                    raise DeltaError(f"tensor '{name}': shape {tuple(b.shape)} in base vs {tuple(entry['shape'])} "
-                                     "in the delta")
-                if tensor_sha256(b) != entry["base_sha256"]:
-                    raise DeltaError(f"tensor '{name}': the base model differs from the one the delta was made "
-                                     "against (checksum mismatch)")
-                dtype = getattr(torch, entry["dtype"])
-                result = d if entry["op"] == "copy" else (b.to(d.dtype) + d).to(dtype)
-                if tensor_sha256(result) != entry["sha256"]:
-                    raise DeltaError(f"tensor '{name}': recovered checksum mismatch (the delta is damaged)")
-                writer.add(name, result)
+                writer.add(name, _recovered(name, entries[name], base_r.get(name), delta_r.get(name)))
                 bar.advance(task)
         finally:
             base_r.close()
@@ -322,6 +298,42 @@ def recover_delta(base: str | Path, delta: str | Path, out: str | Path, shard_si
         writer.finish()
         _copy_side_files(delta, tmp, {MANIFEST})
     return len(entries)
+
+
+def _delta_manifest(base: Path, delta: Path) -> dict[str, Any] | None:
+    """The manifest of an ``ultrachat delta make`` delta made for ``base``'s architecture;
+    ``None`` for a published delta (a model folder)."""
+    try:
+        manifest: dict[str, Any] = json.loads((delta / MANIFEST).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        if (delta / "config.json").exists():
+            return None
+        raise DeltaError(f"{delta}: not a delta: no {MANIFEST} (`ultrachat delta make`) and no config.json "
+                         "(a published delta such as UltraLM's)") from None
+    if manifest.get("format") != FORMAT:
+        raise DeltaError(f"{delta}/{MANIFEST}: unknown format {manifest.get('format')!r}")
+    arch = _architecture(base)
+    if arch != manifest["architecture"]:
+        raise DeltaError(f"architectures differ: base {base} is {arch}, the delta was made for "
+                         f"{manifest['architecture']}")
+    return manifest
+
+
+def _recovered(name: str, entry: dict[str, Any], b: Any, d: Any) -> Any:
+    """Tensor ``name`` of the tuned model from its base ``b`` and delta ``d``, every checksum verified."""
+    import torch
+
+    if list(b.shape) != entry["shape"]:
+        raise DeltaError(f"tensor '{name}': shape {tuple(b.shape)} in base vs {tuple(entry['shape'])} "
+                         "in the delta")
+    if tensor_sha256(b) != entry["base_sha256"]:
+        raise DeltaError(f"tensor '{name}': the base model differs from the one the delta was made "
+                         "against (checksum mismatch)")
+    dtype = getattr(torch, entry["dtype"])
+    result = d if entry["op"] == "copy" else (b.to(d.dtype) + d).to(dtype)
+    if tensor_sha256(result) != entry["sha256"]:
+        raise DeltaError(f"tensor '{name}': recovered checksum mismatch (the delta is damaged)")
+    return result
 
 
 def _has_pad(folder: Path) -> bool:

@@ -196,15 +196,9 @@ def _lora(cfg: TrainConfig) -> tuple[Any, Any]:
 # -- training -----------------------------------------------------------------------------------
 def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     """Fine-tune ``cfg.model`` on ``cfg.data``; resume from ``cfg.out``'s last checkpoint if any."""
-    if not cfg.data:
-        raise ValueError("no training data: give one or more JSONL files, Parquet files or dataset folders")
-    for raw in [*cfg.data, *cfg.eval_data]:
-        if not Path(raw).exists():  # before the slow imports below
-            raise FileNotFoundError(f"{raw}: no such file or folder")
-    import torch
-    from accelerate import PartialState
-    from transformers import AutoTokenizer, TrainerCallback
-    from trl import SFTConfig, SFTTrainer
+    _check_inputs(cfg)
+    from transformers import AutoTokenizer
+    from trl import SFTTrainer
 
     path = model_path(cfg.model)
     tokenizer = AutoTokenizer.from_pretrained(path)
@@ -212,6 +206,44 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         raise ValueError(f"{cfg.model}: a fast tokenizer is needed (offsets locate the assistant tokens)")
     template = resolve_template(cfg.template, tokenizer)
     tokenizer.chat_template = template  # saved with every checkpoint, so any server formats prompts as trained
+    train_raw, train_ds, eval_ds = _datasets(cfg, tokenizer, template)
+    truncated = sum(train_ds["truncated"])
+    train_tokens = sum(len(ids) for ids in train_ds["input_ids"])
+    train_ds = train_ds.remove_columns("truncated")
+
+    precision = resolve_precision(cfg.precision)
+    peft_config, quant = _lora(cfg)
+    record = {"template": cfg.template, "chat_template": template, "system": cfg.system,
+              "base_model": cfg.model, "max_length": cfg.max_length, "precision": precision,
+              "lora": cfg.lora.model_dump() if peft_config else None}
+    out = Path(cfg.out)
+    args = _sft_config(cfg, out, precision, quant, eval_ds is not None, progress)
+    resume = last_checkpoint(out)
+    trainer = SFTTrainer(model=path, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_record_callback(out, record)])
+    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
+    _save_final(trainer, cfg, out)
+    if _main_process(trainer.state):
+        write_json_atomic(out / TRAIN_RECORD, {**record, "global_step": trainer.state.global_step,
+                                               "train_loss": result.training_loss, "eval_loss": eval_loss})
+    return TrainResult(str(out), trainer.state.global_step, str(resume) if resume else None,
+                       result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
+                       result.metrics.get("train_runtime", 0.0))
+
+
+def _check_inputs(cfg: TrainConfig) -> None:
+    """Missing data fails here, before the slow imports of training."""
+    if not cfg.data:
+        raise ValueError("no training data: give one or more JSONL files, Parquet files or dataset folders")
+    for raw in [*cfg.data, *cfg.eval_data]:
+        if not Path(raw).exists():
+            raise FileNotFoundError(f"{raw}: no such file or folder")
+
+
+def _datasets(cfg: TrainConfig, tokenizer: Any, template: str) -> tuple[Any, Any, Any]:
+    """``(raw training dialogues, tokenized training set, tokenized held-out set or None)``."""
+    from accelerate import PartialState
 
     # Under a multi-process launch the main process prepares (and caches) the data first; the
     # others then read its cache instead of racing to write it.
@@ -227,25 +259,23 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
         eval_ds = tokenize(eval_raw, tokenizer, template, cfg).remove_columns("truncated") if eval_raw else None
     if len(train_ds) == 0:
         raise ValueError("the training data holds no answered round")
-    truncated = sum(train_ds["truncated"])
-    train_tokens = sum(len(ids) for ids in train_ds["input_ids"])
-    train_ds = train_ds.remove_columns("truncated")
+    return train_raw, train_ds, eval_ds
 
-    precision = resolve_precision(cfg.precision)
-    peft_config, quant = _lora(cfg)
+
+def _sft_config(cfg: TrainConfig, out: Path, precision: str, quant: Any, evaluate: bool, progress: bool) -> Any:
+    """TRL's ``SFTConfig`` for ``cfg``."""
+    import torch
+    from trl import SFTConfig
+
     dtype = {"bf16": torch.bfloat16, "fp16": torch.float32, "fp32": torch.float32}[precision]
-    record = {"template": cfg.template, "chat_template": template, "system": cfg.system,
-              "base_model": cfg.model, "max_length": cfg.max_length, "precision": precision,
-              "lora": cfg.lora.model_dump() if peft_config else None}
-    out = Path(cfg.out)
-    args = SFTConfig(
+    return SFTConfig(
         output_dir=str(out), num_train_epochs=cfg.epochs, max_steps=cfg.max_steps,
         learning_rate=cfg.learning_rate, lr_scheduler_type=cfg.lr_scheduler, warmup_steps=cfg.warmup_ratio,
         weight_decay=cfg.weight_decay, max_grad_norm=cfg.max_grad_norm,
         per_device_train_batch_size=cfg.batch_size, per_device_eval_batch_size=cfg.batch_size,
         gradient_accumulation_steps=cfg.grad_accum, activation_checkpointing=cfg.gradient_checkpointing,
         bf16=precision == "bf16", fp16=precision == "fp16",
-        eval_strategy="steps" if eval_ds is not None else "no", eval_steps=cfg.eval_steps,
+        eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
         logging_steps=cfg.logging_steps, logging_first_step=True, report_to=_report_to(cfg),
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length, packing=cfg.packing,
@@ -254,26 +284,18 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
                            **({"attn_implementation": cfg.attn_implementation} if cfg.attn_implementation else {})},
     )
 
-    class _Record(TrainerCallback):
-        """Write our record into each checkpoint last: it marks the checkpoint complete."""
 
+def _record_callback(out: Path, record: dict[str, Any]) -> Any:
+    """A callback that writes ``record`` into each checkpoint last: it marks the checkpoint complete."""
+    from transformers import TrainerCallback
+
+    class _Record(TrainerCallback):
         def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
             ckpt = out / f"checkpoint-{state.global_step}"
             if _main_process(state) and ckpt.is_dir():
                 write_json_atomic(ckpt / TRAIN_RECORD, {**record, "global_step": state.global_step})
 
-    resume = last_checkpoint(out)
-    trainer = SFTTrainer(model=path, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_Record()])
-    result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
-    eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
-    _save_final(trainer, cfg, out)
-    if _main_process(trainer.state):
-        write_json_atomic(out / TRAIN_RECORD, {**record, "global_step": trainer.state.global_step,
-                                               "train_loss": result.training_loss, "eval_loss": eval_loss})
-    return TrainResult(str(out), trainer.state.global_step, str(resume) if resume else None,
-                       result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
-                       result.metrics.get("train_runtime", 0.0))
+    return _Record()
 
 
 def _main_process(state: Any) -> bool:
