@@ -1,6 +1,6 @@
 """Dedup: rensa vs datasketch side by side on one synthetic corpus with planted duplicates.
 
-The corpus (:mod:`ultrachat.data.synth`, seed 0) has 100,000 dialogues (and a second one of
+The corpus (:mod:`ultrachat.testing.synthetic_corpus`, seed 0) has 100,000 dialogues (and a second one of
 10,000, made the same way, for memory growth) of 3-7 rounds;
 about 10% are near copies of an earlier dialogue with 5-10% of their words substituted,
 deleted or inserted, and 2% exact copies with case and spacing changed. Each engine runs
@@ -72,7 +72,7 @@ def load() -> str:
 
 def synthetic_corpus(n: int) -> tuple[Path, dict[str, int]]:
     """The benchmark corpus (made once per size, cached in the temp folder) and its planted counts."""
-    from ultrachat.data.synth import write_corpus
+    from ultrachat.testing.synthetic_corpus import write_corpus
 
     path = Path(tempfile.gettempdir()) / f"ultrachat-bench-synth-{n}.jsonl"
     if not path.exists():

@@ -24,7 +24,7 @@ SETTINGS = {"learning_rate": 1e-3, "batch_size": 8, "epochs": 1, "max_length": 5
 
 
 def _corpus(root: Path) -> tuple[Path, list[dict[str, Any]]]:
-    from ultrachat.train.tiny import toy_dialogues
+    from ultrachat.testing.tiny_model import toy_dialogues
 
     dialogues = []
     for rounds in range(1, 7):  # lengths vary, as in real data: padding has something to waste
@@ -66,7 +66,7 @@ def run() -> str:
     import torch
     from transformers.utils import logging as hf_logging
 
-    from ultrachat.train.tiny import make_tiny_model
+    from ultrachat.testing.tiny_model import make_tiny_model
 
     hf_logging.set_verbosity_error()
     torch.set_num_threads(1)  # stable figures on a shared machine; ratios are what we report

@@ -17,8 +17,8 @@ from typing import ClassVar
 
 import pytest
 
+from ultrachat.testing.tiny_model import make_tiny_model, toy_dialogues
 from ultrachat.train.formatting import ULTRALM_SYSTEM
-from ultrachat.train.tiny import make_tiny_model, toy_dialogues
 
 
 class Terminal:

@@ -13,7 +13,7 @@ from ultrachat.data.decontaminate import BUILTIN, decontaminate
 from ultrachat.data.dedup import DedupConfig, dedup_corpus, planted_recall
 from ultrachat.data.dedup_eval import jaccard
 from ultrachat.data.filter import FilterConfig, filter_corpus, load_filter_config, truecase
-from ultrachat.data.synth import write_corpus
+from ultrachat.testing.synthetic_corpus import write_corpus
 
 
 def write(path: Path, items: list[dict | str]) -> Path:

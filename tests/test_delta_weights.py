@@ -78,7 +78,7 @@ def test_real_model_folders_round_trip_and_load(tmp_path):
     import torch
     from transformers import AutoModelForCausalLM
 
-    from ultrachat.train.tiny import make_tiny_model
+    from ultrachat.testing.tiny_model import make_tiny_model
 
     base = make_tiny_model(tmp_path / "base", ["hello world"] * 10, vocab_size=300)
     model = AutoModelForCausalLM.from_pretrained(base)
@@ -142,7 +142,7 @@ def _published_pair(tmp_path: Path, shards: int = 2) -> tuple[Path, Path, Path]:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    from ultrachat.train.tiny import make_tiny_model
+    from ultrachat.testing.tiny_model import make_tiny_model
 
     base = make_tiny_model(tmp_path / "base", ["hello world, how are you"] * 10, vocab_size=300)
     tok = AutoTokenizer.from_pretrained(base)

@@ -9,8 +9,8 @@ import subprocess
 import sys
 import time
 
+from ultrachat.testing.tiny_model import make_tiny_model, toy_dialogues
 from ultrachat.train.formatting import TRAIN_RECORD
-from ultrachat.train.tiny import make_tiny_model, toy_dialogues
 
 STEPS = 10
 

@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from ultrachat.testing.tiny_model import make_tiny_model, toy_dialogues
 from ultrachat.train.config import load_train_config
 from ultrachat.train.formatting import IGNORE_INDEX, TRAIN_RECORD
-from ultrachat.train.tiny import make_tiny_model, toy_dialogues
 
 
 @pytest.fixture(scope="module", autouse=True)

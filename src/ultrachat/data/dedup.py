@@ -213,7 +213,7 @@ def _write_clusters(db: sqlite3.Connection, out: OutputDir) -> tuple[Counter[str
 
 
 def planted_recall(removed_path: Path) -> dict[str, Any]:
-    """Recall on a :mod:`~ultrachat.data.synth` corpus: planted copies found among ``removed.jsonl``."""
+    """Recall on a :mod:`~ultrachat.testing.synthetic_corpus` corpus: planted copies found among ``removed.jsonl``."""
     from ..core.corpus import iter_jsonl
 
     found = {"exact": 0, "near": 0}
