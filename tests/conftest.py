@@ -89,3 +89,20 @@ def list_pool():
             return self.fake
 
     return ListPool
+
+
+# -- the slow marker -------------------------------------------------------------------------------
+#: fixtures whose tests start `ultrachat` processes or load the embedded model
+SLOW_FIXTURES = {"ultrachat_exe", "embedded_model_dir"}
+#: names whose import marks a whole test module slow: mock servers are processes, a tiny model is trained
+SLOW_IMPORTS = ("MockServer", "make_tiny_model", "subprocess")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that loads a model or starts processes, and all of ``tests/e2e/``:
+    ``pytest -m "not slow"`` is the quick loop, ``make test`` still runs everything."""
+    for item in items:
+        module = getattr(item, "module", None)
+        if ("e2e" in item.path.parts or SLOW_FIXTURES & set(getattr(item, "fixturenames", ()))
+                or any(hasattr(module, name) for name in SLOW_IMPORTS)):
+            item.add_marker(pytest.mark.slow)
