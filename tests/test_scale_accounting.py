@@ -10,8 +10,8 @@ import pytest
 from rich.console import Console
 
 from ultrachat.backends import Completion, GenerationParams, Usage
-from ultrachat.backends.cache import CachedCompletion
 from ultrachat.backends.fake import FakeBackend
+from ultrachat.backends.response_cache import CachedCompletion
 from ultrachat.generate.accounting import Ledger, Prices
 from ultrachat.generate.estimate import estimate
 from ultrachat.generate.runner import generate

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from ultrachat.backends import BackendPool, Completion, GenerationParams, Usage
-from ultrachat.backends.cache import CachingBackend, ResponseCache, call_key
 from ultrachat.backends.fake import FakeBackend
+from ultrachat.backends.response_cache import CachingBackend, ResponseCache, call_key
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import ModelConfig, load_recipe
 

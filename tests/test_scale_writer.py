@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from ultrachat.generate.writer import GroupCommit
+from ultrachat.generate.group_commit import GroupCommit
 
 
 async def test_records_finished_during_a_write_go_out_together() -> None:

@@ -9,7 +9,7 @@ from .base import Backend, BackendError, Completion, GenerationParams, Message, 
 from .config import ModelConfig
 
 if TYPE_CHECKING:
-    from .cache import ResponseCache
+    from .response_cache import ResponseCache
 
 __all__ = ["Backend", "BackendError", "BackendPool", "Completion", "GenerationParams", "Message", "Usage",
            "make_backend"]
@@ -49,7 +49,7 @@ class BackendPool:
         # A response cache (see .cache) wraps every backend when the recipe sets ``cache``.
         self.cache: ResponseCache | None = None
         if cache is not None:
-            from .cache import ResponseCache
+            from .response_cache import ResponseCache
 
             self.cache = ResponseCache(cache)
 
@@ -58,7 +58,7 @@ class BackendPool:
         if key not in self._backends:
             backend = make_backend(cfg)
             if self.cache is not None:
-                from .cache import CachingBackend
+                from .response_cache import CachingBackend
 
                 backend = CachingBackend(backend, self.cache, "|".join(k or "" for k in key))
             self._backends[key] = backend

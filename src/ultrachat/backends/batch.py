@@ -38,10 +38,10 @@ from typing import Any
 
 from ..core.paths import batch_journal_path
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
-from .cache import call_key
 from .config import ModelConfig
 from .http import FormField, HttpClient, RequestFailed
 from .openai import chat_body, parse_completion
+from .response_cache import call_key
 
 FINAL = frozenset({"completed", "failed", "expired", "cancelled"})
 JOURNAL_SCHEMA = """

@@ -29,7 +29,7 @@ from .answers import model_identity
 from .evalset import align, generator_name, load_answers, prompt_class
 from .judges import JudgeConfig, JudgeConfigError, judge_once
 from .lc import GamedBaselines, length_control_info, length_controlled_win_rate
-from .stats import UNPARSEABLE, fold_repeats, pairwise_stats, preference
+from .verdict_stats import UNPARSEABLE, fold_repeats, pairwise_stats, preference
 
 AS_A = {"A": "win", "B": "lose", "tie": "tie"}  # verdict -> model's outcome when the model is answer A
 AS_B = {"A": "lose", "B": "win", "tie": "tie"}

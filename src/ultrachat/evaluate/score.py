@@ -25,7 +25,7 @@ from .answers import model_identity
 from .evalset import align, load_answers, prompt_class
 from .judges import JudgeConfig, JudgeConfigError, judge_once
 from .pairwise import AnswerSet, judge_view, with_judge_backend
-from .stats import score_stats
+from .verdict_stats import score_stats
 
 
 def reference_for(rec: dict[str, Any], judge: JudgeConfig, refs: dict[int, dict[str, Any]] | None,

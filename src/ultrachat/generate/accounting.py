@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from ..backends.base import Backend, Completion, GenerationParams, Message, Usage
-from ..backends.cache import CachedCompletion
+from ..backends.response_cache import CachedCompletion
 from ..core.config import parse_toml, read_toml
 from ..recipe import ModelConfig
 

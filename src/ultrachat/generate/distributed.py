@@ -157,7 +157,7 @@ class RayDialogues:
 
     async def __call__(self, engine: DialogueEngine, todo: Openings, store: RunStore, bars: RunProgress,
                        budget: TokenBudget, concurrency: int) -> bool:
-        from .writer import GroupCommit
+        from .group_commit import GroupCommit
 
         if not len(todo):
             return False

@@ -31,6 +31,7 @@ from ..recipe import Recipe
 from .accounting import Ledger, write_report
 from .engine import DialogueEngine, EngineStats, Role
 from .entities import EntitiesSector
+from .group_commit import GroupCommit
 from .materials import MaterialsSector
 from .sector import Assigned, BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
 from .store import RunStore
@@ -38,7 +39,6 @@ from .variety import describe as describe_variety
 from .variety import measure as measure_variety
 from .variety import stage_calls
 from .world import WorldSector
-from .writer import GroupCommit
 from .writing import WritingSector
 
 SECTORS: dict[str, type[Sector]] = {"world": WorldSector, "entities": EntitiesSector, "writing": WritingSector,

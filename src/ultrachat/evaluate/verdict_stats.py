@@ -1,4 +1,5 @@
-"""Win rates, standard errors and folding repeats (the length-controlled win rate is in ``lc``).
+"""Statistics over judge verdicts: win rates, mean scores, standard errors, folding repeats (the
+length-controlled win rate is in ``lc``).
 
 Example::
 
