@@ -50,7 +50,7 @@ def _inputs(folder: Path, passages: int) -> tuple[Path, Path]:
 def child(scale: float, folder: Path) -> None:
     from benchmarks.scale import fake_pool
     from ultrachat import aio
-    from ultrachat.generate.mix import generate_all_async
+    from ultrachat.generate.all_sectors import generate_all_async
     from ultrachat.recipe import load_recipe
 
     base = load_recipe(RECIPE)

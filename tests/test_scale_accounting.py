@@ -1,4 +1,4 @@
-"""Token and cost accounting (ledger, report.json, live note) and `ultrachat plan` estimates."""
+"""Token and cost accounting (ledger, report.json, live note) and `ultrachat estimate`."""
 
 from __future__ import annotations
 
@@ -104,12 +104,13 @@ def test_plan_command_prints_json(tmp_path: Path, fake_recipe_file) -> None:
 
     from ultrachat.cli import app
 
-    res = CliRunner().invoke(app, ["plan", str(fake_recipe_file()), "--dialogues", "1000", "--sample", "20", "--json"])
+    res = CliRunner().invoke(app, ["estimate", str(fake_recipe_file()), "--dialogues", "1000", "--sample", "20",
+                                   "--json"])
     assert res.exit_code == 0, res.output
     data = json.loads(res.stdout)
     assert data["dialogues"] == 1000 and data["sampled"] == 20
     assert {s["stage"] for s in data["stages"]} == {"plan", "user", "assistant"}
-    bad = CliRunner().invoke(app, ["plan", str(tmp_path / "nope.toml")])
+    bad = CliRunner().invoke(app, ["plan", str(tmp_path / "nope.toml")])  # the first name still works
     # A one-line error naming the file, not a traceback.
     assert bad.exit_code == 1 and isinstance(bad.exception, SystemExit), bad.output
     assert "nope.toml" in bad.stderr and len(bad.stderr.strip().splitlines()) == 1, bad.stderr

@@ -10,7 +10,7 @@ import shutil
 
 from conftest import ARTIFACTS
 from ultrachat.core.corpus import iter_jsonl
-from ultrachat.generate.mix import generate_all
+from ultrachat.generate.all_sectors import generate_all
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
 

@@ -1,4 +1,4 @@
-"""The paper recipes (examples/ultrachat-paper*.toml) and ``ultrachat plan`` on a mixed
+"""The paper recipes (examples/ultrachat-paper*.toml) and ``ultrachat estimate`` on a mixed
 recipe: every sector and the total, GPU-hours and cost at the figures it names."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from ultrachat.cli import app
-from ultrachat.generate.mix import sector_recipes
+from ultrachat.generate.all_sectors import sector_recipes
 from ultrachat.recipe import load_recipe
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -29,7 +29,7 @@ def test_paper_recipes_hold_the_papers_split(name: str, language: str) -> None:
 
 
 def plan(*args: str) -> dict:
-    res = CliRunner().invoke(app, ["plan", str(PAPER), "--sample", "30", "--json", *args])
+    res = CliRunner().invoke(app, ["estimate", str(PAPER), "--sample", "30", "--json", *args])
     assert res.exit_code == 0, res.output
     return json.loads(res.output)
 
@@ -54,7 +54,7 @@ def test_plan_estimates_every_sector_and_the_total() -> None:
 
 
 def test_plan_table_names_its_figures() -> None:
-    res = CliRunner().invoke(app, ["plan", str(PAPER), "--sample", "30"])
+    res = CliRunner().invoke(app, ["estimate", str(PAPER), "--sample", "30"])
     assert res.exit_code == 0, res.output
     for text in ("world", "entities", "writing", "materials", "total", "2,500 generated", "$2.00 per GPU-hour"):
         assert text in res.output

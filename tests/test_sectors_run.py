@@ -18,9 +18,9 @@ import pytest
 
 from ultrachat.backends import BackendPool
 from ultrachat.core.corpus import iter_jsonl, repair_tail
+from ultrachat.generate.all_sectors import generate_all, sector_recipes
 from ultrachat.generate.commands import recipe_overrides
 from ultrachat.generate.dryrun import dry_run
-from ultrachat.generate.mix import generate_all, sector_recipes
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
 

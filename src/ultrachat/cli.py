@@ -19,7 +19,7 @@ app = typer.Typer(help="Build, clean, train on, evaluate and explore UltraChat-s
                   no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode="rich", cls=GuardedGroup)
 
 COMMANDS: list[str] = [
-    "ultrachat.generate.commands",  # generate <sector>, plan RECIPE (calls, tokens, time, cost)
+    "ultrachat.generate.commands",  # generate <sector>, estimate RECIPE (calls, tokens, time, cost)
     "ultrachat.backends.commands",  # batch status|cancel (provider batch jobs)
     "ultrachat.data.commands",  # show
     "ultrachat.train.commands",  # train, train-config, delta make|recover

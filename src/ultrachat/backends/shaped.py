@@ -1,7 +1,7 @@
 """Instant replies shaped like what a prompt asks for, with no model: a numbered list when
 it asks for a list, a question when it asks for the next user message, else a short answer.
 
-The fake backend answers with them (tests), and ``ultrachat plan`` sizes them up to each
+The fake backend answers with them (tests), and ``ultrachat estimate`` sizes them up to each
 role's expected length (its sizing backend), so planners plan and dialogues run their
 course without any model call. Each reply carries a hash of the messages, so different
 calls get different wording.

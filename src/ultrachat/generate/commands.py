@@ -104,7 +104,7 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
                 fail("--ray runs one sector at a time; run each sector with --ray")
             run = partial(generate_ray, sector, address=ray, workers=ray_workers)
         elif sector == "all":
-            from .mix import generate_all
+            from .all_sectors import generate_all
 
             run = generate_all
         else:
@@ -150,11 +150,10 @@ GpuPtpsOpt = Annotated[float, typer.Option("--gpu-prompt-tokens-per-s", help="Pr
 GpuUsdOpt = Annotated[float, typer.Option("--gpu-usd-per-hour", help="Price of one GPU-hour in USD.")]
 
 
-def _plan_command(app: typer.Typer) -> None:
-    from .mixplan import GPU_PROMPT_TOKENS_PER_S, GPU_TOKENS_PER_S, GPU_USD_PER_HOUR
+def _estimate_command(app: typer.Typer) -> None:
+    from .estimate_all import GPU_PROMPT_TOKENS_PER_S, GPU_TOKENS_PER_S, GPU_USD_PER_HOUR
 
-    @app.command("plan")
-    def plan_command(recipe: RecipeArg = None,
+    def estimate_command(recipe: RecipeArg = None,
                      sector: Annotated[Optional[str], typer.Option(
                          help="Sector to estimate, or all (default: all when the recipe has a [mix], else world).")]
                      = None,
@@ -174,7 +173,7 @@ def _plan_command(app: typer.Typer) -> None:
         rec = run_guarded(lambda: load_recipe(recipe, {"dialogues": dialogues}))
         table = Prices.load(prices) if prices else None
         if (sector or ("all" if rec.mix.sectors else "world")) == "all":
-            from .mixplan import estimate_mix
+            from .estimate_all import estimate_mix
 
             mix = run_guarded(lambda: estimate_mix(rec, sample, fill, table, gpu_tokens_per_s,
                                                    gpu_prompt_tokens_per_s, gpu_usd_per_hour))
@@ -191,6 +190,9 @@ def _plan_command(app: typer.Typer) -> None:
         else:
             Console(markup=False).print(est.table())
 
+    app.command("estimate")(estimate_command)
+    app.command("plan", hidden=True)(estimate_command)  # its first name, for scripts that use it
+
 
 def register(app: typer.Typer) -> None:
     from .runner import SECTORS
@@ -203,4 +205,4 @@ def register(app: typer.Typer) -> None:
                     "one output per sector plus the merged corpus.")
     app.add_typer(gen, name="generate")
     app.command("demo")(demo)
-    _plan_command(app)
+    _estimate_command(app)

@@ -19,7 +19,7 @@ NEXT_STEPS = [
     ("clean the corpus", "ultrachat filter {corpus} --out {out}/clean"),
     ("measure it (the paper's Table 4)", "ultrachat stats {corpus} --out {out}/stats"),
     ("browse it in the browser", "ultrachat explore {corpus}"),
-    ("estimate a bigger run", "ultrachat plan examples/demo.toml"),
+    ("estimate a bigger run", "ultrachat estimate examples/demo.toml"),
     ("use a real model", "ultrachat generate world --dialogues 100 --base-url http://127.0.0.1:8000/v1 "
                          "--model Qwen/Qwen2.5-7B-Instruct"),
 ]

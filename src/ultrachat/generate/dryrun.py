@@ -4,7 +4,7 @@ No model is called. The counts follow each planner's own rules (quotas, call siz
 expanded share of writing instructions); materials reads as much of the corpus as the run
 needs, so a bad input file fails here too. Token figures are estimates: completions at
 their ``max_tokens`` (an upper bound) and prompts from the templates' length, growing with
-each round's history. For a measured estimate with costs and time, see ``ultrachat plan``.
+each round's history. For a measured estimate with costs and time, see ``ultrachat estimate``.
 
 Example::
 
@@ -258,7 +258,7 @@ def dry_run(sector_name: str, recipe: Recipe) -> list[PlanReport]:
     """Plans of one sector, or of every sector of the mix for ``all``."""
     if sector_name != "all":
         return [plan_report(sector_name, recipe)]
-    from .mix import sector_recipes
+    from .all_sectors import sector_recipes
 
     return [plan_report(name, sub) for name, sub in sector_recipes(recipe)]
 

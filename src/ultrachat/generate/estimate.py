@@ -1,4 +1,4 @@
-"""``ultrachat plan RECIPE``: calls, tokens, time and cost of a run, before running it.
+"""``ultrachat estimate RECIPE``: calls, tokens, time and cost of a run, before running it.
 
 The estimate is a simulation, not a formula: the real planner and dialogue engine run a
 sample of the recipe (up to ``sample`` dialogues, into a temporary folder) against a
@@ -103,7 +103,7 @@ class Estimate:
                 "seconds": self.seconds, "notes": self.notes}
 
     def table(self) -> Table:
-        t = Table(title=f"ultrachat plan: {self.dialogues:,} {self.sector} dialogues "
+        t = Table(title=f"ultrachat estimate: {self.dialogues:,} {self.sector} dialogues "
                         f"(simulated {self.sampled:,}, scaled)")
         for col in ("stage", "model", "calls", "prompt tok", "output tok", "cost", "time"):
             t.add_column(col, justify="left" if col in ("stage", "model") else "right")

@@ -154,7 +154,7 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
     """Plan and generate ``recipe.dialogues`` dialogues of one sector into its output folder
     (``plan_only``: plan and write the opening lines, generate no dialogue).
 
-    ``pool`` replaces the backends the recipe names (``ultrachat plan`` simulates with it);
+    ``pool`` replaces the backends the recipe names (``ultrachat estimate`` simulates with it);
     ``bars`` is a progress display shared with other runs (``generate all``);
     ``dialogue_runner`` replaces the local dialogue loop (``--ray`` shards it over a cluster)."""
     started = time.monotonic()

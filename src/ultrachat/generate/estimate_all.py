@@ -1,4 +1,4 @@
-"""``ultrachat plan`` on a mixed recipe: every sector of ``[mix]`` estimated (each by its own
+"""``ultrachat estimate`` on a mixed recipe: every sector of ``[mix]`` estimated (each by its own
 simulation, :func:`~.estimate.estimate`), then the total, in one table.
 
 Besides calls and tokens it prices the run two ways, each naming its figures:
@@ -27,8 +27,8 @@ from rich.table import Table
 
 from ..recipe import Recipe
 from .accounting import Prices
+from .all_sectors import sector_recipes
 from .estimate import Estimate, _count, _money, estimate
-from .mix import sector_recipes
 from .runner import build_sector
 from .variety import targets
 
@@ -85,7 +85,7 @@ class MixEstimate:
                 "gpu_usd_per_hour": self.gpu_usd_per_hour}
 
     def table(self) -> Table:
-        t = Table(title=f"ultrachat plan: {sum(e.dialogues for e in self.sectors):,} dialogues, "
+        t = Table(title=f"ultrachat estimate: {sum(e.dialogues for e in self.sectors):,} dialogues, "
                         f"{len(self.sectors)} sectors", caption=self.figures())
         for col in ("sector", "dialogues", "asks for", "calls", "prompt tok", "output tok", "GPU-h", "GPU cost",
                     "API cost"):
