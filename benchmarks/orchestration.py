@@ -60,7 +60,8 @@ def ideal_rate(in_flight: int) -> float:
 
 
 def _bench_sector() -> type:
-    from ultrachat.generate.sector import Opening, PlanContext, Sector
+    from ultrachat.generate.planning import PlanContext
+    from ultrachat.generate.sector import Opening, Sector
 
     class BenchSector(Sector):
         """Fixed opening lines, no planning calls: isolates the dialogue phase."""

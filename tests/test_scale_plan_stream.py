@@ -15,8 +15,10 @@ from ultrachat.core.corpus import iter_jsonl
 from ultrachat.core.hashing import HashIndex, TextSpool, hash64
 from ultrachat.core.progress import RunProgress
 from ultrachat.generate import runner
+from ultrachat.generate.budget import TokenBudget
+from ultrachat.generate.planning import ordered_map, round_robin
 from ultrachat.generate.runner import generate
-from ultrachat.generate.sector import Opening, TokenBudget, ordered_map, round_robin
+from ultrachat.generate.sector import Opening
 from ultrachat.generate.world import WorldSector
 from ultrachat.recipe import load_recipe
 
@@ -198,7 +200,7 @@ def test_a_kill_while_openings_are_written_resumes_to_the_same_plan(tmp_path: Pa
     texts and dialogues equal an uninterrupted run's (picking afresh from the unused
     questions would give the same set of texts under other ids)."""
     from ultrachat.generate import entities, world
-    from ultrachat.generate.sector import PlanContext
+    from ultrachat.generate.planning import PlanContext
 
     for module in (world, entities):
         monkeypatch.setattr(module, "EMIT_BATCH", 2)

@@ -12,8 +12,9 @@ import pytest
 
 from ultrachat import aio
 from ultrachat.generate.dryrun import plan_report, world_waves
+from ultrachat.generate.planning import PlanContext
 from ultrachat.generate.runner import generate, generate_async
-from ultrachat.generate.sector import Opening, PlanContext
+from ultrachat.generate.sector import Opening
 from ultrachat.recipe import Recipe, WorldConfig, load_recipe
 
 

@@ -36,8 +36,9 @@ from ..core.hashing import uint64
 from ..core.progress import RunProgress
 from ..recipe import Recipe
 from .accounting import Ledger, LedgerLine, MeteredBackend
+from .budget import TokenBudget
 from .engine import DialogueEngine, EngineStats
-from .sector import Opening, TokenBudget
+from .sector import Opening
 from .store import RunStore
 
 if TYPE_CHECKING:

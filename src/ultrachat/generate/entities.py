@@ -27,7 +27,8 @@ from typing import Any
 from ..core.corpus import InvalidLine, json_values, read_text_file
 from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, normalize, parse_list
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
+from .planning import EMIT_BATCH, Assigned, PlanContext, ordered_map, round_robin
+from .sector import Opening, Sector
 
 KINDS = ("specific", "general", "meta")
 def house_quotas(n: int, weights: dict[str, float]) -> dict[str, int]:

@@ -33,7 +33,8 @@ from ..core.text import clean_items, parse_list, words
 from ..prompts import PromptError
 from ..recipe import MaterialsConfig
 from ..sources.passages import Passage, corpus_inputs, hub_passages, read_passages
-from .sector import Assigned, Opening, PlanContext, Sector, ordered_map
+from .planning import Assigned, PlanContext, ordered_map
+from .sector import Opening, Sector
 
 T = TypeVar("T")
 

@@ -29,11 +29,13 @@ from ..core.progress import RunProgress
 from ..prompts import PromptError, Prompts, load_list
 from ..recipe import Recipe
 from .accounting import Ledger, write_report
+from .budget import BudgetExhausted, TokenBudget
 from .engine import DialogueEngine, EngineStats, Role
 from .entities import EntitiesSector
 from .group_commit import GroupCommit
 from .materials import MaterialsSector
-from .sector import Assigned, BudgetExhausted, Opening, PlanContext, Sector, TokenBudget
+from .planning import Assigned, PlanContext
+from .sector import Opening, Sector
 from .store import RunStore
 from .variety import describe as describe_variety
 from .variety import measure as measure_variety

@@ -27,7 +27,8 @@ from typing import Any
 from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, dedupe, normalize, parse_list
 from ..prompts import PromptError, load_list
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map, round_robin
+from .planning import EMIT_BATCH, Assigned, PlanContext, ordered_map, round_robin
+from .sector import Opening, Sector
 
 
 def quotas(n: int, topics: list[str], seed: int) -> list[int]:

@@ -35,7 +35,8 @@ from ..core.hashing import HashIndex, TextSpool, stable_seed
 from ..core.text import clean_items, normalize, parse_list, text_units
 from ..core.turns import strip_role_prefix
 from ..prompts import PromptError, load_list
-from .sector import EMIT_BATCH, Assigned, Opening, PlanContext, Sector, ordered_map
+from .planning import EMIT_BATCH, Assigned, PlanContext, ordered_map
+from .sector import Opening, Sector
 from .world import quotas
 
 
