@@ -188,7 +188,8 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
                 bars.add_total("dialogues", len(todo))
                 summary.budget_stopped |= await (dialogue_runner or _run_dialogues)(
                     engine, todo, store, bars, budget, recipe.concurrency)
-            summary.distribution = _distribution(sector, store, recipe.dialogues, done)
+            if not plan_only:  # a plan-only run wrote no dialogue: no pass for the dialogues' spread
+                summary.distribution = _distribution(sector, store, recipe.dialogues, done)
         finally:
             await pool.close()
         report = write_report(out, summary, ledger, time.monotonic() - started)
