@@ -30,6 +30,7 @@ SECTIONS: dict[str, str] = {
     "stats": "benchmarks.stats",  # corpus stats throughput and peak RSS at 20k vs 100k dialogues
     "datatools": "benchmarks.datatools",  # filter/decontaminate/split-long/export/import: dialogues/s, RSS
     "sources": "benchmarks.sources",  # entities build on a Wikidata-format dump; hash-order C4 sampling
+    "install": "benchmarks.install",  # cold `make install`: base (pip) vs pip + lock vs uv + lock
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
