@@ -11,6 +11,9 @@ LOCK_EXTRAS := data train explore cluster test bench
 TORCH := torch==2.13.0
 # uv reads neither pip's config nor its environment: hand it pip's local wheel folder (the CPU torch).
 FIND_LINKS := $(foreach d,$(PIP_FIND_LINKS),--find-links $(d))
+# llama.cpp's server (a test dependency) builds from source: a portable build, since the native
+# one can die with "invalid opcode" on hosts that list CPU features they do not enable.
+export CMAKE_ARGS ?= -DGGML_NATIVE=OFF
 # uv installs in seconds; INSTALLER=pip falls back to pip with the same lock.
 INSTALLER ?= uv
 ifeq ($(INSTALLER),uv)
