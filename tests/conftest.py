@@ -58,9 +58,9 @@ def _offline_env() -> None:
 @pytest.fixture
 def list_pool():
     """A factory of backend pools whose every model is one FakeBackend that answers a list
-    request with exactly the size asked ("List N" / "list of N"), each item made by
-    ``item(prompt, h, i)`` (``h`` a hash of the prompt, ``i`` from 1); other prompts get the
-    fake's usual replies. ``pool.fake.calls`` holds every call."""
+    request with exactly the size asked ("List N" / "list of N"; ``short``: at most that
+    many), each item made by ``item(prompt, h, i)`` (``h`` a hash of the prompt, ``i`` from
+    1); other prompts get the fake's usual replies. ``pool.fake.calls`` holds every call."""
     import re
 
     from ultrachat.backends import Backend, BackendPool, GenerationParams, Message
@@ -72,7 +72,7 @@ def list_pool():
     size = re.compile(r"(?:List|list of) (\d+)")
 
     class ListPool(BackendPool):
-        def __init__(self, item) -> None:
+        def __init__(self, item, short: int = 0) -> None:
             super().__init__()
 
             def reply(messages: list[Message], params: GenerationParams) -> str:
@@ -81,7 +81,8 @@ def list_pool():
                 if not n:
                     return default_reply(messages, params)
                 h = hexdigest(prompt)[:10]
-                return "\n".join(f"{i}. {item(prompt, h, i)}" for i in range(1, int(n.group(1)) + 1))
+                count = min(int(n.group(1)), short) if short else int(n.group(1))
+                return "\n".join(f"{i}. {item(prompt, h, i)}" for i in range(1, count + 1))
 
             self.fake = FakeBackend(reply)
 

@@ -74,6 +74,16 @@ def test_related_questions_take_turns_over_subtopics(tmp_path: Path, fake_recipe
     assert len({m["subtopic"] for m in related}) == 2
 
 
+def test_a_model_listing_two_questions_a_time_still_fills_the_quota(tmp_path: Path, fake_recipe_file,
+                                                                    list_pool) -> None:
+    # Requests per wave follow the questions a request brought (here 2), not a fixed 5 a request.
+    rec = small_recipe(fake_recipe_file(), tmp_path / "out", 200, questions_per_subtopic=10, related_per_question=10,
+                       max_plan_waves=6)  # a fixed 5 a request plans 160 in 6 waves
+    pool = list_pool(item, short=2)
+    summary = aio.run(generate_async("world", rec, progress=False, pool=pool))
+    assert summary.planned == 200
+
+
 def test_dry_run_counts_per_level() -> None:
     paper = WorldConfig()
     calls, picks, subtopics = world_waves(9_334, 37, paper)  # a paper topic: 280k world dialogues / 30

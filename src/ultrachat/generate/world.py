@@ -62,6 +62,7 @@ class _TopicPool:
         self.cursor = 0  # the subtopic whose turn it is to have a question expanded
         self.usable = bytearray()  # 1 where no earlier run's opening uses the question
         self.available = 0
+        self.replies = 0  # question lists applied (subtopic and related requests)
         self.seen = HashIndex()
         self.used = used  # whether an earlier opening of the topic has this text
         self.expanded_subtopics = 0
@@ -78,7 +79,16 @@ class _TopicPool:
         self.subtopics += names
         return len(names)
 
+    def per_reply(self) -> float:
+        """Usable new questions a list request brought so far, between 1 and 5 (5 before any
+        reply): how many requests a wave needs for its deficit, so a model that lists few
+        questions gets more requests per wave instead of running out of waves."""
+        if not self.replies:
+            return 5.0
+        return min(5.0, max(1.0, self.available / self.replies))
+
     def add_questions(self, items: list[str], subtopic: int, parent: int = -1) -> None:
+        self.replies += 1
         new = [t for t in items if (key := normalize(t)) and self.seen.add(key)]
         self.texts.extend(new)
         depth = 0 if parent < 0 else min(255, self.depth[parent] + 1)
@@ -214,7 +224,7 @@ class WorldSector(Sector):
                 break
             if pool.expanded_subtopics < len(pool.subtopics):
                 first = pool.expanded_subtopics
-                take = range(first, min(len(pool.subtopics), first + math.ceil(deficit / 5)))
+                take = range(first, min(len(pool.subtopics), first + math.ceil(deficit / pool.per_reply())))
                 pool.expanded_subtopics += len(take)
                 replies = ordered_map(lambda s: self._questions(ctx, topic, pool.subtopics[s]), take, ctx.window)
                 for sub, items in zip(take, [r async for r in replies], strict=True):
@@ -224,7 +234,7 @@ class WorldSector(Sector):
                 want = max(cfg.subtopics_per_request, math.ceil(deficit / cfg.questions_per_subtopic))
                 await self._more_subtopics(ctx, topic, pool, min(target, len(pool.subtopics) + want))
             elif pool.unexpanded:
-                asked = pool.next_to_expand(math.ceil(deficit / 5))
+                asked = pool.next_to_expand(math.ceil(deficit / pool.per_reply()))
                 related = ordered_map(lambda q: self._related(ctx, topic, pool.texts[q]), asked, ctx.window)
                 async for q, items in _zip_async(asked, related):  # in order as they come: the same pool every run
                     pool.add_questions(items, pool.subtopic[q], parent=q)
