@@ -13,7 +13,7 @@ from __future__ import annotations
 from collections import Counter
 from pathlib import Path
 
-from ultrachat.generate.postprocess import confounding_reason
+from ultrachat.core.turns import confounding_reason
 from ultrachat.testing.real_turns import HELD_OUT_SHARE, load_turns, measure
 
 CROSSWOZ = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "crosswoz_zh_turns.jsonl"

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 
 from conftest import FIXTURES
-from ultrachat.generate.postprocess import confounding_reason, is_politeness_only
+from ultrachat.core.turns import confounding_reason, is_politeness_only
 from ultrachat.testing.real_turns import is_paste_only, language, load_turns, measure, wilson
 
 

@@ -116,7 +116,7 @@ def fixture_turns(path: Path) -> Iterator[Turn]:
 
 def load_turns(crosswoz: Path) -> list[Turn]:
     """Every labelled turn; politeness-only and paste-only user turns left out."""
-    from ..generate.postprocess import is_politeness_only
+    from ..core.turns import is_politeness_only
 
     rows = [*sharegpt_turns(), *fixture_turns(crosswoz)]
     return [t for t in rows if t.label == "assistant" or not (is_politeness_only(t.text) or is_paste_only(t.text))]
