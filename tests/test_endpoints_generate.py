@@ -91,3 +91,23 @@ def test_roles_on_different_endpoints_and_models(tmp_path: Path) -> None:
     for d in iter_jsonl(tmp_path / "out" / "dialogues.jsonl"):
         assert d["meta"]["models"] == {"user": {"backend": "openai", "model": "user-model"},
                                        "assistant": {"backend": "openai", "model": "assistant-model"}}
+
+
+def test_chinese_world_on_the_mock_server_keeps_planned_rounds(tmp_path: Path) -> None:
+    """The mock server answers Chinese prompts in Chinese (？ questions, 请/能否 requests
+    without a question mark); every dialogue keeps its planned rounds."""
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    with MockServer() as srv:
+        overrides = {"dialogues": 6, "out": str(tmp_path / "out"), "language": "zh", "dialogue.min_rounds": 3,
+                     "dialogue.max_rounds": 3}
+        for role in ("user", "assistant"):
+            overrides.update({f"models.{role}.backend": "openai", f"models.{role}.base_url": srv.url,
+                              f"models.{role}.model": "mock"})
+        summary = asyncio.run(generate_async("world", load_recipe(None, overrides), progress=False))
+    assert summary.stats.dialogues == 6
+    for d in iter_jsonl(tmp_path / "out" / "dialogues.jsonl"):
+        assert d["meta"]["stop_reason"] == "completed", d["meta"]
+        assert d["meta"]["rounds"] == d["meta"]["rounds_planned"] == 3 == len(d["data"]) // 2
+        assert all("\u4e00" <= ch <= "\u9fff" for t in d["data"] for ch in t[:1] if ch.isalpha()), d["data"]

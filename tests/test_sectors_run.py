@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
 import random
 import re
@@ -136,34 +134,33 @@ def test_dry_run_all_and_entities_and_world(fake_recipe_file, monkeypatch):
 
 
 # -- Chinese --------------------------------------------------------------------------
-def _chinese_fake(seen: list[list[dict]]):
-    """A fake model that answers Chinese prompts the way the default fake answers English ones."""
+@pytest.mark.parametrize("sector", ["world", "entities", "writing", "materials"])
+def test_chinese_run_uses_chinese_prompts_lists_and_openings(fake_recipe_file, tmp_path, sector):
+    """The fake backend answers Chinese prompts in Chinese (full-width question marks, and
+    requests with 请/能否 and no question mark): every dialogue keeps its planned rounds."""
+    from ultrachat.backends.fake import FakeBackend
 
-    def reply(messages, params):
-        seen.append(messages)
-        last = messages[-1]["content"]
-        h = hashlib.sha1(json.dumps(messages, ensure_ascii=False).encode()).hexdigest()[:6]
-        if "编号列表" in last:
-            n = int(re.search(r"\d+", last).group(0))
-            return "\n".join(f"{i}. 关于这个话题的第{i}个问题（{h}）是什么？" for i in range(1, n + 1))
-        if "下一条消息" in last or "接下来会发送的消息" in last:
-            return f"能再具体讲讲第{h}点吗？"
-        return f"这是一个回答（{h}），用几句话讲清楚主要事实。"
-
-    return reply
-
-
-@pytest.mark.parametrize("sector", ["entities", "writing", "materials"])
-def test_chinese_run_uses_chinese_prompts_lists_and_openings(fake_recipe_file, tmp_path, monkeypatch, sector):
     seen: list[list[dict]] = []
-    monkeypatch.setattr("ultrachat.backends.fake.default_reply", _chinese_fake(seen))
-    rec = load_recipe(fake_recipe_file(), {"out": str(tmp_path / sector), "dialogues": 4, "language": "zh",
-                                           "dialogue.min_rounds": 2, "dialogue.max_rounds": 2})
-    summary = generate(sector, rec, progress=False)
-    assert summary.stats.dialogues == 4
+    original = FakeBackend.complete
+
+    async def spy(self, messages, params):
+        seen.append(messages)
+        return await original(self, messages, params)
+
+    rec = load_recipe(fake_recipe_file(), {"out": str(tmp_path / sector), "dialogues": 6, "language": "zh",
+                                           "dialogue.min_rounds": 3, "dialogue.max_rounds": 3})
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(FakeBackend, "complete", spy)
+        summary = generate(sector, rec, progress=False)
+    assert summary.stats.dialogues == 6
     dialogues = list(iter_jsonl(tmp_path / sector / "dialogues.jsonl"))
+    user_turns = [t for d in dialogues for t in d["data"][2::2]]
     for d in dialogues:
         assert all(CJK.search(turn) for turn in d["data"]), d
+        assert d["meta"]["stop_reason"] == "completed", d["meta"]
+        assert d["meta"]["rounds"] == d["meta"]["rounds_planned"] == 3 == len(d["data"]) // 2
+    # Chinese follow-ups in both forms were accepted: questions with ？ and requests without one.
+    assert any("？" in t for t in user_turns) and any("？" not in t and "?" not in t for t in user_turns)
     prompts = [m for messages in seen for m in messages]
     assert prompts and all(CJK.search(m["content"]) for m in prompts)
     systems = {m["content"] for m in prompts if m["role"] == "system"}
