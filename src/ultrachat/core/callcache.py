@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .corpus import JsonlAppender, repair_tail
+from .errors import unreadable_database
 from .hashing import HashIndex, fingerprint, hash64
 from .progress import RunProgress
 
@@ -131,12 +132,15 @@ class SharedCallStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # check_same_thread=False: the local backend resolves calls from its batcher thread
         # but every access goes through self._lock.
-        self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
         self._lock = threading.Lock()
-        with self._lock:
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
-            self._db.execute(RESPONSES_SCHEMA)
+        try:
+            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+            with self._lock:
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
+                self._db.execute(RESPONSES_SCHEMA)
+        except sqlite3.Error as exc:
+            raise unreadable_database(self.path, "response cache", exc) from None
 
     def get(self, key: str) -> Row | None:
         with self._lock:

@@ -49,6 +49,8 @@ def split_long(path: Path, out_dir: Path, max_tokens: int = 2048, tokenizer: str
     """Split every dialogue of ``path`` that exceeds ``max_tokens`` into ``out_dir/split.jsonl``."""
     if max_tokens < 16:
         raise ValueError(f"--max-tokens must be at least 16, got {max_tokens}")
+    if not Path(path).is_file():  # before loading a tokenizer, which can take a while
+        raise FileNotFoundError(f"{path}: no such file")
     counter = load_counter(tokenizer)
     stats = {"dialogues": 0, "split": 0, "pieces": 0, "oversize_rounds": 0}
 

@@ -122,14 +122,18 @@ def default_index_path(paths: list[Path]) -> Path:
 
 def connect(path: Path, readonly: bool = False) -> sqlite3.Connection:
     """Open the index; read-only connections are what the web server uses."""
-    if readonly:
-        conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
-    else:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(path)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash can lose the last commits, never corrupt
-    conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache, whatever the corpus size
+    try:
+        if readonly:
+            conn = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, check_same_thread=False)
+        else:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            conn = sqlite3.connect(path)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a crash can lose the last commits, never corrupt
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MiB page cache, whatever the corpus size
+    except sqlite3.DatabaseError as exc:  # not an index (a corpus given as --index), or a damaged one
+        raise ExploreError(f"{path}: not a readable explore index ({exc}); delete it to rebuild, "
+                           "or choose another --index") from None
     return conn
 
 
