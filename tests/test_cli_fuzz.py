@@ -67,6 +67,13 @@ def _commands() -> list[tuple[tuple[str, ...], object]]:
 COMMANDS = _commands()
 
 
+@pytest.fixture(autouse=True)
+def _scratch_cwd(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Random values are also relative paths (an index, a journal named "0"): files they
+    create land in a scratch folder, never in the repository."""
+    monkeypatch.chdir(tmp_path_factory.mktemp("cwd"))
+
+
 @pytest.fixture(scope="module")
 def pool(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """Damaged and odd inputs: each a file or folder a user could pass by mistake."""
