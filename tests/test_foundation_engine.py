@@ -164,3 +164,25 @@ async def test_prompt_sets_render(mode: str) -> None:
     msgs = engine.user_messages(["Q?", "A." * 400, "Q2?", "A2"], _opening(), "a tester")
     text = " ".join(m["content"] for m in msgs)
     assert "{" not in text  # every placeholder filled
+
+
+async def test_real_profile_retries_a_cut_reply_with_twice_the_cap_then_drops_it() -> None:
+    caps: list[int] = []
+
+    def assistant(m: list[Message], p: GenerationParams) -> Completion:
+        caps.append(p.max_tokens)
+        return Completion("Spring tides happen when the", "length", Usage(10, p.max_tokens), "fake")
+
+    recipe = load_recipe()
+    prompts = Prompts("en")
+    engine = DialogueEngine(
+        WorldSector(recipe, prompts),
+        Role(FakeBackend(lambda m, p: "Why?"), ModelConfig(backend="fake", model="fake", max_tokens=64)),
+        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", max_tokens=300, profile="real")),
+        prompts, DialogueConfig(on_truncated="drop"), ["a curious tester"])
+    record = await engine.run(_opening(2))
+    assert caps[:2] == [300, 600]  # the retry asks for twice the cap
+    # The second cut ends the dialogue before it: no cut turn is kept, no round completed.
+    assert record["meta"]["stop_reason"] == "truncated" and record["data"] == ["How do tides work?"]
+    assert record["meta"]["profiles"] == {"user": "small", "assistant": "real"}
+    assert record["meta"]["rounds"] == len(record["data"]) // 2

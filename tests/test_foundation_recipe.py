@@ -56,3 +56,60 @@ def test_overrides_and_fingerprint_ignores_runtime_fields() -> None:
     c = load_recipe(overrides={"models.user.max_tokens": 41})
     assert c.fingerprint("world") != a.fingerprint("world")
     assert a.fingerprint("world") != a.fingerprint("writing")
+
+
+def _endpoint(role: str) -> dict[str, str]:
+    return {f"models.{role}.backend": "openai", f"models.{role}.base_url": "http://127.0.0.1:9/v1",
+            f"models.{role}.model": "qwen2.5-7b"}
+
+
+def test_profiles_small_for_the_embedded_model_real_for_an_endpoint() -> None:
+    r = load_recipe()
+    assert r.models.profiles() == {"user": "small", "assistant": "small", "planner": "small"}
+    assert (r.models.user.max_tokens, r.models.assistant.max_tokens, r.models.planner_config().max_tokens) == (
+        64, 256, 200)
+    assert r.dialogue.user_prompts == "task" and r.dialogue.on_truncated == "mark"
+    r = load_recipe(None, {**_endpoint("user"), **_endpoint("assistant")})
+    assert r.models.profiles() == {"user": "real", "assistant": "real", "planner": "real"}
+    assert (r.models.user.max_tokens, r.models.assistant.max_tokens, r.models.planner_config().max_tokens) == (
+        256, 2048, 1024)
+    assert r.dialogue.user_prompts == "persona" and r.dialogue.on_truncated == "drop"
+    # Everything stays overridable: a cap, the prompt set, the cut-reply mode, the profile itself.
+    r = load_recipe(None, {**_endpoint("user"), **_endpoint("assistant"), "models.assistant.max_tokens": 900,
+                           "dialogue.user_prompts": "task", "dialogue.on_truncated": "mark",
+                           "models.user.profile": "small"})
+    assert r.models.assistant.max_tokens == 900 and r.dialogue.user_prompts == "task"
+    assert r.dialogue.on_truncated == "mark" and r.models.user.max_tokens == 64
+
+
+def test_partial_planner_table_plans_on_the_user_roles_endpoint(tmp_path: Path) -> None:
+    p = tmp_path / "r.toml"
+    p.write_text("[models.planner]\nmax_retries = 1\n")
+    r = load_recipe(p, {**_endpoint("user"), **_endpoint("assistant")})
+    planner = r.models.planner_config()
+    assert (planner.backend, planner.model, planner.base_url) == ("openai", "qwen2.5-7b", "http://127.0.0.1:9/v1")
+    assert planner.max_retries == 1 and planner.max_tokens == 1024 and planner.temperature == 0.8
+
+
+def test_profile_defaults_keep_old_fingerprints() -> None:
+    payload = load_recipe().fingerprint_payload("world")
+    assert all("profile" not in cfg for cfg in payload["models"].values() if cfg)
+    explicit = load_recipe(None, {"models.user.profile": "real"}).fingerprint_payload("world")
+    assert explicit["models"]["user"]["profile"] == "real"
+
+
+def test_dry_run_shows_profiles_and_caps_per_role(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    import os
+    import subprocess
+
+    p = tmp_path / "r.toml"
+    p.write_text("[models.planner]\nmax_retries = 1\n")
+    res = subprocess.run([*ultrachat_exe, "generate", "world", "--dry-run", "-r", str(p), "--base-url",
+                          "http://127.0.0.1:9/v1", "--model", "qwen2.5-7b", "--dialogues", "10"],
+                         capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
+    assert res.returncode == 0, res.stderr
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in res.stdout.splitlines() if line.count("│") >= 7}
+    assert rows["user"][3:5] == ["real", "256"] and rows["assistant"][3:5] == ["real", "2048"]
+    assert rows["planner"][:5] == ["openai", "qwen2.5-7b", "http://127.0.0.1:9/v1", "real", "1024"]
+    assert "user prompts: persona" in res.stdout

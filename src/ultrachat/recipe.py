@@ -25,7 +25,7 @@ from typing import Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from .backends.config import ModelConfig
+from .backends.config import EMBEDDED_NAMES, ModelConfig, auto_profile
 from .core.config import ConfigError, Strict, load_toml_model
 from .core.hashing import hexdigest, named_digest
 from .core.paths import response_cache_path
@@ -37,17 +37,35 @@ __all__ = ["ModelConfig", "Models", "Recipe", "RecipeError", "builtin_digest", "
 
 
 ROLE_DEFAULTS: dict[str, dict[str, Any]] = {
-    "user": {"temperature": 0.9, "max_tokens": 64},
-    "assistant": {"temperature": 0.7, "max_tokens": 256},
+    "user": {"temperature": 0.9},
+    "assistant": {"temperature": 0.7},
+    "planner": {"temperature": 0.8},
 }
+#: each profile's token caps per role (a role's own max_tokens overrides them)
+PROFILE_CAPS: dict[str, dict[str, int]] = {
+    "small": {"user": 64, "assistant": 256, "planner": 200},
+    "real": {"user": 256, "assistant": 2048, "planner": 1024},
+}
+# What a partial [models.planner] table inherits from the user role (it plans on that model).
+_INHERITED = ("backend", "model", "base_url", "api_key_env")
+
+
+def _resolve_role(role: str, given: dict[str, Any], base: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A role's table with its profile and caps filled in: fields it sets win, then (the
+    planner) the user role's endpoint, then the role's defaults and its profile's caps."""
+    data = {**{k: base[k] for k in _INHERITED if base and k in base and k not in given}, **given}
+    profile = data.get("profile") or auto_profile(data.get("backend", "local"), data.get("model", EMBEDDED_NAMES[0]))
+    return {**ROLE_DEFAULTS[role], "max_tokens": PROFILE_CAPS[profile][role], **data, "profile": profile}
 
 
 class Models(Strict):
     """The models of each role. A role's table only needs the fields it changes: the
-    rest come from that role's defaults (the user simulator samples hotter and shorter)."""
+    rest come from that role's defaults and its profile (``small`` for the embedded model,
+    ``real`` for any other); a partial ``[models.planner]`` table plans on the user role's
+    model and endpoint."""
 
-    user: ModelConfig = Field(default_factory=lambda: ModelConfig(**ROLE_DEFAULTS["user"]))
-    assistant: ModelConfig = Field(default_factory=lambda: ModelConfig(**ROLE_DEFAULTS["assistant"]))
+    user: ModelConfig = Field(default_factory=lambda: ModelConfig(**_resolve_role("user", {})))
+    assistant: ModelConfig = Field(default_factory=lambda: ModelConfig(**_resolve_role("assistant", {})))
     # Plans topics and questions; defaults to the user model's settings.
     planner: ModelConfig | None = None
 
@@ -56,13 +74,25 @@ class Models(Strict):
     def _role_defaults(cls, data: Any) -> Any:
         if isinstance(data, dict):
             data = dict(data)
-            for role, defaults in ROLE_DEFAULTS.items():
+            for role in ("user", "assistant"):
                 if isinstance(data.get(role), dict):
-                    data[role] = {**defaults, **data[role]}
+                    data[role] = _resolve_role(role, data[role])
+            if isinstance(data.get("planner"), dict):
+                user = data.get("user") if isinstance(data.get("user"), dict) else {}
+                data["planner"] = _resolve_role("planner", data["planner"], user)
         return data
 
     def planner_config(self) -> ModelConfig:
-        return self.planner or self.user.model_copy(update={"temperature": 0.8, "max_tokens": 200})
+        if self.planner is not None:
+            return self.planner
+        profile = self.user.profile or auto_profile(self.user.backend, self.user.model)
+        return self.user.model_copy(update={"temperature": ROLE_DEFAULTS["planner"]["temperature"],
+                                            "max_tokens": PROFILE_CAPS[profile]["planner"]})
+
+    def profiles(self) -> dict[str, str]:
+        """The effective profile of each role."""
+        roles = {"user": self.user, "assistant": self.assistant, "planner": self.planner_config()}
+        return {name: cfg.profile or auto_profile(cfg.backend, cfg.model) for name, cfg in roles.items()}
 
 
 class DialogueConfig(Strict):
@@ -229,6 +259,19 @@ class Recipe(Strict):
         "prompts_dir": None, "dialogue.personas_file": None, "world.topics_file": "world",
         "entities.entities_file": "entities", "writing.types_file": "writing"}
 
+    @model_validator(mode="after")
+    def _profile_dialogue(self) -> Recipe:
+        """Dialogue settings the recipe leaves unset follow the roles' profiles: a ``real``
+        user simulator gets the persona prompts (the whole dialogue, roles flipped, a persona
+        per dialogue); a ``real`` assistant's cut reply is retried then dropped, never kept."""
+        profiles = self.models.profiles()
+        given = self.dialogue.model_fields_set
+        if "user_prompts" not in given and profiles["user"] == "real":
+            self.dialogue.user_prompts = "persona"
+        if "on_truncated" not in given and profiles["assistant"] == "real":
+            self.dialogue.on_truncated = "drop"
+        return self
+
     def out_dir(self, sector: str) -> Path:
         return Path(self.out) if self.out else Path("ultrachat-out") / sector
 
@@ -251,6 +294,8 @@ class Recipe(Strict):
         data = self.model_dump(mode="json", exclude=set(self.RUNTIME_FIELDS) | skip)
         for cfg in data["models"].values():
             if cfg:
+                if cfg.get("profile") == auto_profile(cfg["backend"], cfg["model"]):
+                    cfg.pop("profile")  # the default: folders made before profiles keep their fingerprint
                 for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries",
                             "batch_wait_s", "batch_poll_s"):
                     cfg.pop(key, None)

@@ -24,6 +24,11 @@ class ModelConfig(Strict):
     temperature: float = Field(0.7, ge=0.0, le=2.0)
     top_p: float = Field(0.95, gt=0.0, le=1.0)
     max_tokens: int = Field(256, ge=1)
+    # "small": the embedded 135M model's tuned behaviour (task-framed user prompts, short caps,
+    # a strict user-turn check); "real": a real model's (the paper's persona user simulator,
+    # caps sized for real answers, a user-turn check measured on real chats). Unset: "small"
+    # for the embedded model and the fake backend, "real" for every other model.
+    profile: Literal["small", "real"] | None = None
     # Limits for HTTP backends (ignored by in-process ones).
     max_in_flight: int = Field(64, ge=1)
     requests_per_minute: int = Field(0, ge=0)
@@ -33,3 +38,13 @@ class ModelConfig(Strict):
     # Batch APIs (backend = "openai_batch"): quiet time before a batch is sent, poll interval.
     batch_wait_s: float = Field(2.0, ge=0)
     batch_poll_s: float = Field(30.0, gt=0)
+
+
+EMBEDDED_NAMES = ("smollm2-135m",)
+
+
+def auto_profile(backend: str, model: str) -> Literal["small", "real"]:
+    """The profile a model gets when its table does not name one."""
+    if backend == "fake" or (backend == "local" and model in EMBEDDED_NAMES):
+        return "small"
+    return "real"

@@ -253,17 +253,19 @@ def _words(text: str) -> list[str]:
     return _WORD.findall(text.lower())
 
 
-def repair_user_turn(raw: str, finish_reason: str, turns: list[str]) -> tuple[str, str | None]:
+def repair_user_turn(raw: str, finish_reason: str, turns: list[str],
+                     profile: str = "small") -> tuple[str, str | None]:
     """Clean a user-simulator reply; returns ``(text, None)`` when usable, else ``(text, reason)``.
 
     ``turns`` is the dialogue so far (ending with the assistant's reply). A reply cut off by
     max_tokens, or one that fails :func:`confounding_reason`, is still usable when it holds
-    a question of its own; a turn that repeats an earlier user turn is not.
+    a question of its own; a turn that repeats an earlier user turn is not. ``profile``
+    picks the strictness of :func:`confounding_reason`.
     """
     text = strip_role_prefix(raw)
     if is_politeness_only(text):
         return text, "politeness"
-    why = "cut off by max_tokens" if finish_reason == "length" else confounding_reason(text)
+    why = "cut off by max_tokens" if finish_reason == "length" else confounding_reason(text, profile)
     if why:
         found = extract_question(text)
         if found is None:

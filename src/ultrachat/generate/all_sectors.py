@@ -49,6 +49,9 @@ def _merge_models(base: Models, overrides: Mapping[Any, ModelConfig]) -> Models:
     data = base.model_dump()
     for role, cfg in overrides.items():
         start = data[role] if data.get(role) else base.planner_config().model_dump()
+        if {"backend", "model"} & cfg.model_fields_set and "profile" not in cfg.model_fields_set:
+            # Another model: its profile and caps follow it, not the base role's.
+            start = {k: v for k, v in start.items() if k not in ("profile", "max_tokens")}
         data[role] = {**start, **cfg.model_dump(include=cfg.model_fields_set)}
     return Models.model_validate(data)
 

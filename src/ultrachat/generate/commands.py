@@ -62,7 +62,7 @@ def recipe_overrides(dialogues: int | None = None, out: Path | None = None, seed
         "dialogue.max_rounds": max_rounds, "models.user.max_tokens": user_max_tokens,
         "models.assistant.max_tokens": assistant_max_tokens, "dialogue.user_prompts": user_prompts,
     }
-    overrides.update(role_overrides(("user", "assistant"), backend, model, base_url, api_key_env))
+    overrides.update(role_overrides(("user", "assistant", "planner"), backend, model, base_url, api_key_env))
     return overrides
 
 
@@ -88,9 +88,9 @@ def _sector_command(app: typer.Typer, sector: str, help_text: str) -> None:
         rec = run_guarded(lambda: load_recipe(recipe, overrides))
         if dry_run:
             from .dryrun import dry_run as simulate
-            from .dryrun import render
+            from .dryrun import render, roles_table
 
-            Console(markup=False).print(*render(run_guarded(lambda: simulate(sector, rec))))
+            Console(markup=False).print(roles_table(rec), *render(run_guarded(lambda: simulate(sector, rec))))
             return
         if ray and plan_only:
             fail("--plan-only generates no dialogue, so there is nothing to shard: drop --ray")

@@ -274,3 +274,19 @@ def render(reports: list[PlanReport]) -> list[Table]:
         t.add_row("estimated tokens", f"≤ {sum(r.total_tokens for r in reports):,}")
         tables.append(t)
     return tables
+
+
+def roles_table(recipe: Recipe) -> Table:
+    """Each role's effective model, profile and caps, after the recipe, its profiles and
+    the flags have been applied (so nothing falls back unseen)."""
+    t = Table(title="dry run: roles")
+    for col in ("role", "backend", "model", "endpoint", "profile", "max_tokens", "temperature"):
+        t.add_column(col)
+    profiles = recipe.models.profiles()
+    models = recipe.models
+    roles = {"user": models.user, "assistant": models.assistant, "planner": models.planner_config()}
+    for name, cfg in roles.items():
+        t.add_row(name, cfg.backend, cfg.model, cfg.base_url or "-", profiles[name], str(cfg.max_tokens),
+                  f"{cfg.temperature:g}")
+    t.caption = f"user prompts: {recipe.dialogue.user_prompts}; cut replies: {recipe.dialogue.on_truncated}"
+    return t

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
+from ..backends.config import auto_profile
 from ..core.hashing import stable_seed
 from ..core.turns import repair_user_turn, strip_role_prefix
 from ..prompts import Prompts
@@ -38,8 +39,12 @@ class Role:
     backend: Backend
     cfg: ModelConfig
 
-    def params(self, seed: int) -> GenerationParams:
-        return GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens, seed)
+    def params(self, seed: int, cap_factor: int = 1) -> GenerationParams:
+        return GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens * cap_factor, seed)
+
+    @property
+    def profile(self) -> str:
+        return self.cfg.profile or auto_profile(self.cfg.backend, self.cfg.model)
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.cfg.backend, "model": self.cfg.model}
@@ -162,6 +167,7 @@ class DialogueEngine:
             "params": {name: {"temperature": role.cfg.temperature, "top_p": role.cfg.top_p,
                               "max_tokens": role.cfg.max_tokens}
                        for name, role in (("user", self.user), ("assistant", self.assistant))},
+            "profiles": {"user": self.user.profile, "assistant": self.assistant.profile},
             "user_prompts": self.cfg.user_prompts,
             "seed": opening.seed,
             "rounds_planned": opening.rounds,
@@ -174,23 +180,28 @@ class DialogueEngine:
                        for role, u in usage.items()},
         }
 
-    async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage) -> Completion:
-        out = await role.backend.complete(messages, role.params(seed))
+    async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage,
+                    cap_factor: int = 1) -> Completion:
+        out = await role.backend.complete(messages, role.params(seed, cap_factor))
         usage.add(out.usage)
         return out
 
     async def _assistant_turn(self, turns: list[str], opening: Opening, usage: dict[str, Usage],
                               regen: Counter[str]) -> Completion | None:
         cut_retries = 1 if self.cfg.on_truncated == "drop" else 0
+        # A real model's cut reply is asked again with twice the cap (a small model's, with a new seed).
+        cap_factor = 1
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(turns), "assistant", attempt)
-            out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"])
+            out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"],
+                                   cap_factor)
             labelled = out.text.lower().startswith(("assistant", "ai:"))
             out.text = strip_role_prefix(out.text) if labelled else out.text.strip()
             if out.text and out.finish_reason == "length" and cut_retries:
                 # A cut reply would be dropped: one more sample (new seed) often finishes within the cap.
                 cut_retries -= 1
                 regen["truncated"] += 1
+                cap_factor = 2 if self.assistant.profile == "real" else 1
                 continue
             if out.text:
                 return out
@@ -204,7 +215,7 @@ class DialogueEngine:
             seed = stable_seed(opening.seed, len(turns), "user", attempt)
             out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"])
             self.stats.user_attempts += 1
-            text, why = repair_user_turn(out.text, out.finish_reason, turns)
+            text, why = repair_user_turn(out.text, out.finish_reason, turns, self.user.profile)
             if why == "politeness":
                 regen["politeness"] += 1
                 reason = "politeness"
