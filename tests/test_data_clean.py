@@ -207,3 +207,17 @@ def test_decontaminate_mt_bench_checks_every_turn_without_flags(tmp_path: Path) 
     assert report["eval_prompts"] == 3 and report["eval_prompts_too_short"] == 2  # every turn of both questions
     only_first = decontaminate(src, tmp_path / "t0", [str(mt)], field="turns.0", progress=False)
     assert only_first["contaminated_dialogues"] == 0  # an explicit turns.0 checks the first turn only
+
+
+@pytest.mark.parametrize(("mode", "kept", "rule"), [("trim", ["Q1", "A1"], None), ("reject", None, "cut_turns"),
+                                                    ("keep", ["Q1", "A1", "Q2", "A2 cut mid", "Q3", "A3"], None)])
+def test_cut_turns_never_pass_as_complete(mode: str, kept: list[str] | None, rule: str | None) -> None:
+    from ultrachat.data.filter import DialogueFilter
+
+    d = {"id": "x", "data": ["Q1", "A1", "Q2", "A2 cut mid", "Q3", "A3"], "meta": {"truncated_turns": [3]}}
+    f = DialogueFilter(FilterConfig(cut_turns=mode, truecase="off"))
+    out, why, _ = f(d)
+    assert why == rule and (out["data"] if out else None) == kept
+    # A dialogue whose first reply was cut has no complete round: rejected even by "trim".
+    first = {"id": "y", "data": ["Q1", "A1 cut"], "meta": {"truncated_turns": [1]}}
+    assert f(first)[1] == ("cut_turns" if mode != "keep" else None)

@@ -182,3 +182,13 @@ def test_stats_cli_writes_json_png_and_escaped_html(tmp_path: Path, ultrachat_ex
     assert data["paper"]["same_table"] is False and data["paper"]["embedding_model"] == "text-embedding-ada-002"
     page = (tmp_path / "st" / "stats.html").read_text()
     assert "a&lt;b&gt;.jsonl" in page and "a<b>.jsonl" not in page and page.count("data:image/png;base64,") == 3
+
+
+def test_stats_report_the_share_of_dialogues_with_cut_turns(tmp_path: Path) -> None:
+    rows = [{"id": "a", "data": ["q", "cut", "q2", "cut2"], "meta": {"truncated_turns": [1, 3]}},
+            {"id": "b", "data": ["q", "a"], "meta": {"truncated_turns": []}},
+            {"id": "c", "data": ["q", "a"]}, {"id": "d", "data": ["q", "cu"], "meta": {"truncated_turns": [1]}}]
+    src = tmp_path / "c.jsonl"
+    src.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    r = corpus_stats(src, StatsConfig(tokenizer="whitespace", embedder="none"), progress=False)
+    assert r["cut"] == {"dialogues": 2, "turns": 3, "share": 0.5}

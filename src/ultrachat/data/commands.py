@@ -192,6 +192,10 @@ def stats(path: Path, out: Out = Path("ultrachat-stats"), tokenizer: Tokenizer =
             console.print(table)
         for key, how in result["methods"].items():
             console.print(Text.assemble((key, "bold"), f": {how}"), highlight=False)
+        cut = result["cut"]
+        console.print(Text.assemble(("cut turns", "bold"), f": {cut['dialogues']:,} dialogues ({cut['share']:.1%}) "
+                                    f"hold {cut['turns']:,} turns cut off by max_tokens (filter's cut_turns rule)"),
+                      highlight=False)
         console.print("wrote " + ", ".join(paths.values()), highlight=False, soft_wrap=True)
 
     guarded(overwrite, run)

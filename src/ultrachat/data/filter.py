@@ -33,7 +33,8 @@ from ..core.config import apply_overrides, format_validation_error, parse_toml
 from ..core.corpus import OutputDir, read_corpus
 from ..core.turns import confounding_reason, is_politeness_only
 
-RULES = ("empty_turns", "dangling_user", "polite_turns", "disclaimer", "truecase", "rounds", "length", "language",
+RULES = ("cut_turns", "empty_turns",
+         "dangling_user", "polite_turns", "disclaimer", "truecase", "rounds", "length", "language",
          "role_confounding")
 
 
@@ -42,6 +43,9 @@ class FilterConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # Turns cut off by max_tokens (meta.truncated_turns): "trim" ends the dialogue before the
+    # first one (its completed rounds stay), "reject" drops the dialogue, "keep" lets them pass.
+    cut_turns: Literal["trim", "reject", "keep"] = "trim"
     empty_turns: bool = True
     dangling_user: Literal["trim", "reject", "keep"] = "trim"
     polite_turns: Literal["drop", "reject", "keep"] = "drop"
@@ -138,7 +142,8 @@ class DialogueFilter:
         with the rule that rejected it and why."""
         repairs: list[str] = []
         try:  # the rules in their documented order: the first one that rejects is counted
-            turns = self._structure(list(d["data"]), repairs)
+            turns = self._cut(list(d["data"]), (d.get("meta") or {}).get("truncated_turns") or [], repairs)
+            turns = self._structure(turns, repairs)
             self._check_disclaimers(turns)
             turns = self._truecase(turns, repairs)
             self._check(turns)
@@ -151,6 +156,17 @@ class DialogueFilter:
             meta["filter"] = {"repairs": repairs}
             d = {**d, "data": turns, "meta": meta}
         return d, None, None
+
+    def _cut(self, turns: list[str], cut: list[int], repairs: list[str]) -> list[str]:
+        """A turn cut off by max_tokens never passes as complete: the dialogue ends before it."""
+        if not cut or self.cfg.cut_turns == "keep":
+            return turns
+        first = min(cut)
+        keep = first - first % 2  # the user turn it answered goes too: whole rounds only
+        if self.cfg.cut_turns == "reject" or keep == 0:
+            raise _Rejected("cut_turns", f"turn {first} was cut off by max_tokens")
+        repairs.append("cut_turns")
+        return turns[:keep]
 
     def _structure(self, turns: list[str], repairs: list[str]) -> list[str]:
         """Empty turns, a dangling user turn, politeness-only user turns: rejected or repaired."""

@@ -134,10 +134,14 @@ class _Pass:
         self.mtld_vals: list[float] = []
         self.empty = 0  # utterances without words (no MTLD)
         self.seen = 0
+        self.cut_dialogues = self.cut_turns = 0  # turns cut off by max_tokens (meta.truncated_turns)
 
     def add(self, batch: list[dict[str, Any]]) -> None:
         for d in batch:
             self.seen += 1
+            cut = (d.get("meta") or {}).get("truncated_turns") or []
+            self.cut_dialogues += bool(cut)
+            self.cut_turns += len(cut)
             # Reservoir sampling (algorithm R): a uniform sample in one pass, seeded.
             if len(self.sample) < self.cfg.sample:
                 self.sample.append({"id": d["id"], "data": d["data"]})
@@ -206,6 +210,8 @@ def corpus_stats(path: Path, cfg: StatsConfig | None = None, skip_invalid: bool 
             "topic_embedding": embedding, "same_embedding_as_paper": embedding == PAPER_EMBEDDING_MODEL,
             "config": {**asdict(cfg), "judge": cfg.judge.model_dump(exclude={"api_key_env"})},
             "sample": {"size": len(sample), "seed": cfg.seed},
+            "cut": {"dialogues": scan.cut_dialogues, "turns": scan.cut_turns,
+                    "share": scan.cut_dialogues / seen if seen else 0.0},
             "distributions": {"rounds": {str(k): rounds[k] for k in sorted(rounds)},
                               "dialogue_tokens": dlg_len.summary(), "utterance_tokens": utt_len.summary()},
             "_histograms": {"rounds": rounds, "dialogue_tokens": dlg_len.counts, "utterance_tokens": utt_len.counts}}
