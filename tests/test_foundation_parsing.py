@@ -99,3 +99,12 @@ def test_user_turn_repair_agrees_with_human_verdicts_on_real_embedded_outputs() 
     # Measured: 49/54 agree; 5 of 18 accepted are off-topic or vague questions (relevance is
     # beyond cheap rules), and no usable reply is thrown away.
     assert accepted_bad / accepted <= 0.3 and missed == 0, (accepted, accepted_bad, missed)
+
+
+def test_a_list_item_cut_by_the_cap_is_dropped() -> None:
+    from ultrachat.generate.planning import whole_lines
+
+    cut = "1. What is a tide?\n2. Why does the moon matter?\n3. What is the difference between"
+    assert parse_list(whole_lines(cut, "length")) == ["What is a tide?", "Why does the moon matter?"]
+    assert parse_list(whole_lines(cut, "stop"))[-1] == "What is the difference between"
+    assert whole_lines("1. What is the differ", "length") == ""

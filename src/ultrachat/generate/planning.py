@@ -166,7 +166,7 @@ class PlanContext:
         key = f"{key}|{hexdigest(json.dumps(messages, ensure_ascii=False))[:16]}"
         cached = self.store.get_call(key)
         if cached is not None:
-            return str(cached["text"])
+            return whole_lines(str(cached["text"]), str(cached.get("finish", "stop")))
         self.progress.add_total(stage, 1)
         async with self._sem:
             if self.budget.exhausted:
@@ -178,4 +178,13 @@ class PlanContext:
                   "usage": [out.usage.prompt_tokens, out.usage.completion_tokens]}
         self.store.save_call(record)
         self.progress.advance(stage, 1, out.usage.total_tokens)
-        return out.text
+        return whole_lines(out.text, out.finish_reason)
+
+
+def whole_lines(text: str, finish_reason: str) -> str:
+    """A list reply without its last line when the cap cut it there: a half-written item
+    ("What is the difference between") must never become an opening line."""
+    if finish_reason != "length":
+        return text
+    body = text.rstrip()
+    return body.rsplit("\n", 1)[0] if "\n" in body else ""
