@@ -23,7 +23,7 @@ import json
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from .backends.config import EMBEDDED_NAMES, ModelConfig, auto_profile
 from .core.config import ConfigError, Strict, load_toml_model
@@ -251,6 +251,17 @@ class Recipe(Strict):
 
     # runtime: resume a folder whose run began with other built-in prompts (an ultrachat upgrade)
     upgrade_prompts: bool = False
+
+    @field_validator("language")
+    @classmethod
+    def _known_language(cls, value: str) -> str:
+        from importlib import resources
+
+        known = sorted(e.name for e in resources.files("ultrachat.prompts").iterdir() if e.is_dir()
+                       and not e.name.startswith("_"))
+        if value not in known:
+            raise ValueError(f"no built-in prompts for '{value}' (choose {', '.join(known)})")
+        return value
 
     RUNTIME_FIELDS: ClassVar[frozenset[str]] = frozenset(
         {"dialogues", "out", "concurrency", "max_total_tokens", "cache", "filter", "upgrade_prompts"})
