@@ -186,3 +186,12 @@ async def test_real_profile_retries_a_cut_reply_with_twice_the_cap_then_drops_it
     assert record["meta"]["stop_reason"] == "truncated" and record["data"] == ["How do tides work?"]
     assert record["meta"]["profiles"] == {"user": "small", "assistant": "real"}
     assert record["meta"]["rounds"] == len(record["data"]) // 2
+
+
+async def test_think_blocks_never_reach_a_turn() -> None:
+    def assistant(m: list[Message], p: GenerationParams) -> str:
+        return "<think>The user asks about tides; recall the moon.</think>\nThe moon pulls the oceans."
+
+    engine, _ = _engine(lambda m, p: "<think>ask something new</think>Why twice a day?", assistant)
+    record = await engine.run(_opening(2))
+    assert record["data"][1:] == ["The moon pulls the oceans.", "Why twice a day?", "The moon pulls the oceans."]

@@ -108,3 +108,11 @@ def test_a_list_item_cut_by_the_cap_is_dropped() -> None:
     assert parse_list(whole_lines(cut, "length")) == ["What is a tide?", "Why does the moon matter?"]
     assert parse_list(whole_lines(cut, "stop"))[-1] == "What is the difference between"
     assert whole_lines("1. What is the differ", "length") == ""
+
+
+def test_think_blocks_are_stripped_from_list_replies() -> None:
+    from ultrachat.generate.planning import whole_lines
+
+    assert parse_list(whole_lines("<think>list tides</think>\n1. What is a tide?\n2. Why twice a day?", "stop")) == [
+        "What is a tide?", "Why twice a day?"]
+    assert whole_lines("<think>still thinking when the cap hit", "length") == ""

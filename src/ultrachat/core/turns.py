@@ -55,6 +55,15 @@ _ANSWER_LABEL = re.compile(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?
 _WORD = re.compile(r"\w+")
 
 
+_THINK = re.compile(r"<think>.*?(?:</think>|$)\s*", re.S | re.I)
+
+
+def strip_think(text: str) -> str:
+    """A reasoning model's ``<think>...</think>`` blocks removed (an unclosed one runs to
+    the end: the reply was cut while thinking); only the visible reply stays."""
+    return _THINK.sub("", text).strip() if "<think>" in text.lower() else text
+
+
 def strip_role_prefix(text: str) -> str:
     """Remove leading role labels and quotes wrapping the whole message."""
     text = text.strip()

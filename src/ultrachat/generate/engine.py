@@ -21,7 +21,7 @@ from typing import Any
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
 from ..backends.config import auto_profile
 from ..core.hashing import stable_seed
-from ..core.turns import repair_user_turn, strip_role_prefix
+from ..core.turns import repair_user_turn, strip_role_prefix, strip_think
 from ..prompts import Prompts
 from ..recipe import DialogueConfig, ModelConfig
 from .sector import Opening, Sector
@@ -183,6 +183,7 @@ class DialogueEngine:
     async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage,
                     cap_factor: int = 1) -> Completion:
         out = await role.backend.complete(messages, role.params(seed, cap_factor))
+        out.text = strip_think(out.text)
         usage.add(out.usage)
         return out
 

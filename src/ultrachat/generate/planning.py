@@ -19,6 +19,7 @@ from ..backends import Backend, GenerationParams
 from ..core.hashing import HashIndex, TextSpool, hash64, hexdigest
 from ..core.progress import RunProgress
 from ..core.text import normalize
+from ..core.turns import strip_think
 from ..recipe import ModelConfig
 from .budget import BudgetExhausted, TokenBudget
 from .sector import Opening
@@ -182,8 +183,10 @@ class PlanContext:
 
 
 def whole_lines(text: str, finish_reason: str) -> str:
-    """A list reply without its last line when the cap cut it there: a half-written item
-    ("What is the difference between") must never become an opening line."""
+    """A list reply without a reasoning model's ``<think>`` block, and without its last line
+    when the cap cut it there: a half-written item ("What is the difference between") must
+    never become an opening line."""
+    text = strip_think(text)
     if finish_reason != "length":
         return text
     body = text.rstrip()
