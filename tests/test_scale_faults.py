@@ -170,3 +170,42 @@ def test_unwritable_output_fails_in_one_line(tmp_path: Path, fake_recipe_file) -
     err = err.strip()
     assert "\n" not in err and err.startswith("error:") and str(locked / "out") in err, err
     assert not (locked / "out").exists()
+
+
+def _pages(folder: Path, skip: str = "") -> int:
+    """KiB a tmpfs needs for the files of ``folder`` (whole 4 KiB pages), leaving out ``skip``."""
+    return sum(-(-p.stat().st_size // 4096) * 4 for p in folder.rglob("*") if p.is_file() and p.name != skip)
+
+
+@pytest.mark.parametrize("phase", ["plan", "dialogues", "report"])
+def test_disk_full_at_each_phase_then_resume_to_the_same_corpus(tmp_path: Path, phase: str) -> None:
+    """The disk fills while planning, while writing dialogues, or when the last file
+    (report.json) is written; after the space comes back, the same command finishes the
+    run and the corpus equals an uninterrupted run's."""
+    recipe = tmp_path / "recipe.toml"
+    recipe.write_text(FAKE, encoding="utf-8")
+    generate("world", load_recipe(recipe, {"dialogues": 30, "out": str(tmp_path / "ref")}), progress=False)
+    expected = _sorted_lines(tmp_path / "ref" / "dialogues.jsonl")
+    plan_kib = _pages(tmp_path / "ref" / "plan") + 4  # + run.json
+    size = {"plan": plan_kib // 2, "dialogues": plan_kib + 16, "report": _pages(tmp_path / "ref", "report.json")}
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size[phase]}k", "tmpfs",
+                                            str(disk)], capture_output=True).returncode:
+        pytest.skip("needs root to mount a small tmpfs (the file-size-limit variant is the test above)")
+    try:
+        out = disk / "out"
+        argv = ["generate", "world", "-r", str(recipe), "--dialogues", "30", "--out", str(out), "--no-progress"]
+        code, err = run_cli(argv, tmp_path)
+        assert code == 1 and "No space left on device" in err and len(err.strip().splitlines()) == 1, err
+        written = len(_sorted_lines(out / "dialogues.jsonl")) if (out / "dialogues.jsonl").exists() else 0
+        assert {"plan": written == 0, "dialogues": 0 < written < 30,
+                "report": written == 30 and not (out / "report.json").exists()}[phase], (phase, written, err)
+        subprocess.run(["mount", "-o", "remount,size=16m", str(disk)], check=True)  # the space comes back
+        code, err = run_cli(argv, tmp_path)
+        assert code == 0, err
+        assert _sorted_lines(out / "dialogues.jsonl") == expected  # none lost, none duplicated, same texts
+        last = json.loads((out / "report.json").read_text())["runs"][-1]  # the resumed run found the rest done
+        assert last["already_done"] + last["dialogues_written"] == 30 and last["already_done"] == written
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=True)
