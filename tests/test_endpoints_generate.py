@@ -111,3 +111,20 @@ def test_chinese_world_on_the_mock_server_keeps_planned_rounds(tmp_path: Path) -
         assert d["meta"]["stop_reason"] == "completed", d["meta"]
         assert d["meta"]["rounds"] == d["meta"]["rounds_planned"] == 3 == len(d["data"]) // 2
         assert all("\u4e00" <= ch <= "\u9fff" for t in d["data"] for ch in t[:1] if ch.isalpha()), d["data"]
+
+
+def test_openai_base_url_from_the_environment_fills_only_an_unset_openai_role(tmp_path: Path, monkeypatch) -> None:
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    with MockServer() as srv:
+        monkeypatch.setenv("OPENAI_BASE_URL", srv.url)
+        # The environment never switches the embedded default...
+        assert load_recipe().models.user.backend == "local"
+        # ...but fills the endpoint of an openai role that names none.
+        overrides = {"dialogues": 2, "out": str(tmp_path / "out"), "dialogue.min_rounds": 2, "dialogue.max_rounds": 2,
+                     "models.user.backend": "openai", "models.user.model": "mock",
+                     "models.assistant.backend": "openai", "models.assistant.model": "mock"}
+        summary = asyncio.run(generate_async("world", load_recipe(None, overrides), progress=False))
+        served = srv.stats()["counts"].get("200", 0)
+    assert summary.stats.dialogues == 2 and served >= 2 * 3  # 2 dialogues x (2 answers + 1 question), + planning

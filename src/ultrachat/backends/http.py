@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import re
 import time
@@ -71,8 +72,9 @@ class RequestFailed(Exception):
 
 
 def normalize_base_url(url: str | None) -> str:
-    """``http://host:8000`` -> ``http://host:8000/v1``; trailing slashes dropped."""
-    url = (url or DEFAULT_BASE_URL).rstrip("/")
+    """``http://host:8000`` -> ``http://host:8000/v1``; trailing slashes dropped. An unset URL
+    is ``OPENAI_BASE_URL`` from the environment (the OpenAI clients' convention), else OpenAI's."""
+    url = (url or os.environ.get("OPENAI_BASE_URL") or DEFAULT_BASE_URL).rstrip("/")
     if urlsplit(url).scheme not in ("http", "https"):
         raise BackendError(f"base_url '{url}' needs a scheme, e.g. http://{url}")
     return url if urlsplit(url).path else url + "/v1"
