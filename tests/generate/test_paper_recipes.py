@@ -13,7 +13,7 @@ from ultrachat.cli import app
 from ultrachat.generate.all_sectors import sector_recipes
 from ultrachat.recipe import load_recipe
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 PAPER = ROOT / "examples" / "ultrachat-paper.toml"
 
 

@@ -44,7 +44,7 @@ def test_price_lookup_exact_then_patterns(prices: Prices) -> None:
     assert prices.lookup("fake", "other").output == 0.0
     assert prices.lookup("openai", "gpt-4o").input == 1.0
     assert prices.lookup("openai", "mystery").cost(Usage(10, 10)) is None
-    shipped = Prices.load(Path(__file__).parents[1] / "src/ultrachat/backends/prices.toml")
+    shipped = Prices.load(Path(__file__).parents[2] / "src/ultrachat/backends/prices.toml")
     assert shipped.lookup("openai", "gpt-4o-mini").input == 0.15 and shipped.lookup("local", "x").output == 0.0
 
 

@@ -142,7 +142,7 @@ def test_embedded_model_as_policy_and_judge(tmp_path, tiny_reward_model) -> None
     head (both orders) by the embedded model; weak-judge verdicts are kept honest."""
     items = load_eval_set("ultra_eval", per_class=1, limit=2)
     judge_dir = tmp_path / "judge"
-    src = Path(__file__).resolve().parent.parent / "src" / "ultrachat" / "evaluate" / "judges"
+    src = Path(__file__).resolve().parents[2] / "src" / "ultrachat" / "evaluate" / "judges"
     judge_dir.mkdir()
     (judge_dir / "pairwise-small.txt").write_text((src / "pairwise-small.txt").read_text())
     (judge_dir / "pairwise.toml").write_text((src / "pairwise-small.toml").read_text()

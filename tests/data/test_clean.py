@@ -153,7 +153,7 @@ def test_dedup_banding_choice_matters(planted: Path, tmp_path: Path) -> None:
 
 
 def test_decontaminate_builtin_and_files(tmp_path: Path) -> None:
-    evalset = json.loads((Path(__file__).parents[1] / "src/ultrachat/resources/ultra_eval.json").read_text())
+    evalset = json.loads((Path(__file__).parents[2] / "src/ultrachat/resources/ultra_eval.json").read_text())
     leaked = evalset[0]["data"]
     src = write(tmp_path / "in.jsonl", [
         {"id": "clean", "data": [GOOD, ANSWER]},

@@ -15,7 +15,7 @@ from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_missing_embedded_model_says_how_to_install(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
