@@ -93,7 +93,7 @@ def test_partial_planner_table_plans_on_the_user_roles_endpoint(tmp_path: Path) 
 
 def test_profile_defaults_keep_old_fingerprints() -> None:
     payload = load_recipe().fingerprint_payload("world")
-    assert all("profile" not in cfg for cfg in payload["models"].values() if cfg)
+    assert all("profile" not in cfg and "extra_body" not in cfg for cfg in payload["models"].values() if cfg)
     explicit = load_recipe(None, {"models.user.profile": "real"}).fingerprint_payload("world")
     assert explicit["models"]["user"]["profile"] == "real"
 

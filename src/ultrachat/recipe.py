@@ -307,6 +307,8 @@ class Recipe(Strict):
             if cfg:
                 if cfg.get("profile") == auto_profile(cfg["backend"], cfg["model"]):
                     cfg.pop("profile")  # the default: folders made before profiles keep their fingerprint
+                if not cfg.get("extra_body"):
+                    cfg.pop("extra_body", None)
                 for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries",
                             "batch_wait_s", "batch_poll_s"):
                     cfg.pop(key, None)

@@ -128,3 +128,22 @@ def test_openai_base_url_from_the_environment_fills_only_an_unset_openai_role(tm
         summary = asyncio.run(generate_async("world", load_recipe(None, overrides), progress=False))
         served = srv.stats()["counts"].get("200", 0)
     assert summary.stats.dialogues == 2 and served >= 2 * 3  # 2 dialogues x (2 answers + 1 question), + planning
+
+
+def test_extra_body_fields_reach_the_server_per_role(tmp_path: Path) -> None:
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text('[models.assistant.extra_body]\ntop_k = 20\nchat_template_kwargs = {enable_thinking = false}\n',
+                      encoding="utf-8")
+    with MockServer() as srv:
+        overrides = {"dialogues": 2, "out": str(tmp_path / "out"), "dialogue.min_rounds": 2, "dialogue.max_rounds": 2}
+        for role in ("user", "assistant"):
+            overrides.update({f"models.{role}.backend": "openai", f"models.{role}.base_url": srv.url,
+                              f"models.{role}.model": "mock"})
+        summary = asyncio.run(generate_async("world", load_recipe(recipe, overrides), progress=False))
+        counts = srv.stats()["counts"]
+    assert summary.stats.dialogues == 2
+    # Only the assistant's 4 answers (2 dialogues x 2 rounds) carry the fields.
+    assert counts["field_top_k"] == counts["field_chat_template_kwargs"] == 4, counts

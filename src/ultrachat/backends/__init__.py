@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -45,7 +46,7 @@ class BackendPool:
     local micro-batcher batches user and assistant calls together."""
 
     def __init__(self, cache: str | Path | None = None) -> None:
-        self._backends: dict[tuple[str, str, str | None], Backend] = {}
+        self._backends: dict[tuple[str | None, ...], Backend] = {}
         # A response cache (see .cache) wraps every backend when the recipe sets ``cache``.
         self.cache: ResponseCache | None = None
         if cache is not None:
@@ -54,7 +55,9 @@ class BackendPool:
             self.cache = ResponseCache(cache)
 
     def get(self, cfg: ModelConfig) -> Backend:
-        key = (cfg.backend, cfg.model, cfg.base_url)
+        key: tuple[str | None, ...] = (cfg.backend, cfg.model, cfg.base_url)
+        if cfg.extra_body:  # other request fields, other replies: its own backend and cache namespace
+            key += (json.dumps(cfg.extra_body, sort_keys=True),)
         if key not in self._backends:
             backend = make_backend(cfg)
             if self.cache is not None:

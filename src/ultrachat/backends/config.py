@@ -6,7 +6,7 @@ one model build it from the shared model flags (:mod:`ultrachat.modelflags`).
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import Field
 
@@ -29,6 +29,9 @@ class ModelConfig(Strict):
     # caps sized for real answers, a user-turn check measured on real chats). Unset: "small"
     # for the embedded model and the fake backend, "real" for every other model.
     profile: Literal["small", "real"] | None = None
+    # Server-specific request fields merged into every chat request of this role (openai
+    # backend), e.g. {top_k = 20, chat_template_kwargs = {enable_thinking = false}}.
+    extra_body: dict[str, Any] = Field(default_factory=dict)
     # Limits for HTTP backends (ignored by in-process ones).
     max_in_flight: int = Field(64, ge=1)
     requests_per_minute: int = Field(0, ge=0)

@@ -86,7 +86,7 @@ class OpenAIBackend(Backend):
                                backoff_base_s=backoff_base_s, backoff_max_s=backoff_max_s, fatal=self._fatal_reason)
         self.base_url = self.http.base_url
         #: fields merged into every request body (server-specific options)
-        self.extra_body: dict[str, Any] = {}
+        self.extra_body: dict[str, Any] = dict(cfg.extra_body)
         self._started = False
         self._start_lock = asyncio.Lock()
         self._failed_in_a_row = 0

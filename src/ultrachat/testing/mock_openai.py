@@ -40,6 +40,8 @@ from typing import Any
 
 from .. import aio
 
+_STANDARD_FIELDS = {"model", "messages", "temperature", "top_p", "max_tokens", "max_completion_tokens", "seed",
+                    "stop", "n", "stream"}
 FAULTS = ("429", "500", "timeout", "malformed", "drop", "400")
 EMBED_DIM = 8  # embeddings: the first bytes of each input's SHA-256, centred on 0 (out of order, as the API may)
 
@@ -132,6 +134,8 @@ class MockOpenAI:
             messages, model = body["messages"], body["model"]
         except (ValueError, KeyError, TypeError):
             return self._record(_error(400, "body must be JSON with 'model' and 'messages'", "invalid_request_error"))
+        for name in body.keys() - _STANDARD_FIELDS:
+            self.counts[f"field_{name}"] += 1  # server-specific fields a client sent (extra_body)
         if not isinstance(messages, list) or not messages:  # as OpenAI answers an empty conversation
             return self._record(_error(400, "'messages' must be a non-empty array", "invalid_request_error"))
         if self.cfg.models and model not in self.cfg.models:
