@@ -71,7 +71,9 @@ def _journal_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
 
 def batch_recipe(tmp_path: Path, url: str, seed: int = 0) -> Path:
     """Tests share one server: a distinct seed keeps their requests (custom_ids) distinct."""
-    role = f'backend = "openai_batch"\nmodel = "mock"\nbase_url = "{url}"\nbatch_wait_s = 0.1\nbatch_poll_s = 0.1\n'
+    # profile "small", as the fake backend of the live runs compared with it gets (task prompts, small caps)
+    role = (f'backend = "openai_batch"\nmodel = "mock"\nbase_url = "{url}"\nprofile = "small"\n'
+            "batch_wait_s = 0.1\nbatch_poll_s = 0.1\n")
     path = tmp_path / "batch.toml"
     path.write_text(f"seed = {seed}\nconcurrency = 100\n[models.user]\n{role}[models.assistant]\n{role}",
                     encoding="utf-8")

@@ -29,15 +29,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import sqlite3
 import threading
 import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from ..core.errors import unreadable_database
 from ..core.paths import batch_journal_path
+from ..core.sqlite import open_shared_db
 from .base import Backend, BackendError, Completion, GenerationParams, Message, Usage
 from .config import ModelConfig
 from .http import FormField, HttpClient, RequestFailed
@@ -58,15 +57,8 @@ class BatchJournal:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            with self._lock:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.executescript(JOURNAL_SCHEMA)
-        except sqlite3.Error as exc:
-            raise unreadable_database(self.path, "batch journal", exc) from None
+        self._db = open_shared_db(self.path, JOURNAL_SCHEMA, "batch journal")
 
     def _q(self, sql: str, args: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
         with self._lock:

@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import sqlite3
 import threading
 import time
 from array import array
@@ -33,9 +32,9 @@ from pathlib import Path
 from typing import IO, Any, TypeVar
 
 from .corpus import JsonlAppender, repair_tail
-from .errors import unreadable_database
 from .hashing import HashIndex, fingerprint, hash64
 from .progress import RunProgress
+from .sqlite import open_shared_db
 
 __all__ = ["CallCache", "SharedCallStore", "fingerprint", "gather_limited"]
 
@@ -129,18 +128,9 @@ class SharedCallStore:
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path).expanduser()
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        # check_same_thread=False: the local backend resolves calls from its batcher thread
-        # but every access goes through self._lock.
+        # The local backend resolves calls from its batcher thread: every access goes through self._lock.
         self._lock = threading.Lock()
-        try:
-            self._db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            with self._lock:
-                self._db.execute("PRAGMA journal_mode=WAL")
-                self._db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoint, never corrupt
-                self._db.execute(RESPONSES_SCHEMA)
-        except sqlite3.Error as exc:
-            raise unreadable_database(self.path, "response cache", exc) from None
+        self._db = open_shared_db(self.path, RESPONSES_SCHEMA, "response cache", durable=False)
 
     def get(self, key: str) -> Row | None:
         with self._lock:
