@@ -38,6 +38,12 @@ QUESTIONS = [
     "Why do leaves change colour in autumn?", "How do airplanes stay in the air?", "What is inflation?",
     "How do bees make honey?",
 ]
+INVARIANCE = [  # different lengths, so rows are padded differently in the batch than alone
+    "Why?", "Name a red fruit.", "How do plants turn sunlight into sugar, step by step?",
+    "Write two sentences about the history of the bicycle and why it became popular in cities.",
+    "What is 7 times 8?", "Describe a quiet morning in a small fishing village by the sea, in detail.",
+    "Give me a tip for learning French.", "Explain what a black hole is to a ten-year-old child who loves space.",
+]
 
 
 def _messages(batch: int) -> list[list[dict[str, str]]]:
@@ -74,17 +80,30 @@ def _theirs(backend: Any, batch: int) -> float:
     return tokens / (time.perf_counter() - started)
 
 
-def measure_speed() -> dict[tuple[str, int, str], float]:
-    """Best tokens/s per (dtype, batch, side), sides interleaved round by round."""
+def measure_invariance(backend: Any) -> int:
+    """How many of len(INVARIANCE) seeded calls (prompts of different lengths) give the same text
+    decoded alone as decoded all together in one batch."""
+    from ultrachat.backends import GenerationParams
+
+    msgs = [[{"role": "user", "content": q}] for q in INVARIANCE]
+    params = [GenerationParams(temperature=0.7, top_p=0.95, max_tokens=48, seed=i) for i in range(len(msgs))]
+    together = backend.generate_batch(msgs, params)
+    alone = [backend.generate_batch([m], [p])[0] for m, p in zip(msgs, params, strict=True)]
+    return sum(a.text == t.text for a, t in zip(alone, together, strict=True))
+
+
+def measure_speed() -> tuple[dict[tuple[str, int, str], float], dict[str, int]]:
+    """Best tokens/s per (dtype, batch, side), sides interleaved round by round; batch invariance per dtype."""
     from ultrachat.backends.local import LocalBackend
 
     loop = asyncio.new_event_loop()
     backends = {}
     for dtype in DTYPES:
-        backend = LocalBackend(max_batch=max(BATCHES), dtype=dtype)
+        backends[dtype] = LocalBackend(max_batch=max(BATCHES), dtype=dtype)
+        loop.run_until_complete(backends[dtype].start())
+    invariant = {dtype: measure_invariance(backend) for dtype, backend in backends.items()}
+    for backend in backends.values():
         backend.ignore_eos = True
-        loop.run_until_complete(backend.start())
-        backends[dtype] = backend
     best: dict[tuple[str, int, str], float] = {}
     try:
         for rnd in range(ROUNDS + 1):  # round 0 warms up every path and is not counted
@@ -98,18 +117,30 @@ def measure_speed() -> dict[tuple[str, int, str], float]:
         for backend in backends.values():
             loop.run_until_complete(backend.close())
         loop.close()
-    return best
+    return best, invariant
 
 
-def measure_demo(dtype: str) -> dict[str, float]:
-    """Generate the demo recipe in a fresh process with ``dtype``; its quality figures."""
-    with tempfile.TemporaryDirectory() as out:
-        env = dict(os.environ, ULTRACHAT_DTYPE=dtype, PYTHONPATH=str(REPO / "src"))
-        started = time.perf_counter()
-        subprocess.run([sys.executable, "-m", "ultrachat.cli", "generate", "world", "--recipe", str(DEMO),
-                        "--out", out], check=True, env=env, cwd=REPO, stdout=subprocess.DEVNULL)
-        seconds = time.perf_counter() - started
-        rows = [json.loads(line) for line in Path(out, "dialogues.jsonl").read_text(encoding="utf-8").splitlines()]
+def measure_demos() -> dict[str, dict[str, float]]:
+    """Generate the demo recipe once per dtype, all at the same time (so load touches them alike),
+    each in a fresh process (``ULTRACHAT_DTYPE``); their quality figures."""
+    with tempfile.TemporaryDirectory() as tmp:
+        started, procs = time.perf_counter(), {}
+        for dtype in DTYPES:
+            env = dict(os.environ, ULTRACHAT_DTYPE=dtype, PYTHONPATH=str(REPO / "src"))
+            procs[dtype] = subprocess.Popen(
+                [sys.executable, "-m", "ultrachat.cli", "generate", "world", "--recipe", str(DEMO), "--out",
+                 str(Path(tmp, dtype))], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+        figures = {}
+        for dtype, proc in procs.items():
+            if proc.wait() != 0:
+                raise RuntimeError(f"the {dtype} demo run failed (exit {proc.returncode})")
+            figures[dtype] = _demo_figures(Path(tmp, dtype, "dialogues.jsonl"))
+            figures[dtype]["seconds"] = time.perf_counter() - started
+    return figures
+
+
+def _demo_figures(path: Path) -> dict[str, float]:
+    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
     answers = sum(len(r["data"]) // 2 for r in rows)
     user_turns = sum((len(r["data"]) - 1) // 2 for r in rows)  # simulated turns kept (not the opening)
     regens = sum(sum(r["meta"]["regenerations"].values()) for r in rows)
@@ -118,19 +149,19 @@ def measure_demo(dtype: str) -> dict[str, float]:
         "rounds": sum(r["meta"]["rounds"] for r in rows) / max(1, len(rows)),
         "cut": sum(len(r["meta"]["truncated_turns"]) for r in rows) / max(1, answers),
         "regens": regens / max(1, user_turns),
-        "seconds": seconds,
     }
 
 
-def _within(value: float, base: float) -> str:
-    """'yes' when ``value`` is within 10% of ``base`` (both near zero counts as within)."""
-    return "yes" if abs(value - base) <= 0.1 * abs(base) or abs(value - base) < 0.02 else "no"
+def _guard(value: float, base: float, higher_is_better: bool) -> str:
+    """'yes' when ``value`` is no more than 10% worse than ``base`` (a gap under 0.02 is noise)."""
+    worse = base - value if higher_is_better else value - base
+    return "yes" if worse <= 0.1 * abs(base) or worse < 0.02 else "no"
 
 
 def run() -> str:
     load_before = os.getloadavg()[0]
-    speed = measure_speed()
-    demo = {dtype: measure_demo(dtype) for dtype in DTYPES}
+    speed, invariant = measure_speed()
+    demo = measure_demos()
     load_after = os.getloadavg()[0]
     lines = [
         "## Embedded model: ours vs plain transformers `generate`",
@@ -155,11 +186,14 @@ def run() -> str:
         ratio = speed[o, batch, "ours"] / speed[g, batch, "generate"]
         lines.append(f"- batch {batch}: ours {o} {speed[o, batch, 'ours']:.1f} vs generate {g} "
                      f"{speed[g, batch, 'generate']:.1f} = {ratio:.2f}x ({'met' if ratio >= 1 else 'missed'})")
+    lines += ["", f"Batch invariance: of {len(INVARIANCE)} seeded calls (prompts of 1 to 20 words, 48 tokens), "
+                  "the same text decoded alone as in one batch of all of them: "
+                  + ", ".join(f"{dtype} {invariant[dtype]}/{len(INVARIANCE)}" for dtype in DTYPES) + "."]
     base = demo["float32"]
     lines += [
         "",
         "Quality guard: `ultrachat generate world --recipe examples/demo.toml` once per dtype "
-        "(`ULTRACHAT_DTYPE`), one after the other. Target: bfloat16 within 10% of float32.",
+        "(`ULTRACHAT_DTYPE`), both at the same time. Target: bfloat16 no more than 10% worse than float32.",
         "",
         "| dtype | dialogues | rounds per dialogue | answers cut by max_tokens | regenerations per user turn "
         "| wall time |",
@@ -170,8 +204,10 @@ def run() -> str:
         lines.append(f"| {dtype} | {d['dialogues']:.0f} | {d['rounds']:.2f} | {d['cut']:.0%} | {d['regens']:.2f} "
                      f"| {d['seconds']:.0f} s |")
     bf = demo["bfloat16"]
-    lines += ["", f"bfloat16 within 10% of float32: rounds {_within(bf['rounds'], base['rounds'])}, cut share "
-                  f"{_within(bf['cut'], base['cut'])}, regenerations {_within(bf['regens'], base['regens'])}."]
+    lines += ["", f"bfloat16 no more than 10% worse than float32: rounds {_guard(bf['rounds'], base['rounds'], True)}, "
+                  f"cut share {_guard(bf['cut'], base['cut'], False)}, regenerations per user turn "
+                  f"{_guard(bf['regens'], base['regens'], False)} ({bf['dialogues']:.0f} dialogues per dtype: "
+                  "sampling noise is large at this size)."]
     return "\n".join(lines)
 
 

@@ -17,11 +17,13 @@ AMX), float32 otherwise; ``ULTRACHAT_DTYPE`` (auto, bfloat16, float32) overrides
 from __future__ import annotations
 
 import asyncio
+import functools
 import importlib.util
 import os
 import queue
 import threading
 import time
+from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -126,6 +128,7 @@ class _Row:
     finish: str | None = None
 
 
+@functools.cache
 def _growing_layer_class() -> type:
     """A DynamicLayer that writes each step's keys and values into spare room of a buffer,
     instead of re-concatenating the whole cache every step (a copy per layer per token)."""
@@ -202,9 +205,8 @@ class _Decoder:
         from transformers import DynamicCache
 
         cache = DynamicCache(config=self.b._model.config)
-        if self.b.growing:
-            layer = _growing_layer_class()
-            cache.layers = [layer() for _ in cache.layers]
+        layer = _growing_layer_class()
+        cache.layers = [layer() for _ in cache.layers]
         return cache
 
     def step(self) -> list[_Row]:
@@ -241,7 +243,7 @@ class _Decoder:
             return
         width = max(self.attn.shape[1], attn.shape[1])
         for mine, theirs in zip(self.cache.layers, cache.layers, strict=True):
-            _set_layer(mine, torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)]),
+            mine.set(torch.cat([_left_pad(mine.keys, width, 2), _left_pad(theirs.keys, width, 2)]),
                        torch.cat([_left_pad(mine.values, width, 2), _left_pad(theirs.values, width, 2)]))
         self.attn = torch.cat([_left_pad(self.attn, width, 1), _left_pad(attn, width, 1)])
         self.rows = self.rows + rows
@@ -262,16 +264,9 @@ class _Decoder:
         start = int((attn.sum(0) > 0).nonzero()[0])
         self.attn = attn[:, start:]
         for layer in self.cache.layers:
-            _set_layer(layer, layer.keys[idx, :, start:], layer.values[idx, :, start:])
+            layer.set(layer.keys[idx, :, start:], layer.values[idx, :, start:])
         self.rows = [self.rows[i] for i in keep]
         return done
-
-
-def _set_layer(layer: Any, keys: Any, values: Any) -> None:
-    if hasattr(layer, "set"):
-        layer.set(keys, values)
-    else:
-        layer.keys, layer.values = keys, values
 
 
 def _left_pad(t: Any, width: int, dim: int) -> Any:
@@ -302,13 +297,12 @@ class LocalBackend(Backend):
         self.batch_wait_s = batch_wait_s
         self.dtype = dtype
         self.ignore_eos = False
-        self.growing = True
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._thread: threading.Thread | None = None
         self._model: Any = None
         self._tok: Any = None
         self._start_lock = asyncio.Lock()
-        self.batch_sizes: list[int] = []  # rows decoding right after each admission
+        self.batch_sizes: deque[int] = deque(maxlen=1000)  # rows decoding after each recent admission
         self.joined_running = 0  # calls admitted while other rows were mid-decode
 
     # -- lifecycle -------------------------------------------------------------------
