@@ -116,3 +116,19 @@ def test_think_blocks_are_stripped_from_list_replies() -> None:
     assert parse_list(whole_lines("<think>list tides</think>\n1. What is a tide?\n2. Why twice a day?", "stop")) == [
         "What is a tide?", "Why twice a day?"]
     assert whole_lines("<think>still thinking when the cap hit", "length") == ""
+
+
+def test_a_user_turn_that_parrots_the_reply_is_not_usable() -> None:
+    reply = "The moon's gravity pulls the oceans, so the tides rise and fall twice a day. Why do you ask?"
+    turns = ["How do tides work?", reply]
+    parrot = "The moon's gravity pulls the oceans, so tides rise and fall twice a day?"
+    assert repair_user_turn(parrot, "stop", turns) == (parrot, "repeats the assistant")
+    follow_up = "Why twice a day and not once, if the moon goes around only once?"
+    assert repair_user_turn(follow_up, "stop", turns) == (follow_up, None)
+
+
+def test_offers_of_help_are_the_assistants_voice() -> None:
+    for text in ("Please let me know how I can help.", "What can I do for you today?",
+                 "I'm ready to help. What's on your mind?", "How may I assist you with that?"):
+        assert confounding_reason(text) is not None, text
+    assert confounding_reason("Can you help me plan a trip to Kyoto?") is None

@@ -103,7 +103,10 @@ _ZH_QUESTION = re.compile(r"什么|什麼|怎么|怎麼|怎样|如何|为什么|
 # Said by an assistant anywhere in a message, never by the user it simulates.
 _ASSISTANT_ANYWHERE = re.compile(
     r"\b(?:i am|i'?m) (?:an? )?(?:helpful |friendly )?(?:ai|assistant|language model)\b|"
-    r"\b(?:happy|glad) to (?:answer|help|assist)\b|\bas an ai\b|作为(?:一个|一名)?(?:AI|人工智能|语言模型|助手)|"
+    r"\b(?:happy|glad) to (?:answer|help|assist)\b|\bas an ai\b|"
+    # offers of help, addressed to the person: the assistant's voice in a user turn
+    r"\bhow (?:can|may) i (?:help|assist)\b|\bhow i can (?:help|assist)\b|\bwhat can i do for you\b|"
+    r"\bi can (?:help|assist) you\b|\bwhat'?s on your mind\b|\bwhat brings you here\b|作为(?:一个|一名)?(?:AI|人工智能|语言模型|助手)|"
     r"我是(?:一个)?(?:AI|人工智能|语言模型|助手)|很高兴(?:为您|为你|能帮)|乐意(?:为您|为你|帮助)", re.I)
 _SENTENCE = re.compile(r"[^.!?。！？\n\"“”]*[?？]")
 _CJK = re.compile(r"[\u3400-\u9fff]")
@@ -268,7 +271,8 @@ def repair_user_turn(raw: str, finish_reason: str, turns: list[str],
 
     ``turns`` is the dialogue so far (ending with the assistant's reply). A reply cut off by
     max_tokens, or one that fails :func:`confounding_reason`, is still usable when it holds
-    a question of its own; a turn that repeats an earlier user turn is not. ``profile``
+    a question of its own; a turn that repeats an earlier user turn, or mostly repeats the
+    reply it follows (the 135M model parrots), is not. ``profile``
     picks the strictness of :func:`confounding_reason`.
     """
     text = strip_role_prefix(raw)
@@ -284,4 +288,14 @@ def repair_user_turn(raw: str, finish_reason: str, turns: list[str],
     asked = _words(first.group(0) if first else text)
     if any(asked == _words(earlier) for earlier in turns[0::2]):
         return text, "repeats an earlier question"
+    if len(turns) >= 2 and _overlap(text, turns[-1]) >= REPEAT_OVERLAP:
+        return text, "repeats the assistant"
     return text, None
+
+
+REPEAT_OVERLAP = 0.6  # word-set Jaccard with the reply just given: a parrot, not a follow-up
+
+
+def _overlap(a: str, b: str) -> float:
+    wa, wb = set(_words(a)), set(_words(b))
+    return len(wa & wb) / len(wa | wb) if wa and wb else 0.0
