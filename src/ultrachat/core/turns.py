@@ -106,7 +106,8 @@ _ASSISTANT_ANYWHERE = re.compile(
     r"\b(?:happy|glad) to (?:answer|help|assist)\b|\bas an ai\b|"
     # offers of help, addressed to the person: the assistant's voice in a user turn
     r"\bhow (?:can|may) i (?:help|assist)\b|\bhow i can (?:help|assist)\b|\bwhat can i do for you\b|"
-    r"\bi can (?:help|assist) you\b|\bwhat'?s on your mind\b|\bwhat brings you here\b|作为(?:一个|一名)?(?:AI|人工智能|语言模型|助手)|"
+    r"\bi can (?:help|assist) you\b|\bwhat'?s on your mind\b|\bwhat brings you here\b|"
+    r"作为(?:一个|一名)?(?:AI|人工智能|语言模型|助手)|"
     r"我是(?:一个)?(?:AI|人工智能|语言模型|助手)|很高兴(?:为您|为你|能帮)|乐意(?:为您|为你|帮助)", re.I)
 _SENTENCE = re.compile(r"[^.!?。！？\n\"“”]*[?？]")
 _CJK = re.compile(r"[\u3400-\u9fff]")
