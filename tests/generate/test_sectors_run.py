@@ -243,3 +243,15 @@ def test_every_new_sector_over_http(tmp_path, ultrachat_exe):
         assert lines and all(d["meta"]["models"]["assistant"] == {"backend": "openai", "model": "mock"}
                              for d in lines)
         assert all(len(d["data"]) >= 2 for d in lines)
+
+
+def test_a_mix_sector_on_another_model_follows_that_models_profile() -> None:
+    rec = load_recipe(None, {"dialogues": 8, "mix.sectors.writing.share": 1,
+                             "mix.sectors.world.models.assistant.backend": "openai",
+                             "mix.sectors.world.models.assistant.model": "qwen2.5-7b",
+                             "mix.sectors.world.models.assistant.base_url": "http://127.0.0.1:9/v1"})
+    subs = dict(sector_recipes(rec))
+    world, writing = subs["world"], subs["writing"]
+    assert world.models.profiles()["assistant"] == "real" and world.models.assistant.max_tokens == 2048
+    assert world.dialogue.on_truncated == "drop" and world.dialogues == 4
+    assert writing.models.profiles()["assistant"] == "small" and writing.dialogue.on_truncated == "mark"

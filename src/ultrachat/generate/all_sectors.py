@@ -77,7 +77,11 @@ def sector_recipes(recipe: Recipe) -> list[tuple[str, Recipe]]:
             continue
         update: dict[str, Any] = {"dialogues": counts[name], "out": str(root / name), "mix": MixConfig()}
         if part.models:
-            update["models"] = _merge_models(recipe.models, part.models)
+            # Validated again: dialogue settings the recipe left unset follow this sector's profiles.
+            data = {**recipe.model_dump(exclude_unset=True), "dialogues": counts[name], "out": str(root / name),
+                    "mix": {}, "models": _merge_models(recipe.models, part.models).model_dump(exclude_none=True)}
+            out.append((name, Recipe.model_validate(data)))
+            continue
         out.append((name, recipe.model_copy(update=update)))
     if not out:
         raise ValueError("mix: every sector has a quota of 0 dialogues")
