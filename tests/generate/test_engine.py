@@ -195,3 +195,24 @@ async def test_think_blocks_never_reach_a_turn() -> None:
     engine, _ = _engine(lambda m, p: "<think>ask something new</think>Why twice a day?", assistant)
     record = await engine.run(_opening(2))
     assert record["data"][1:] == ["The moon pulls the oceans.", "Why twice a day?", "The moon pulls the oceans."]
+
+
+async def test_real_profile_asks_a_cut_user_turn_again_with_twice_the_cap() -> None:
+    caps: list[int] = []
+
+    def user(m: list[Message], p: GenerationParams) -> Completion:
+        caps.append(p.max_tokens)
+        if len(caps) == 1:
+            return Completion("I wonder whether the moon", "length", Usage(10, p.max_tokens), "fake")
+        return Completion("Why are there two tides a day?", "stop", Usage(10, 8), "fake")
+
+    recipe = load_recipe()
+    prompts = Prompts("en")
+    engine = DialogueEngine(
+        WorldSector(recipe, prompts),
+        Role(FakeBackend(user), ModelConfig(backend="fake", model="fake", max_tokens=50, profile="real")),
+        Role(FakeBackend(lambda m, p: "The moon pulls the oceans."), ModelConfig(backend="fake", model="fake")),
+        prompts, DialogueConfig(), ["a curious tester"])
+    record = await engine.run(_opening(2))
+    assert caps == [50, 100] and record["data"][2] == "Why are there two tides a day?"
+    assert record["meta"]["rounds"] == 2 and record["meta"]["stop_reason"] == "completed"

@@ -212,10 +212,14 @@ class DialogueEngine:
     async def _user_turn(self, turns: list[str], opening: Opening, persona: str | None, usage: dict[str, Usage],
                          regen: Counter[str], repairs: Counter[str]) -> tuple[str | None, str]:
         reason = "role_confounding"
+        cap_factor = 1
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(turns), "user", attempt)
-            out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"])
+            out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"],
+                                   cap_factor)
             self.stats.user_attempts += 1
+            if out.finish_reason == "length" and self.user.profile == "real" and cap_factor == 1:
+                cap_factor = 2  # a real model's cut turn: asked again once with twice the cap
             text, why = repair_user_turn(out.text, out.finish_reason, turns, self.user.profile)
             if why == "politeness":
                 regen["politeness"] += 1
