@@ -139,16 +139,26 @@ def measure_demos() -> dict[str, dict[str, float]]:
     return figures
 
 
+USER_REGENS = ("politeness", "role_confounding")  # user-turn retries (assistant ones: truncated, empty_reply)
+
+
 def _demo_figures(path: Path) -> dict[str, float]:
+    """Rounds per dialogue; share of sampled answers cut by max_tokens (kept, retried or dropped
+    with on_truncated = "drop"); user-turn regenerations per user turn asked for."""
     rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
-    answers = sum(len(r["data"]) // 2 for r in rows)
-    user_turns = sum((len(r["data"]) - 1) // 2 for r in rows)  # simulated turns kept (not the opening)
-    regens = sum(sum(r["meta"]["regenerations"].values()) for r in rows)
+    metas = [r["meta"] for r in rows]
+    retried = sum(m["regenerations"].get("truncated", 0) for m in metas)
+    # "drop" ends a dialogue before a reply cut twice: stopped as truncated with no cut turn kept.
+    dropped = sum(m["stop_reason"] == "truncated" and not m["truncated_turns"] for m in metas)
+    kept_cut = sum(len(m["truncated_turns"]) for m in metas)
+    sampled = sum(len(r["data"]) // 2 for r in rows) + retried + dropped
+    user_asked = sum((len(r["data"]) - 1) // 2 + (r["meta"]["stop_reason"] in USER_REGENS) for r in rows)
+    regens = sum(m["regenerations"].get(k, 0) for m in metas for k in USER_REGENS)
     return {
         "dialogues": len(rows),
-        "rounds": sum(r["meta"]["rounds"] for r in rows) / max(1, len(rows)),
-        "cut": sum(len(r["meta"]["truncated_turns"]) for r in rows) / max(1, answers),
-        "regens": regens / max(1, user_turns),
+        "rounds": sum(m["rounds"] for m in metas) / max(1, len(rows)),
+        "cut": (kept_cut + retried + dropped) / max(1, sampled),
+        "regens": regens / max(1, user_asked),
     }
 
 
@@ -195,7 +205,8 @@ def run() -> str:
         "Quality guard: `ultrachat generate world --recipe examples/demo.toml` once per dtype "
         "(`ULTRACHAT_DTYPE`), both at the same time. Target: bfloat16 no more than 10% worse than float32.",
         "",
-        "| dtype | dialogues | rounds per dialogue | answers cut by max_tokens | regenerations per user turn "
+        "| dtype | dialogues | rounds per dialogue | answers cut by max_tokens (kept, retried or dropped) "
+        "| user-turn regenerations per user turn "
         "| wall time |",
         "|---|---:|---:|---:|---:|---:|",
     ]
