@@ -130,12 +130,17 @@ def measure_demos() -> dict[str, dict[str, float]]:
             procs[dtype] = subprocess.Popen(
                 [sys.executable, "-m", "ultrachat.cli", "generate", "world", "--recipe", str(DEMO), "--out",
                  str(Path(tmp, dtype))], env=env, cwd=REPO, stdout=subprocess.DEVNULL)
+        ended: dict[str, float] = {}
+        while len(ended) < len(procs):  # each run's own end time
+            for dtype, proc in procs.items():
+                if dtype not in ended and proc.poll() is not None:
+                    ended[dtype] = time.perf_counter() - started
+            time.sleep(0.5)
         figures = {}
         for dtype, proc in procs.items():
-            if proc.wait() != 0:
+            if proc.returncode != 0:
                 raise RuntimeError(f"the {dtype} demo run failed (exit {proc.returncode})")
-            figures[dtype] = _demo_figures(Path(tmp, dtype, "dialogues.jsonl"))
-            figures[dtype]["seconds"] = time.perf_counter() - started
+            figures[dtype] = {**_demo_figures(Path(tmp, dtype, "dialogues.jsonl")), "seconds": ended[dtype]}
     return figures
 
 
