@@ -142,7 +142,7 @@ class Todo:
 
 def wanted_openings(sector: Sector, store: RunStore, dialogues: int) -> Iterator[Opening]:
     """The openings a run of ``dialogues`` turns into dialogues, streamed from the plan file."""
-    return sector.wanted((Opening(**o) for o in store.iter_openings()), dialogues)
+    return sector.wanted(store.load_openings(Opening), dialogues)
 
 
 #: ``(engine, todo, store, bars, budget, concurrency) -> stopped by the budget``
@@ -206,7 +206,7 @@ async def _plan(sector: Sector, recipe: Recipe, store: RunStore, ctx: PlanContex
     dialogues already written."""
     # The plan streams: each batch of openings goes to plan/openings.jsonl as it is
     # fixed, and the dialogue phase reads them back (three passes over the file).
-    assigned = Assigned((Opening(**o) for o in store.iter_openings()), sector.plan_group,
+    assigned = Assigned(store.load_openings(Opening), sector.plan_group,
                         store.iter_emissions())
     try:
         ctx.emit(await sector.plan(ctx, recipe.dialogues, assigned) or [])

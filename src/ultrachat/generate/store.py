@@ -12,17 +12,27 @@ Layout of ``<out>/``::
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from filelock import FileLock, Timeout
 
 from ..core.callcache import CallCache
-from ..core.corpus import InvalidLine, JsonlAppender, iter_jsonl, read_json_object, repair_tail, write_json_atomic
+from ..core.corpus import (
+    InvalidLine,
+    JsonlAppender,
+    iter_jsonl,
+    json_lines,
+    read_json_object,
+    repair_tail,
+    write_json_atomic,
+)
 from ..core.errors import UserError
 from ..core.hashing import HashIndex
 from ..recipe import Recipe
+
+T = TypeVar("T")
 
 
 class RunStoreError(UserError, RuntimeError):
@@ -136,6 +146,22 @@ class RunStore:
         repair_tail(path)
         if path.exists():
             yield from iter_jsonl(path, validate=False)
+
+    def load_openings(self, make: Callable[..., T]) -> Iterator[T]:
+        """:meth:`iter_openings` built with ``make(**line)``; a line that does not fit is an
+        error naming ``file:line`` (a damaged plan), not a crash."""
+        path = self.out / "plan" / "openings.jsonl"
+        repair_tail(path)
+        if not path.exists():
+            return
+        for where, obj in json_lines(path):
+            try:
+                if isinstance(obj, ValueError) or not isinstance(obj, dict):
+                    raise TypeError(str(obj))
+                yield make(**obj)
+            except (TypeError, ValueError) as exc:
+                raise RunStoreError(f"{where}: damaged line, not a planned opening ({exc}); delete that line "
+                                    "to plan it again") from None
 
     def save_openings(self, items: list[dict[str, Any]]) -> None:
         assert self._openings is not None
