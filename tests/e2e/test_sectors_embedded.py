@@ -19,7 +19,7 @@ CJK = re.compile(r"[\u4e00-\u9fff]")
 TINY = {
     "seed": 1, "concurrency": 4,
     "models.user.max_tokens": 32, "models.assistant.max_tokens": 32,
-    "models.planner.max_tokens": 48, "models.planner.temperature": 0.7,
+    "models.planner.max_tokens": 96, "models.planner.temperature": 0.7,
     "dialogue.min_rounds": 2, "dialogue.max_rounds": 2, "dialogue.max_regenerations": 1,
 }
 
