@@ -126,3 +126,14 @@ def test_chinese_world_run_plans_from_chinese_topics(tmp_path: Path, fake_recipe
     assert summary.planned == 4 and summary.stats.dialogues == 4
     calls = [json.loads(line) for line in (tmp_path / "o" / "plan" / "calls.jsonl").read_text().splitlines()]
     assert all(any("\u4e00" <= ch <= "\u9fff" for ch in c["key"]) for c in calls)  # Chinese topics
+
+
+@pytest.mark.parametrize("line", ['{"from": {"t0": 1}}', '{"plan": "p", "from": {"t0": "x"}}', '[1, 2]'])
+def test_damaged_emissions_line_is_an_error_naming_the_line(tmp_path: Path, fake_recipe_file, line: str) -> None:
+    recipe = load_recipe(fake_recipe_file(), {"dialogues": 4, "out": str(tmp_path / "o")})
+    generate("world", recipe, progress=False)
+    journal = tmp_path / "o" / "plan" / "emissions.jsonl"
+    journal.write_text(line + "\n", encoding="utf-8")
+    with pytest.raises(RunStoreError, match=r"emissions\.jsonl:1: damaged line"):
+        generate("world", load_recipe(fake_recipe_file(), {"dialogues": 6, "out": str(tmp_path / "o")}),
+                 progress=False)

@@ -168,10 +168,17 @@ class RunStore:
         self._openings.write(items)
 
     def iter_emissions(self) -> Iterator[dict[str, Any]]:
+        """The records of ``plan/emissions.jsonl``; a line that is not one is an error naming
+        ``file:line`` (a damaged journal), not a crash."""
         path = self.out / "plan" / "emissions.jsonl"
         repair_tail(path)
-        if path.exists():
-            yield from iter_jsonl(path, validate=False)
+        if not path.exists():
+            return
+        for where, obj in json_lines(path):
+            if not _is_emission(obj):
+                raise RunStoreError(f"{where}: damaged line, not a plan emission record; delete "
+                                    f"{path} to plan the interrupted groups again") from None
+            yield obj
 
     def save_emission(self, record: dict[str, Any]) -> None:
         assert self._emissions is not None
@@ -201,3 +208,14 @@ class RunStore:
         if self._done is not None:
             for d in dialogues:
                 self._done.add(d["id"])
+
+
+def _is_emission(obj: object) -> bool:
+    """``{"done": PLAN}`` or ``{"plan": PLAN, "from": {GROUP: K, ...}, ...}``."""
+    if not isinstance(obj, dict):
+        return False
+    if "done" in obj:
+        return isinstance(obj["done"], str)
+    start = obj.get("from")
+    return isinstance(obj.get("plan"), str) and isinstance(start, dict) and \
+        all(isinstance(k, int) and not isinstance(k, bool) for k in start.values())
