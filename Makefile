@@ -61,8 +61,10 @@ demo: install
 browser:
 	@test -x /usr/bin/chromium || (apt-get update && apt-get install -y chromium)
 
+# PYTEST_ARGS: e.g. --hypothesis-seed=N to replay the property tests' exploration.
+PYTEST_ARGS ?=
 test: install-all browser
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
 # ruff, the import contracts of pyproject.toml ([tool.importlinter]; docs/architecture.md), then
 # the type checker mypy on src/ (its strictness: [tool.mypy] in pyproject.toml)
