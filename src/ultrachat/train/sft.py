@@ -219,17 +219,50 @@ def train(cfg: TrainConfig, progress: bool = True) -> TrainResult:
     out = Path(cfg.out)
     args = _sft_config(cfg, out, precision, quant, eval_ds is not None, progress)
     resume = last_checkpoint(out)
-    trainer = SFTTrainer(model=path, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
-                         processing_class=tokenizer, peft_config=peft_config, callbacks=[_record_callback(out, record)])
+    callback = _record_callback(out, record, cfg.save_total_limit)
+    trainer = _trainer_class(SFTTrainer)(model=path, args=args, train_dataset=train_ds, eval_dataset=eval_ds,
+                                         processing_class=tokenizer, peft_config=peft_config, callbacks=[callback])
     result = trainer.train(resume_from_checkpoint=str(resume) if resume else None)
+    train_loss = whole_run_loss(trainer.state.log_history, result.training_loss)
     eval_loss = trainer.evaluate().get("eval_loss") if eval_ds is not None else None
     _save_final(trainer, cfg, out)
     if _main_process(trainer.state):
         write_json_atomic(out / TRAIN_RECORD, {**record, "global_step": trainer.state.global_step,
-                                               "train_loss": result.training_loss, "eval_loss": eval_loss})
+                                               "train_loss": train_loss, "eval_loss": eval_loss})
     return TrainResult(str(out), trainer.state.global_step, str(resume) if resume else None,
-                       result.training_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
+                       train_loss, eval_loss, len(train_raw), len(train_ds), truncated, train_tokens,
                        result.metrics.get("train_runtime", 0.0))
+
+
+def _trainer_class(base: type) -> type:
+    """``base`` (TRL's ``SFTTrainer``) that trains no step when resumed from the final checkpoint.
+
+    transformers checks ``max_steps`` only after a step, so a run killed after its last
+    checkpoint but before its final model (or record) would, when rerun, train one step past
+    ``max_steps`` and save another checkpoint, at every rerun until the epoch ran out.
+    """
+
+    class Trainer(base):  # type: ignore[misc, valid-type]
+        def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
+            if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
+                self.control.should_training_stop = True
+                return None
+            return super()._run_epoch(*args, **kwargs)
+
+    return Trainer
+
+
+def whole_run_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:
+    """The mean training loss of the whole run, across resumes: each logged loss (a mean over the
+    steps since the previous log) weighted by the steps it covers. transformers' own figure covers
+    only the steps of the last ``train()`` call (0 for a rerun that had no step left); steps after
+    the last log are in neither. ``fallback`` when nothing was logged."""
+    total, last = 0.0, 0
+    for entry in log_history:
+        if "loss" in entry and entry.get("step", 0) > last:
+            total += entry["loss"] * (entry["step"] - last)
+            last = entry["step"]
+    return total / last if last else fallback
 
 
 def _check_inputs(cfg: TrainConfig) -> None:
@@ -276,7 +309,9 @@ def _sft_config(cfg: TrainConfig, out: Path, precision: str, quant: Any, evaluat
         gradient_accumulation_steps=cfg.grad_accum, activation_checkpointing=cfg.gradient_checkpointing,
         bf16=precision == "bf16", fp16=precision == "fp16",
         eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
-        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=cfg.save_total_limit,
+        # No save_total_limit: transformers would rotate before our record marks the new
+        # checkpoint complete (see _rotate_checkpoints).
+        save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
         logging_steps=cfg.logging_steps, logging_first_step=True, report_to=_report_to(cfg),
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length, packing=cfg.packing,
         dataset_num_proc=cfg.num_proc, disable_tqdm=not progress,
@@ -285,8 +320,9 @@ def _sft_config(cfg: TrainConfig, out: Path, precision: str, quant: Any, evaluat
     )
 
 
-def _record_callback(out: Path, record: dict[str, Any]) -> Any:
-    """A callback that writes ``record`` into each checkpoint last: it marks the checkpoint complete."""
+def _record_callback(out: Path, record: dict[str, Any], keep: int) -> Any:
+    """A callback that writes ``record`` into each checkpoint last (it marks the checkpoint
+    complete), then keeps the newest ``keep`` complete checkpoints."""
     from transformers import TrainerCallback
 
     class _Record(TrainerCallback):
@@ -294,8 +330,28 @@ def _record_callback(out: Path, record: dict[str, Any]) -> Any:
             ckpt = out / f"checkpoint-{state.global_step}"
             if _main_process(state) and ckpt.is_dir():
                 write_json_atomic(ckpt / TRAIN_RECORD, {**record, "global_step": state.global_step})
+                rotate_checkpoints(out, keep)
 
     return _Record()
+
+
+def rotate_checkpoints(out: Path, keep: int) -> list[Path]:
+    """Delete all but the newest ``keep`` complete checkpoints, and incomplete ones older than
+    the newest complete one (a save killed midway); return what was deleted.
+
+    Only after the new checkpoint's record is written: transformers rotates before it, so with
+    ``keep`` 1 a kill in between would leave no complete checkpoint and the rerun would start over.
+    """
+    import shutil
+
+    found = sorted((int(m.group(1)), p) for p in out.iterdir() if (m := _CHECKPOINT.match(p.name)) and p.is_dir())
+    complete = [step for step, p in found if (p / TRAIN_RECORD).exists()]
+    kept = set(complete[-keep:])
+    doomed = [p for step, p in found if step not in kept and complete and step < complete[-1]]
+    for path in doomed:
+        (path / TRAIN_RECORD).unlink(missing_ok=True)  # half deleted, it must not look complete
+        shutil.rmtree(path, ignore_errors=True)
+    return doomed
 
 
 def _main_process(state: Any) -> bool:
