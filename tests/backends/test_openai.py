@@ -225,3 +225,18 @@ async def test_fail_fast_bad_key_and_unknown_model(monkeypatch: pytest.MonkeyPat
         out = await ok.complete(HELLO, PARAMS)
         await ok.close()
         assert out.finish_reason == "stop"
+
+
+async def test_start_probe_retries_a_server_that_answers_and_gives_up_on_silence(mock: MockServer) -> None:
+    """The probe fails fast on silence (timeouts) but not on answered faults: a 429 and
+    500 burst at start (a flaky or busy endpoint, a resumed run) is retried like any call."""
+    mock.control(retry_after=0.01, queue=["429", "500", "malformed", "500"])
+    b = backend(mock.url, max_retries=5)
+    await b.start()  # four answered faults in a row, more than the silent limit of two retries
+    await b.close()
+    assert b.stats["retries"] == 4 and b.stats["ok"] == 1
+    mock.control(reset=True, queue=["timeout", "500", "timeout", "timeout", "timeout"])
+    silent = backend(mock.url, max_retries=5, timeout_s=0.3)
+    with pytest.raises(BackendError, match="failed its first request: no reply"):
+        await silent.start()
+    assert silent.stats["attempts"] == 4  # three silent tries (the first and two retries) and the 500

@@ -198,16 +198,20 @@ class HttpClient:
     # -- requests --------------------------------------------------------------------
     async def call(self, method: str, path: str, body: bytes | None, parse: Callable[[bytes], T], *,
                    form: dict[str, FormField] | None = None, cost: int = 0, retries: int | None = None,
-                   probe: bool = False) -> T:
+                   probe: bool = False, silent_retries: int | None = None) -> T:
         """``parse`` of the body of the first 2xx reply to ``method base_url+path``.
 
         ``body`` is sent as JSON (or ``form`` as multipart); ``cost`` is the estimated tokens
-        for the tokens-per-minute limit; ``probe`` makes a refused connection fatal at once.
+        for the tokens-per-minute limit; ``probe`` makes a refused connection fatal at once;
+        ``silent_retries`` bounds the retries after attempts that got no reply at all (a
+        timeout, a dropped connection), while a server that answers (429, 5xx, a cut body)
+        gets them all.
         """
         if self._session is None:
             await self.open()
         url = self.base_url + path
         retries = self.max_retries if retries is None else retries
+        silent = 0  # attempts that got no reply
         for attempt in range(retries + 1):
             await self._admit(cost)
             data, headers = _form(form) if form is not None else (body, None)
@@ -223,7 +227,9 @@ class HttpClient:
                     return out
             else:
                 reason = self._failure(status, raw)
-            if await self._retry_or_stop(status, reason, attempt, retries, wait, cost):
+            silent += not status
+            hopeless = silent_retries is not None and silent > silent_retries  # a silent endpoint fails fast
+            if await self._retry_or_stop(status, reason, attempt, attempt if hopeless else retries, wait, cost):
                 raise RequestFailed(reason, status, attempt + 1)
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
 

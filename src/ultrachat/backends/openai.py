@@ -47,7 +47,7 @@ from .http import HttpClient, RequestFailed, normalize_base_url, one_line, retry
 __all__ = ["FINISH", "OpenAIBackend", "chat_body", "normalize_base_url", "parse_completion", "retry_after_seconds"]
 
 BREAKER_REQUESTS = 3
-PROBE_RETRIES = 2  # the start probe gives up sooner: a dead endpoint should fail fast
+PROBE_RETRIES = 2  # a start probe that gets no reply gives up sooner: a dead endpoint should fail fast
 FINISH: dict[str | None, FinishReason] = {"length": "length", "content_filter": "error"}
 
 
@@ -133,8 +133,7 @@ class OpenAIBackend(Backend):
     async def _send(self, body: bytes, estimate: int, probe: bool = False) -> Completion:
         try:
             out = await self.http.call("POST", "/chat/completions", body, self._parse, cost=estimate,
-                                       retries=min(self.cfg.max_retries, PROBE_RETRIES) if probe else None,
-                                       probe=probe)
+                                       silent_retries=PROBE_RETRIES if probe else None, probe=probe)
         except RequestFailed as exc:
             self._last_error = exc.reason
             return self._give_up(probe)
