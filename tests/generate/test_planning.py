@@ -188,19 +188,14 @@ def test_materials_refuses_a_plan_file_out_of_passage_order(tmp_path: Path, fake
         generate("materials", recipe, progress=False)
 
 
-class _Killed(BaseException):
-    """Stands in for a SIGKILL: nothing after it runs (no end marker is written)."""
-
-
 @pytest.mark.parametrize(("sector", "n"), [("world", 360), ("entities", 120)])
 def test_a_kill_while_openings_are_written_resumes_to_the_same_plan(tmp_path: Path, fake_recipe_file, monkeypatch,
-                                                                     sector: str, n: int) -> None:
+                                                                     killed_after_emits, sector: str, n: int) -> None:
     """A topic's (or kind's) openings go out in several writes; a kill between two of them
     leaves a prefix on disk. The rerun redoes that plan and writes only the rest, so ids,
     texts and dialogues equal an uninterrupted run's (picking afresh from the unused
     questions would give the same set of texts under other ids)."""
     from ultrachat.generate import entities, world
-    from ultrachat.generate.planning import PlanContext
 
     for module in (world, entities):
         monkeypatch.setattr(module, "EMIT_BATCH", 2)
@@ -210,21 +205,7 @@ def test_a_kill_while_openings_are_written_resumes_to_the_same_plan(tmp_path: Pa
         return generate(sector, recipe, progress=False)
 
     run("ref")
-    real, emits = PlanContext.emit, 0
-
-    def dying(self: PlanContext, openings: list[Opening]) -> None:
-        nonlocal emits
-        if emits >= 7:
-            raise _Killed  # the process is gone: nothing more is written
-        real(self, openings)
-        emits += bool(openings)
-        if emits == 7:
-            raise _Killed
-
-    monkeypatch.setattr(PlanContext, "emit", dying)
-    with pytest.raises(_Killed):
-        run("cut")
-    monkeypatch.setattr(PlanContext, "emit", real)
+    killed_after_emits(7, lambda: run("cut"))
     written = (tmp_path / "cut" / "plan" / "openings.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(written) == 14  # seven writes of two, the last one part of a group
     assert run("cut").planned == n

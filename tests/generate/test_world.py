@@ -8,13 +8,9 @@ import json
 from collections import Counter
 from pathlib import Path
 
-import pytest
-
 from ultrachat import aio
 from ultrachat.generate.dryrun import plan_report, world_waves
-from ultrachat.generate.planning import PlanContext
 from ultrachat.generate.runner import generate, generate_async
-from ultrachat.generate.sector import Opening
 from ultrachat.recipe import Recipe, WorldConfig, load_recipe
 
 
@@ -98,11 +94,8 @@ def test_dry_run_counts_per_level() -> None:
     assert report.distribution["level"]["related of related"] > 0
 
 
-class _Killed(BaseException):
-    pass
-
-
-def test_a_kill_in_a_deep_plan_resumes_to_the_same_plan(tmp_path: Path, fake_recipe_file, monkeypatch) -> None:
+def test_a_kill_in_a_deep_plan_resumes_to_the_same_plan(tmp_path: Path, fake_recipe_file, monkeypatch,
+                                                         killed_after_emits) -> None:
     from ultrachat.generate import world
 
     monkeypatch.setattr(world, "EMIT_BATCH", 3)
@@ -111,19 +104,7 @@ def test_a_kill_in_a_deep_plan_resumes_to_the_same_plan(tmp_path: Path, fake_rec
         return generate("world", small_recipe(fake_recipe_file(), tmp_path / out, 60, subtopics=2), progress=False)
 
     run("ref")
-    real, emits = PlanContext.emit, 0
-
-    def dying(self: PlanContext, openings: list[Opening]) -> None:
-        nonlocal emits
-        real(self, openings)
-        emits += bool(openings)
-        if emits == 5:
-            raise _Killed
-
-    monkeypatch.setattr(PlanContext, "emit", dying)
-    with pytest.raises(_Killed):
-        run("cut")
-    monkeypatch.setattr(PlanContext, "emit", real)
+    killed_after_emits(5, lambda: run("cut"))
     assert run("cut").planned == 60
     ref = (tmp_path / "ref" / "plan" / "openings.jsonl").read_text().splitlines()
     assert max(json.loads(line)["meta"]["depth"] for line in ref) >= 2

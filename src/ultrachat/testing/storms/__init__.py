@@ -3,7 +3,8 @@ the end result with an uninterrupted run's. The tests run a few kills per case; 
 (``python -m benchmarks reliability``) runs 20 per case and publishes the counts.
 
 Each case is a function ``(workdir, kills, seed) -> StormResult`` in this package:
-``generate`` (world, materials, ``all`` over HTTP), ``ray`` (workers and driver killed),
+``generate`` (world on the fake backend; entities, writing, materials and ``all`` over
+HTTP against the faulty mock server), ``ray`` (workers and driver killed),
 ``train`` (mid-step and mid-save). A result says how many kills landed, what was lost or
 duplicated, and whether the outputs equal the uninterrupted run's; the caller asserts.
 
@@ -20,10 +21,10 @@ from __future__ import annotations
 import os
 import random
 import signal
-import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 
 @dataclass
@@ -37,17 +38,18 @@ class StormResult:
     expected: int = 0  # items of the uninterrupted run (dialogues, steps)
     lost: int = 0  # expected items missing from the final output
     duplicated: int = 0  # items present more than once
+    invalid: int = 0  # whole lines on disk that do not parse or validate, after a kill or in the end
     equal: bool = False  # the final output equals the uninterrupted run's (texts, weights, losses)
     kill_points: list[str] = field(default_factory=list)  # where each kill landed, for the record
     detail: str = ""  # case-specific figures (faults injected, max weight difference, ...)
 
     @property
     def ok(self) -> bool:
-        return self.kills > 0 and self.lost == 0 and self.duplicated == 0 and self.equal
+        return self.kills > 0 and self.lost == 0 and self.duplicated == 0 and self.invalid == 0 and self.equal
 
     def summary(self) -> str:
         return (f"{self.case}: {self.kills} kills ({', '.join(self.kill_points[:30])}), {self.reruns} runs, "
-                f"{self.expected} expected, {self.lost} lost, {self.duplicated} duplicated, "
+                f"{self.expected} expected, {self.lost} lost, {self.duplicated} duplicated, {self.invalid} invalid, "
                 f"equal={self.equal}; {self.detail} (KILL_SEED={self.seed})")
 
 
@@ -58,7 +60,22 @@ def storm_seed(seed: int | None = None) -> int:
     return int(os.environ.get("KILL_SEED") or random.randrange(2**32))
 
 
-def kill_when(proc: subprocess.Popen[bytes], ready: Callable[[], bool], timeout_s: float = 120.0,
+class Killable(Protocol):
+    """What :func:`kill_when` needs of a process: ``subprocess.Popen``, or a forked child
+    wrapped to look like one."""
+
+    pid: int
+
+    def poll(self) -> int | None: ...
+
+    def wait(self) -> int | None: ...
+
+    def kill(self) -> None: ...
+
+    def send_signal(self, sig: int) -> None: ...
+
+
+def kill_when(proc: Killable, ready: Callable[[], bool], timeout_s: float = 120.0,
               jitter_s: float = 0.0, rng: random.Random | None = None) -> bool:
     """SIGKILL ``proc`` (and its process group when it leads one) once ``ready()`` holds,
     after a random ``0..jitter_s`` pause; False when it finished first."""
