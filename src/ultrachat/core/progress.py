@@ -87,6 +87,10 @@ class RunProgress:
             self.tokens[stage] = 0
         return self._tasks[stage]
 
+    def log(self, message: str) -> None:
+        """A line above the bars (printed with or without them: it is news, not progress)."""
+        self._progress.console.print(message, markup=False, highlight=False, soft_wrap=True)
+
     def add_total(self, stage: str, n: int) -> None:
         task = self._task(stage)
         total = self._progress.tasks[task].total or 0

@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import aio
 from ..backends import BackendPool, Usage
-from ..core.hashing import uint64
+from ..core.hashing import HashIndex, uint64
 from ..core.progress import RunProgress
 from ..recipe import Recipe
 from .accounting import Ledger, LedgerLine, MeteredBackend
@@ -43,6 +43,19 @@ from .store import RunStore
 
 if TYPE_CHECKING:
     from .runner import Openings
+
+
+# A worker gone (process killed, node lost, out of memory), as opposed to an error the task
+# itself raised (RayTaskError): only the first kind is retried, by resubmitting the shard.
+MAX_BARREN_RESTARTS = 3
+
+
+def _worker_lost() -> tuple[type[BaseException], ...]:
+    from ray import exceptions as rx
+
+    return (rx.WorkerCrashedError, rx.NodeDiedError, rx.LocalRayletDiedError, rx.ObjectLostError,
+            rx.OwnerDiedError, rx.OutOfMemoryError)
+
 
 
 def shard_of(dialogue_id: str, shards: int) -> int:
@@ -125,6 +138,7 @@ class RayDialogues:
         self.sector_name = sector_name
         self.workers = workers
         self.num_gpus = num_gpus
+        self.restarts = 0  # shards resubmitted after their worker died
 
     def _init(self) -> int:
         try:
@@ -133,28 +147,26 @@ class RayDialogues:
             raise ValueError("--ray needs Ray: pip install 'ultrachat[cluster]'") from None
         if not ray.is_initialized():
             if self.address == "local":
-                ray.init(num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
+                # "local" always starts a private instance, never the one a `ray start` left behind
+                ray.init(address="local", num_cpus=self.workers, include_dashboard=False, log_to_driver=False)
             else:
                 ray.init(address=self.address, log_to_driver=False)
         return self.workers or max(1, int(ray.cluster_resources().get("CPU", 1)))
 
-    def _shards(self, todo: Openings, n: int) -> Iterator[tuple[bytes, int]]:
-        """``todo`` split by :func:`shard_of` into ``n`` shards of JSON lines, streamed
-        through temporary files so the driver holds one shard at a time."""
-        with tempfile.TemporaryDirectory(prefix="ultrachat-shards-") as tmp:
-            files = [open(Path(tmp) / f"{i}.jsonl", "wb") for i in range(n)]  # noqa: SIM115 - closed below
-            counts = [0] * n
-            try:
-                for op in todo:
-                    i = shard_of(op.id, n)
-                    files[i].write(json.dumps(op.to_json(), ensure_ascii=False).encode() + b"\n")
-                    counts[i] += 1
-            finally:
-                for fh in files:
-                    fh.close()
-            for i in range(n):
-                if counts[i]:
-                    yield (Path(tmp) / f"{i}.jsonl").read_bytes(), counts[i]
+    def _shards(self, todo: Openings, n: int, folder: Path) -> list[tuple[Path, int]]:
+        """``todo`` split by :func:`shard_of` into ``n`` files of JSON lines in ``folder``,
+        so the driver holds one shard at a time and can resubmit what a dead worker left."""
+        files = [open(folder / f"{i}.jsonl", "wb") for i in range(n)]  # noqa: SIM115 - closed below
+        counts = [0] * n
+        try:
+            for op in todo:
+                i = shard_of(op.id, n)
+                files[i].write(json.dumps(op.to_json(), ensure_ascii=False).encode() + b"\n")
+                counts[i] += 1
+        finally:
+            for fh in files:
+                fh.close()
+        return [(folder / f"{i}.jsonl", counts[i]) for i in range(n) if counts[i]]
 
     async def __call__(self, engine: DialogueEngine, todo: Openings, store: RunStore, bars: RunProgress,
                        budget: TokenBudget, concurrency: int) -> bool:
@@ -166,41 +178,93 @@ class RayDialogues:
 
         n = min(self._init(), len(todo))
         task = ray.remote(run_shard).options(num_cpus=1, num_gpus=self.num_gpus, max_retries=0)
-        data = self.recipe.model_dump(mode="json")
-        streams = [task.remote(data, self.sector_name, lines, count) for lines, count in self._shards(todo, n)]
-        commit = GroupCommit(store.save_dialogues)
-        ledger = engine.assistant.backend.ledger if isinstance(engine.assistant.backend, MeteredBackend) else None
-        stopped = False
-
-        async def consume(stream: Any) -> None:
-            nonlocal stopped
-            async for ref in stream:
-                item = await ref
-                if isinstance(item, dict):
-                    if ledger is not None:
-                        for key, fields in item["ledger"].items():
-                            stage, model = key.split("\x1f")
-                            ledger.lines.setdefault((stage, model), LedgerLine()).merge(LedgerLine(**fields))
-                    continue
-                for record in item:
-                    engine.stats.record(record)
-                    tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
-                    budget.add(Usage(tokens, 0))
-                    await commit.add(record)
-                    bars.advance("dialogues", 1, tokens)
-                if budget.exhausted and not stopped:
-                    stopped = True
-                    for s in streams:  # dialogues in flight are lost, like a kill: the rerun redoes them
-                        ray.cancel(s, force=True)
-
-        try:
-            results = await asyncio.gather(*(consume(s) for s in streams), return_exceptions=True)
-        finally:
-            await commit.flush()
+        shards = _Shards(task, self.recipe.model_dump(mode="json"), self.sector_name, engine,
+                         GroupCommit(store.save_dialogues), bars, budget)
+        with tempfile.TemporaryDirectory(prefix="ultrachat-shards-") as tmp:
+            files = self._shards(todo, n, Path(tmp))
+            try:
+                results = await asyncio.gather(*(shards.consume(i, p) for i, (p, _) in enumerate(files)),
+                                               return_exceptions=True)
+            finally:
+                await shards.commit.flush()
+        self.restarts += shards.restarts
         errors = [r for r in results if isinstance(r, BaseException)]
-        if errors and not stopped:
+        if errors and not shards.stopped:
             raise _unwrap(errors[0])
-        return stopped
+        return shards.stopped
+
+
+class _Shards:
+    """The driver's side of one ``--ray`` run: submits each shard, writes what its worker
+    streams back, and resubmits a shard whose worker died, without the dialogues it finished."""
+
+    def __init__(self, task: Any, data: dict[str, Any], sector_name: str, engine: DialogueEngine, commit: Any,
+                 bars: RunProgress, budget: TokenBudget) -> None:
+        self.task, self.data, self.sector_name = task, data, sector_name
+        self.engine, self.commit, self.bars, self.budget = engine, commit, bars, budget
+        backend = engine.assistant.backend
+        self.ledger = backend.ledger if isinstance(backend, MeteredBackend) else None
+        self.received = HashIndex()  # ids written by this run: a resubmitted shard skips them
+        self.streams: dict[int, Any] = {}
+        self.stopped = False  # the token budget ran out
+        self.restarts = 0
+        self.worker_lost = _worker_lost()
+
+    async def consume(self, shard: int, path: Path) -> None:
+        failures = 0  # consecutive worker deaths without a finished dialogue
+        while True:
+            lines = b"".join(ln for ln in path.read_bytes().splitlines(keepends=True)
+                             if json.loads(ln)["id"] not in self.received)
+            if not lines:
+                return
+            before = len(self.received)
+            try:
+                await self._stream(shard, lines)
+                return
+            except self.worker_lost as exc:
+                if self.stopped:
+                    return
+                failures = 0 if len(self.received) > before else failures + 1
+                self.restarts += 1
+                if failures >= MAX_BARREN_RESTARTS:
+                    raise RuntimeError(
+                        f"--ray: the worker of shard {shard} died {failures} times in a row without finishing "
+                        f"a dialogue (last: {type(exc).__name__}); rerun the same command to continue") from None
+                left = lines.count(b"\n") - (len(self.received) - before)
+                self.bars.log(f"a Ray worker died ({type(exc).__name__}); shard {shard} resubmitted "
+                              f"with its {left} unfinished dialogues")
+
+    async def _stream(self, shard: int, lines: bytes) -> None:
+        import ray
+
+        self.streams[shard] = stream = self.task.remote(self.data, self.sector_name, lines, lines.count(b"\n"))
+        async for ref in stream:
+            item = await ref
+            if isinstance(item, dict):
+                self._merge_ledger(item["ledger"])
+                continue
+            for record in item:
+                await self._write(record)
+            if self.budget.exhausted and not self.stopped:
+                self.stopped = True
+                for s in self.streams.values():  # dialogues in flight are lost, like a kill: a rerun redoes them
+                    ray.cancel(s, force=True)
+
+    async def _write(self, record: dict[str, Any]) -> None:
+        if not self.received.add(record["id"]):
+            return  # never written twice, whatever a worker sends
+        self.engine.stats.record(record)
+        tokens = sum(v["prompt"] + v["completion"] for v in record["meta"]["tokens"].values())
+        self.budget.add(Usage(tokens, 0))
+        await self.commit.add(record)
+        self.bars.advance("dialogues", 1, tokens)
+
+    def _merge_ledger(self, lines: dict[str, dict[str, Any]]) -> None:
+        if self.ledger is None:
+            return
+        for key, fields in lines.items():
+            stage, model = key.split("\x1f")
+            self.ledger.lines.setdefault((stage, model), LedgerLine()).merge(LedgerLine(**fields))
 
 
 def _unwrap(exc: BaseException) -> BaseException:
