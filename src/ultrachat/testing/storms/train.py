@@ -3,13 +3,16 @@ compared with an uninterrupted run's final weights and per-step losses.
 
 The run: a tiny Llama (:mod:`ultrachat.testing.tiny_model`) on 16 toy dialogues, CPU, fp32,
 one thread, seed 42, ``STEPS`` steps of 2 sequences (so the second epoch's data order must be
-restored too), a checkpoint every ``SAVE_STEPS`` steps, a loss logged every step.
+restored too), a checkpoint every ``SAVE_STEPS`` steps and only the newest kept
+(``save_total_limit = 1``, the strictest rotation), a loss logged every step.
 
 Tolerance: every tensor of the final model within ``WEIGHT_TOL`` (max absolute difference)
 and every step's logged loss and gradient norm within ``LOSS_TOL`` of the uninterrupted run's;
 the measured maxima are in ``result.detail`` (on CPU, fp32, one thread they are 0: resume is
 bit-exact). Lost steps are steps of the uninterrupted run missing from the final run's
-``trainer_state.json`` log history; duplicated steps are steps logged twice there.
+``trainer_state.json`` log history; duplicated steps are steps logged twice there. A rerun that
+resumes from an older checkpoint than the kill left complete (a complete checkpoint deleted
+too early) makes ``equal`` false too, although retraining would reach the same weights.
 
 Kill points:
 
@@ -68,6 +71,7 @@ learning_rate = 5e-3
 batch_size = 2
 eval_ratio = 0.0
 max_length = 256
+save_total_limit = 1
 precision = "fp32"
 seed = 42
 report_to = []
@@ -131,14 +135,17 @@ def train_storm(workdir: Path, kills: int, seed: int | None = None, point: str =
     ref_out, out = workdir / "reference", workdir / "killed"
     step_s = _reference(ctx, workdir, ref_out, shared)
     plans = _plans(rng, point, kills)
+    complete, went_back = 0, []  # the newest checkpoint complete at the last kill; reruns before it
     while result.reruns < 3 * kills + 5:
         resumed = _resume_step(out)
+        if resumed < complete:
+            went_back.append(f"run {result.reruns + 1} resumed from {resumed}, not {complete}")
         plan = plans[result.kills] if result.kills < kills else None
         if plan is not None and not plan.stage:  # a mid-step kill that landed late resumes late
             plan = _Plan(max(plan.step, resumed + 1), "")
         result.reruns += 1
         log = workdir / f"run-{result.reruns}.log"
-        code, label = _run_with_kill(ctx, workdir, out, plan, shared, rng, step_s, resumed, log)
+        code, label, complete = _run_with_kill(ctx, workdir, out, plan, shared, rng, step_s, resumed, log)
         if code == -signal.SIGKILL:
             result.kills += 1
             result.kill_points.append(label)
@@ -147,6 +154,9 @@ def train_storm(workdir: Path, kills: int, seed: int | None = None, point: str =
         if plan is None or (out / "ultrachat-train.json").exists():
             break
     _compare(ref_out, out, result)
+    if went_back:  # equal outputs, but a complete checkpoint was lost (trained again from an older one)
+        result.equal = False
+        result.detail += "; checkpoints lost: " + ", ".join(went_back)
     return result
 
 
@@ -236,8 +246,9 @@ def _plans(rng: random.Random, point: str, kills: int) -> list[_Plan]:
 
 
 def _run_with_kill(ctx: Any, workdir: Path, out: Path, plan: _Plan | None, shared: _Shared, rng: random.Random,
-                   step_s: float, resumed: int, log: Path) -> tuple[int, str]:
-    """Run once (killed by ``plan``); ``(exit code, where the kill landed)``."""
+                   step_s: float, resumed: int, log: Path) -> tuple[int, str, int]:
+    """Run once (killed by ``plan``); ``(exit code, where the kill landed, the newest checkpoint
+    complete at that moment)``."""
     shared.step.value, shared.saving.value = 0, 0
     in_child = plan if plan is not None and plan.stage else None
     proc = ctx.Process(target=_in_child, args=(_train_child, (_argv(workdir, out), in_child, shared), log))
@@ -245,16 +256,20 @@ def _run_with_kill(ctx: Any, workdir: Path, out: Path, plan: _Plan | None, share
     child = _Child(proc)
     if plan is None or plan.stage:
         code = child.wait()
-        where = "final save" if plan and plan.step == 0 else f"save {plan.step}: {plan.stage}" if plan else ""
-        return code, f"{where} (from {resumed})"
+        if plan is None:
+            return code, "", resumed
+        if plan.step == 0:
+            return code, f"final save (from {resumed})", STEPS
+        return code, f"save {plan.step}: {plan.stage} (from {resumed})", plan.step - SAVE_STEPS
 
     def ready() -> bool:
         return shared.step.value >= plan.step and not shared.saving.value
 
     kill_when(child, ready, timeout_s=_RUN_TIMEOUT_S, jitter_s=step_s, rng=rng)  # type: ignore[arg-type]
     code = child.wait()
-    landed = f"step {shared.step.value}" + (" (in a save)" if shared.saving.value else "")
-    return code, f"{landed} (from {resumed})"
+    step = shared.step.value  # its save (if "in a save") is the one cut short
+    landed = f"step {step}" + (" (in a save)" if shared.saving.value else "")
+    return code, f"{landed} (from {resumed})", max(resumed, (step - 1) // SAVE_STEPS * SAVE_STEPS)
 
 
 # -- the child: hooks that report progress and kill at a save stage -----------------------------
