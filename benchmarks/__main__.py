@@ -32,6 +32,7 @@ SECTIONS: dict[str, str] = {
     "sources": "benchmarks.sources",  # entities build on a Wikidata-format dump; hash-order C4 sampling
     "install": "benchmarks.install",  # cold `make install`: base (pip) vs pip + lock vs uv + lock
     "user_turns": "benchmarks.user_turns",  # the user-turn checker on real chats: held-out accept/flag rates
+    "reliability": "benchmarks.reliability",  # kill storms, 20 SIGKILLs per case: lost/duplicated/equal
 }
 
 DOCS = Path(__file__).resolve().parent.parent / "docs"
