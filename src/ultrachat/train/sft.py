@@ -242,7 +242,7 @@ def _trainer_class(base: type) -> type:
     ``max_steps`` and save another checkpoint, at every rerun until the epoch ran out.
     """
 
-    class Trainer(base):  # type: ignore[misc, valid-type]
+    class Trainer(base):
         def _run_epoch(self, *args: Any, **kwargs: Any) -> Any:
             if self.state.max_steps > 0 and self.state.global_step >= self.state.max_steps:
                 self.control.should_training_stop = True

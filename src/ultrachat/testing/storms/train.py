@@ -98,8 +98,9 @@ class _Child:
     """A forked run seen through the part of ``subprocess.Popen`` that ``kill_when`` uses."""
 
     def __init__(self, proc: multiprocessing.process.BaseProcess) -> None:
+        assert proc.pid is not None, "start the process first"
         self.proc = proc
-        self.pid = proc.pid
+        self.pid: int = proc.pid
 
     def poll(self) -> int | None:
         return self.proc.exitcode
@@ -214,7 +215,7 @@ def _setup(workdir: Path) -> None:
 
     dialogues = toy_dialogues(16)
     (workdir / "dialogues.jsonl").write_text("".join(json.dumps(d) + "\n" for d in dialogues), encoding="utf-8")
-    make_tiny_model(workdir / "base", [t for d in dialogues for t in d["data"]])  # type: ignore[union-attr]
+    make_tiny_model(workdir / "base", [str(t) for d in dialogues for t in d["data"]])  # type: ignore[attr-defined]
     (workdir / "train.toml").write_text(_CONFIG, encoding="utf-8")
 
 
@@ -265,7 +266,7 @@ def _run_with_kill(ctx: Any, workdir: Path, out: Path, plan: _Plan | None, share
     def ready() -> bool:
         return shared.step.value >= plan.step and not shared.saving.value
 
-    kill_when(child, ready, timeout_s=_RUN_TIMEOUT_S, jitter_s=step_s, rng=rng)  # type: ignore[arg-type]
+    kill_when(child, ready, timeout_s=_RUN_TIMEOUT_S, jitter_s=step_s, rng=rng)
     code = child.wait()
     step = shared.step.value  # its save (if "in a save") is the one cut short
     landed = f"step {step}" + (" (in a save)" if shared.saving.value else "")
@@ -352,7 +353,7 @@ def _hook_save_kill(plan: _Plan, out: Path) -> None:
             _die()  # the final model is in the output folder; its record is not
         write(path, obj)
 
-    sft.write_json_atomic = torn_record  # type: ignore[assignment]
+    sft.write_json_atomic = torn_record
 
 
 # -- comparison ---------------------------------------------------------------------------------
