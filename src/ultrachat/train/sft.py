@@ -255,8 +255,8 @@ def _trainer_class(base: type) -> type:
 def whole_run_loss(log_history: list[dict[str, Any]], fallback: float | None) -> float | None:
     """The mean training loss of the whole run, across resumes: each logged loss (a mean over the
     steps since the previous log) weighted by the steps it covers. transformers' own figure covers
-    only the steps of the last ``train()`` call (0 for a rerun that had no step left); steps after
-    the last log are in neither. ``fallback`` when nothing was logged."""
+    only the steps of the last ``train()`` call (0 for a rerun that had no step left); this one
+    leaves out the steps after the last log. ``fallback`` when nothing was logged."""
     total, last = 0.0, 0
     for entry in log_history:
         if "loss" in entry and entry.get("step", 0) > last:
@@ -310,7 +310,7 @@ def _sft_config(cfg: TrainConfig, out: Path, precision: str, quant: Any, evaluat
         bf16=precision == "bf16", fp16=precision == "fp16",
         eval_strategy="steps" if evaluate else "no", eval_steps=cfg.eval_steps,
         # No save_total_limit: transformers would rotate before our record marks the new
-        # checkpoint complete (see _rotate_checkpoints).
+        # checkpoint complete (see rotate_checkpoints).
         save_strategy="steps", save_steps=cfg.save_steps, save_total_limit=None,
         logging_steps=cfg.logging_steps, logging_first_step=True, report_to=_report_to(cfg),
         seed=cfg.seed, data_seed=cfg.seed, max_length=cfg.max_length, packing=cfg.packing,
