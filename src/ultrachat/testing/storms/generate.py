@@ -34,7 +34,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -147,7 +147,8 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
     """Start the run in ``workdir/killed`` and SIGKILL it at each target until ``kills``
     landed (or it finished first); returns what went wrong (runs that failed)."""
     out, failures = workdir / "killed", list[str]()
-    for key, goal in _targets(totals, kills, result.expected, rng):
+    written = _Probe(out, case.sectors, "dialogues").count
+    for key, goal in _targets(totals, kills, result.expected, rng, written, lambda: kills - result.kills):
         if result.kills >= kills:
             break
         probe = _Probe(out, case.sectors, key)
@@ -170,17 +171,19 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
     return failures
 
 
-def _targets(totals: Counter[str], kills: int, dialogues: int,
-             rng: random.Random) -> Iterator[tuple[str, int]]:
+def _targets(totals: Counter[str], kills: int, dialogues: int, rng: random.Random,
+             written: Callable[[], int], left: Callable[[], int]) -> Iterator[tuple[str, int]]:
     """Kill targets ``(what, count to reach)`` in order: about half the kills in planning
     stages (every stage when there are kills enough, else a seeded choice of them), the
-    rest at dialogue counts spread over the run, then more dialogue kills while needed."""
+    ``left()`` kills at dialogue counts spread over what is left to write once the planning
+    kills are over (``written()`` dialogues), then more dialogue kills while needed."""
     stages = [key for key in totals if key != "dialogues" and totals[key]]
     n_plan = min(len(stages), (kills + 1) // 2) if kills > 1 else 0
     for i in sorted(rng.sample(range(len(stages)), n_plan)):
         yield stages[i], 0
-    n_dialogues = min(kills - n_plan, dialogues - 1)
-    for goal in sorted(rng.sample(range(1, dialogues), n_dialogues)):
+    start = written() + 1
+    n_dialogues = max(0, min(left(), dialogues - start))
+    for goal in sorted(rng.sample(range(start, dialogues), n_dialogues)):
         yield "dialogues", goal
     while True:
         yield "dialogues", 0
