@@ -98,6 +98,19 @@ def test_profile_defaults_keep_old_fingerprints() -> None:
     assert explicit["models"]["user"]["profile"] == "real"
 
 
+def test_kept_reasoning_and_context_length_are_identity_only_when_set() -> None:
+    base = load_recipe()
+    assert all("keep_reasoning" not in cfg and "context_length" not in cfg
+               for cfg in base.fingerprint_payload("world")["models"].values() if cfg)
+    unchanged = load_recipe(None, {"models.assistant.keep_reasoning": False})
+    assert unchanged.fingerprint("world") == base.fingerprint("world")
+    # Both change what a run writes (meta.reasoning; the cap of a cut reply's retry): another run.
+    kept = load_recipe(None, {"models.assistant.keep_reasoning": True})
+    bounded = load_recipe(None, {"models.assistant.context_length": 4096})
+    assert len({base.fingerprint("world"), kept.fingerprint("world"), bounded.fingerprint("world")}) == 3
+    assert bounded.fingerprint_payload("world")["models"]["assistant"]["context_length"] == 4096
+
+
 def test_dry_run_shows_profiles_and_caps_per_role(tmp_path: Path, ultrachat_exe: list[str]) -> None:
     import os
     import subprocess

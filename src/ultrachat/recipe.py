@@ -307,8 +307,9 @@ class Recipe(Strict):
             if cfg:
                 if cfg.get("profile") == auto_profile(cfg["backend"], cfg["model"]):
                     cfg.pop("profile")  # the default: folders made before profiles keep their fingerprint
-                if not cfg.get("extra_body"):
-                    cfg.pop("extra_body", None)
+                for key, default in (("extra_body", {}), ("keep_reasoning", False), ("context_length", None)):
+                    if cfg.get(key, default) == default:
+                        cfg.pop(key, None)  # unset: folders made before the field keep their fingerprint
                 for key in ("max_in_flight", "requests_per_minute", "tokens_per_minute", "timeout_s", "max_retries",
                             "batch_wait_s", "batch_poll_s"):
                     cfg.pop(key, None)

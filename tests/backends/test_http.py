@@ -135,6 +135,19 @@ async def test_fatal_hook_stops_every_later_call(mock: MockServer) -> None:
     assert calls == [401] and http.stats["attempts"] == 1
 
 
+async def test_an_optional_request_fails_alone(mock: MockServer) -> None:
+    """A request the server may not serve (GET /models on some servers) skips the fatal hook:
+    its 404 stops nothing, where the hook would have stopped the client."""
+    async with client(mock.url, fatal=lambda status, raw: "gone" if status == 404 else None) as http:
+        with pytest.raises(RequestFailed, match="HTTP 404") as err:
+            await http.call("GET", "/no-such-listing", None, orjson.loads, optional=True)
+        assert err.value.attempts == 1
+        body = orjson.dumps({"model": "mock", "messages": HELLO})
+        assert (await http.call("POST", "/chat/completions", body, orjson.loads))["choices"]
+        with pytest.raises(BackendError, match="gone"):
+            await http.call("GET", "/no-such-listing", None, orjson.loads)
+
+
 async def test_rejected_request_and_exhausted_retries_raise_request_failed(mock: MockServer) -> None:
     body = orjson.dumps({"model": "mock", "messages": HELLO})
     async with client(mock.url, max_retries=2) as http:

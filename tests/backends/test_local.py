@@ -137,3 +137,69 @@ def test_end_to_end_world_generation_on_the_embedded_model(tmp_path: Path, embed
         assert all(turn.strip() for turn in row["data"])
         assert row["data"][0].endswith("?")  # a planned question opens the dialogue
         assert meta["tokens"]["assistant"]["completion"] > 0
+
+
+def test_the_embedded_models_context_length_is_its_configs(backend: LocalBackend, embedded_model_dir: Path) -> None:
+    import json
+
+    config = json.loads((embedded_model_dir / "config.json").read_text(encoding="utf-8"))
+
+    async def ask() -> int | None:
+        try:
+            return await backend.context_length()
+        finally:
+            await backend.close()
+
+    assert asyncio.run(ask()) == config["max_position_embeddings"] > 0
+
+
+def test_a_local_models_context_bounds_a_cut_replys_retry(tmp_path: Path) -> None:
+    """A local model folder whose config allows 64 positions: the real profile's retry of a reply
+    cut at 20 tokens asks for what the window leaves after the prompt, not for 40."""
+    import json
+
+    from ultrachat.backends import Backend, Completion, Message
+    from ultrachat.backends.fake import FakeBackend
+    from ultrachat.generate.engine import DialogueEngine, Role
+    from ultrachat.generate.world import WorldSector
+    from ultrachat.prompts import Prompts
+    from ultrachat.recipe import DialogueConfig, ModelConfig
+    from ultrachat.testing.tiny_model import make_tiny_model
+
+    texts = ["How do the tides of the ocean work?", "The moon pulls the water of the oceans."] * 20
+    folder = make_tiny_model(tmp_path / "tiny", texts, vocab_size=300)
+    config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+    (folder / "config.json").write_text(json.dumps({**config, "max_position_embeddings": 64}), encoding="utf-8")
+
+    class Recording(Backend):  # a wrapper, as the run's meter and cache are: it reports what it wraps
+        def __init__(self, inner: Backend) -> None:
+            self.inner, self.seen = inner, []
+
+        async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
+            out = await self.inner.complete(messages, params)
+            self.seen.append((params.max_tokens, out.usage.prompt_tokens, out.finish_reason))
+            return out
+
+    local = LocalBackend(str(folder), dtype="float32")
+    local.ignore_eos = True  # a random model: every reply runs to the cap
+    recording = Recording(local)
+    prompts = Prompts("en")
+    sector = WorldSector(load_recipe(), prompts)
+    engine = DialogueEngine(sector, Role(FakeBackend(), ModelConfig(backend="fake", model="fake")),
+                            Role(recording, ModelConfig(backend="local", model=str(folder), max_tokens=20,
+                                                        profile="real")),
+                            prompts, DialogueConfig(on_truncated="drop"), ["a tester"])
+    opening = sector.make_opening("world-s0-t000-00000", "How do the tides of the ocean work?", {"topic": "Oceans"})
+    opening.rounds = 1
+
+    async def run() -> dict:
+        try:
+            return await engine.run(opening)
+        finally:
+            await local.close()
+
+    record = asyncio.run(run())
+    (cap, prompt, finish), (retry, _, _) = recording.seen
+    assert cap == 20 and finish == "length" and 24 < prompt < 44  # so the window leaves 21-39 tokens
+    assert retry == 64 - prompt  # not 2 * 20
+    assert record["meta"]["stop_reason"] == "truncated" and record["data"] == [opening.text]

@@ -11,7 +11,12 @@ from email.utils import formatdate
 import pytest
 
 from ultrachat.backends import BackendError, GenerationParams
-from ultrachat.backends.openai import OpenAIBackend, normalize_base_url, retry_after_seconds
+from ultrachat.backends.openai import (
+    OpenAIBackend,
+    model_context_length,
+    normalize_base_url,
+    retry_after_seconds,
+)
 from ultrachat.recipe import ModelConfig
 from ultrachat.testing import MockServer
 
@@ -27,7 +32,8 @@ def server() -> Iterator[MockServer]:
 
 @pytest.fixture
 def mock(server: MockServer) -> MockServer:
-    server.control(reset=True, latency_ms=0, retry_after=1.0, retry_after_date=False, fail_after=0)
+    server.control(reset=True, latency_ms=0, retry_after=1.0, retry_after_date=False, fail_after=0, reasoning="",
+                   max_model_len=0)
     return server
 
 
@@ -240,3 +246,45 @@ async def test_start_probe_retries_a_server_that_answers_and_gives_up_on_silence
     with pytest.raises(BackendError, match="failed its first request: no reply"):
         await silent.start()
     assert silent.stats["attempts"] == 4  # three silent tries (the first and two retries) and the 500
+
+
+@pytest.mark.parametrize("mode", ["field", "think"])
+async def test_reasoning_is_read_only_when_asked(mock: MockServer, mode: str) -> None:
+    mock.control(reasoning=mode)
+    thought = "The user asks: Hello there, how are you?. I should answer clearly."
+    plain, keeping = backend(mock.url), backend(mock.url, keep_reasoning=True)
+    try:
+        ignored, kept = await plain.complete(HELLO, PARAMS), await keeping.complete(HELLO, PARAMS)
+    finally:
+        await plain.close()
+        await keeping.close()
+    assert ignored.reasoning == ""
+    if mode == "field":  # a separate field: kept on request, never in the text
+        assert kept.reasoning == thought and thought not in kept.text + ignored.text
+    else:  # a <think> block stays in the text: the dialogue engine takes it out (and keeps it on request)
+        assert kept.reasoning == "" and kept.text.startswith(f"<think>\n{thought}\n</think>")
+
+
+async def test_context_length_comes_from_the_models_listing_once(mock: MockServer) -> None:
+    mock.control(max_model_len=4096)
+    b = backend(mock.url)
+    try:
+        await b.start()
+        before = b.stats["attempts"]
+        assert await asyncio.gather(b.context_length(), b.context_length()) == [4096, 4096]
+        assert b.stats["attempts"] - before == 1  # concurrent callers share one GET /models
+        mock.control(max_model_len=0)
+        unknown = backend(mock.url)
+        assert await unknown.context_length() is None  # the server does not say: no bound
+        await unknown.close()
+    finally:
+        await b.close()
+
+
+def test_model_context_length_of_a_listing() -> None:
+    two = {"data": [{"id": "a", "max_model_len": 8192}, {"id": "b", "max_model_len": 32768}]}
+    assert model_context_length(two, "b") == 32768 and model_context_length(two, "c") is None
+    # One model served whatever name is sent (llama.cpp-style): its figure counts.
+    assert model_context_length({"data": [{"id": "served", "max_model_len": 4096}]}, "alias") == 4096
+    assert model_context_length({"data": [{"id": "a"}]}, "a") is None  # OpenAI's own listing says nothing
+    assert model_context_length({"object": "list"}, "a") is None

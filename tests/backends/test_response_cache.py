@@ -89,3 +89,19 @@ def test_rerun_costs_no_model_calls(tmp_path: Path, fake_recipe_file, monkeypatc
     metas = [json.loads(line)["meta"] for line in (tmp_path / "c" / "dialogues.jsonl").open()]
     assert all(m["params"]["assistant"]["temperature"] == 0.2 for m in metas)
     assert len(calls) - made == sum(m["rounds"] for m in metas)
+
+
+def test_kept_reasoning_is_cached_with_its_reply_in_its_own_namespace(tmp_path: Path) -> None:
+    from ultrachat.core.turns import split_think
+
+    cache = ResponseCache(tmp_path / "r.sqlite")
+    cache.put("k", Completion("The moon pulls the oceans.", "stop", Usage(3, 5), "m", reasoning="recall the moon"))
+    hit = cache.get("k")
+    cache.close()
+    # Back as the <think> block the dialogue engine takes out of a turn, as it does a fresh reply's.
+    assert hit is not None and split_think(hit.text) == ("The moon pulls the oceans.", "recall the moon")
+    pool = BackendPool()
+    plain = ModelConfig(backend="fake", model="fake")
+    # A role keeping reasoning gets its own backend (its replies carry it): no replay of a reply stored without.
+    assert pool.get(plain) is not pool.get(plain.model_copy(update={"keep_reasoning": True}))
+    assert pool.get(plain) is pool.get(plain.model_copy(update={"context_length": 4096}))

@@ -36,6 +36,19 @@ def test_every_call_of_a_dialogue_goes_to_one_replica() -> None:
         assert asyncio.run(calls_of(dialogue)) == {replica_for(dialogue, 4)}
 
 
+def test_context_length_is_the_engines_max_model_len() -> None:
+    """What the engine says (vLLM's ``get_model_config().max_model_len``); a stand-in engine here,
+    the real one in the GPU test below."""
+
+    class Engine:
+        async def get_model_config(self) -> object:
+            return type("ModelConfig", (), {"max_model_len": 2048})()
+
+    backend = VLLMBackend(ModelConfig(backend="vllm", model="/m;max_len=2048"))
+    backend._engines = [Engine()]  # started
+    assert asyncio.run(backend.context_length()) == 2048
+
+
 def _gpu_reason() -> str | None:
     if importlib.util.find_spec("vllm") is None:
         return "vLLM is not installed (GPU nodes: pip install vllm)"
@@ -61,3 +74,12 @@ def test_vllm_generation_hits_the_prefix_cache(tmp_path: Path, embedded_model_di
     figures = engines[f"vllm:{model}"]
     # Round k re-sends rounds 1..k-1: with prefix caching most of those tokens are cached.
     assert figures["prompt_tokens_saved"] > 0 and figures["prefix_cache_hit_rate"] > 0.2
+
+    async def window() -> int | None:
+        backend = VLLMBackend(ModelConfig(backend="vllm", model=model))
+        try:
+            return await backend.context_length()
+        finally:
+            await backend.close()
+
+    assert asyncio.run(window()) == 2048  # max_len, as the engine reports it

@@ -12,6 +12,7 @@ from ultrachat.core.turns import (
     confounding_reason,
     is_politeness_only,
     repair_user_turn,
+    split_think,
     strip_role_prefix,
 )
 
@@ -116,6 +117,18 @@ def test_think_blocks_are_stripped_from_list_replies() -> None:
     assert parse_list(whole_lines("<think>list tides</think>\n1. What is a tide?\n2. Why twice a day?", "stop")) == [
         "What is a tide?", "Why twice a day?"]
     assert whole_lines("<think>still thinking when the cap hit", "length") == ""
+
+
+@pytest.mark.parametrize(("reply", "visible", "reasoning"), [
+    ("<think>\nThe moon.\n</think>\n\nTides come from the moon.", "Tides come from the moon.", "The moon."),
+    # The chat template opened the block (DeepSeek-R1, Qwen3): only its end is in the reply.
+    ("Recall the moon.\n</think>\n\nTides come from the moon.", "Tides come from the moon.", "Recall the moon."),
+    ("<think>cut while thinking", "", "cut while thinking"),
+    ("<THINK>a</THINK>One. <think>b</think>Two.", "One. Two.", "a\n\nb"),
+    ("No reasoning here.", "No reasoning here.", ""),
+])
+def test_split_think_separates_reply_and_reasoning(reply: str, visible: str, reasoning: str) -> None:
+    assert split_think(reply) == (visible, reasoning)
 
 
 def test_a_user_turn_that_parrots_the_reply_is_not_usable() -> None:

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import subprocess
 from pathlib import Path
+
+import pytest
 
 from ultrachat.core.corpus import iter_jsonl
 from ultrachat.testing import MockServer
@@ -147,3 +150,93 @@ def test_extra_body_fields_reach_the_server_per_role(tmp_path: Path) -> None:
     assert summary.stats.dialogues == 2
     # Only the assistant's 4 answers (2 dialogues x 2 rounds) carry the fields.
     assert counts["field_top_k"] == counts["field_chat_template_kwargs"] == 4, counts
+
+
+def _thought(asked: str) -> str:
+    """The mock server's reasoning for a reply to ``asked`` (``--reasoning``)."""
+    return f"The user asks: {' '.join(asked.split()[:6])}. I should answer clearly."
+
+
+@pytest.mark.parametrize("mode", ["field", "think"])
+def test_reasoning_is_kept_in_meta_never_in_turns_or_exports(tmp_path: Path, mode: str) -> None:
+    from ultrachat.data.formats import export_corpus
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    recipe = tmp_path / "r.toml"
+    recipe.write_text(f'cache = "{tmp_path / "responses.sqlite"}"\n[models.assistant]\nkeep_reasoning = true\n',
+                      encoding="utf-8")
+    with MockServer("--reasoning", mode) as srv:
+        overrides = {"dialogues": 3, "dialogue.min_rounds": 2, "dialogue.max_rounds": 2}
+        for role in ("user", "assistant"):
+            overrides.update({f"models.{role}.backend": "openai", f"models.{role}.base_url": srv.url,
+                              f"models.{role}.model": "mock"})
+        runs = []
+        for name in ("first", "replayed"):  # the second run replays every call from the response cache
+            out = tmp_path / name
+            asyncio.run(generate_async("world", load_recipe(recipe, {**overrides, "out": str(out)}), progress=False))
+            runs.append(sorted(iter_jsonl(out / "dialogues.jsonl"), key=lambda d: d["id"]))
+            served = [r for r in srv.stats()["replies"] if r[1] != 1]  # the start probe asks for 1 token
+            if name == "first":
+                first_served = len(served)
+    assert len(served) == first_served  # nothing asked again: the kept reasoning came from the cache
+    assert runs[0] == runs[1] and len(runs[0]) == 3
+    for d in runs[0]:
+        data = d["data"]
+        assert len(data) == 4 and not any("<think>" in t or "The user asks" in t for t in data)
+        # Only the assistant asked: its turns (1 and 3), each with the reasoning of its own reply.
+        assert d["meta"]["reasoning"] == [{"turn": i, "text": _thought(data[i - 1])} for i in (1, 3)]
+    exports = {fmt: tmp_path / f"export.{fmt}" for fmt in ("openai", "sharegpt", "parquet")}
+    for fmt, path in exports.items():
+        export_corpus(tmp_path / "first" / "dialogues.jsonl", fmt, path, progress=False)
+    import pyarrow.parquet as pq
+
+    messages = [m for line in iter_jsonl(exports["openai"], validate=False) for m in line["messages"]]
+    messages += [m for row in pq.read_table(next(exports["parquet"].rglob("*.parquet"))).to_pylist()
+                 for m in row["messages"]]
+    assert len(messages) == 2 * 3 * 4
+    assert not any("The user asks" in m["content"] for m in messages)
+    sharegpt = json.loads(exports["sharegpt"].read_text(encoding="utf-8"))
+    assert not any("The user asks" in turn["value"] for item in sharegpt for turn in item["conversations"])
+
+
+@pytest.mark.parametrize(("room", "own", "caps"), [
+    (15, None, [8, 15]),    # the server's window leaves 15 tokens: the retry asks for 15, not 16, and finishes
+    (8, None, [8]),         # no more room than the cap: no retry, the cut reply is dropped
+    (None, None, [8, 16]),  # the server reports no window: twice the cap
+    (15, 12, [8, 12]),      # the role's own context_length wins over the server's (and 12 cuts it again)
+])
+def test_a_cut_replys_retry_fits_the_servers_context(room: int | None, own: int | None, caps: list[int]) -> None:
+    from ultrachat.backends.fake import prompt_words
+    from ultrachat.backends.openai import OpenAIBackend
+    from ultrachat.generate.engine import DialogueEngine, Role
+    from ultrachat.generate.world import WorldSector
+    from ultrachat.prompts import Prompts
+    from ultrachat.recipe import DialogueConfig, ModelConfig, load_recipe
+
+    prompts = Prompts("en")
+    sector = WorldSector(load_recipe(), prompts)
+    opening = sector.make_opening("world-s0-t000-00000", "How do tides work?", {"topic": "Nature"})
+    opening.rounds = 1
+    with MockServer() as srv:
+        cfg = ModelConfig(backend="openai", base_url=srv.url, model="mock", max_tokens=8, profile="real")
+        engine = DialogueEngine(sector, Role(OpenAIBackend(cfg), cfg), Role(OpenAIBackend(cfg), cfg), prompts,
+                                DialogueConfig(on_truncated="drop"), ["a tester"])
+        prompt = prompt_words(engine.assistant_messages([opening.text]))  # the mock counts words
+        srv.control(max_model_len=prompt + room if room else 0)
+        if own:
+            engine.assistant.cfg = cfg.model_copy(update={"context_length": prompt + own})
+
+        async def run() -> dict:
+            try:
+                return await engine.run(opening)
+            finally:
+                await engine.assistant.backend.close()
+
+        record = asyncio.run(run())
+        stats = srv.stats()
+    assert [max_tokens for _, max_tokens, _ in stats["replies"] if max_tokens != 1] == caps
+    assert "over_context" not in stats["counts"]  # no request the server had to refuse
+    finished = caps[-1] >= 15  # the mock's answer is 15 words
+    assert record["meta"]["stop_reason"] == ("completed" if finished else "truncated")
+    assert len(record["data"]) == (2 if finished else 1) and record["meta"]["truncated_turns"] == []

@@ -216,3 +216,96 @@ async def test_real_profile_asks_a_cut_user_turn_again_with_twice_the_cap() -> N
     record = await engine.run(_opening(2))
     assert caps == [50, 100] and record["data"][2] == "Why are there two tides a day?"
     assert record["meta"]["rounds"] == 2 and record["meta"]["stop_reason"] == "completed"
+
+
+def _real_assistant_engine(assistant: Any, **cfg: Any) -> DialogueEngine:
+    prompts = Prompts("en")
+    return DialogueEngine(
+        WorldSector(load_recipe(), prompts),
+        Role(FakeBackend(lambda m, p: "Why?"), ModelConfig(backend="fake", model="fake", max_tokens=64)),
+        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", profile="real", **cfg)),
+        prompts, DialogueConfig(on_truncated="drop"), ["a curious tester"])
+
+
+@pytest.mark.parametrize(("context_length", "prompt_tokens", "caps"), [
+    (10 + 450, 10, [300, 450]),   # the doubled cap (600) would overflow: what the context leaves
+    (10 + 900, 10, [300, 600]),   # room for twice the cap
+    (10 + 300, 10, [300]),        # no more room than the cap: no retry, the cut reply is dropped
+    (None, 10, [300, 600]),       # no window known (the fake backend reports none): twice the cap
+])
+async def test_a_cut_replys_retry_cap_is_bounded_by_the_context_length(
+        context_length: int | None, prompt_tokens: int, caps: list[int]) -> None:
+    seen: list[int] = []
+
+    def assistant(m: list[Message], p: GenerationParams) -> Completion:
+        seen.append(p.max_tokens)
+        return Completion("Spring tides happen when the", "length", Usage(prompt_tokens, p.max_tokens), "fake")
+
+    engine = _real_assistant_engine(assistant, max_tokens=300, context_length=context_length)
+    record = await engine.run(_opening(1))
+    assert seen == caps
+    assert record["meta"]["stop_reason"] == "truncated" and record["data"] == ["How do tides work?"]
+    assert record["meta"]["regenerations"].get("truncated", 0) == len(caps) - 1
+
+
+async def test_without_a_reported_prompt_size_the_retry_cap_uses_the_estimate() -> None:
+    from ultrachat.backends.base import prompt_tokens_estimate
+
+    seen: list[int] = []
+
+    def assistant(m: list[Message], p: GenerationParams) -> Completion:
+        seen.append(p.max_tokens)
+        return Completion("Spring tides happen when the", "length", Usage(0, p.max_tokens), "fake")
+
+    engine = _real_assistant_engine(assistant, max_tokens=300, context_length=400)
+    await engine.run(_opening(1))
+    estimate = prompt_tokens_estimate(engine.assistant_messages(["How do tides work?"]))
+    assert 300 < 400 - estimate < 600 and seen == [300, 400 - estimate]
+
+
+def test_the_prompt_estimate_errs_high() -> None:
+    from ultrachat.backends.base import prompt_tokens_estimate
+
+    english = [{"role": "user", "content": "How do the tides work along the coast of Brittany in winter?"}]
+    chinese = [{"role": "user", "content": "请解释一下潮汐是怎样形成的"}]  # 13 characters, about 13 tokens or fewer
+    assert prompt_tokens_estimate(english) >= 14 + 4  # 14 words: a tokenizer needs at least that many
+    assert prompt_tokens_estimate(chinese) == 13 + 4
+
+
+async def test_reasoning_is_kept_per_turn_in_meta_only_for_roles_that_ask() -> None:
+    def assistant(m: list[Message], p: GenerationParams) -> Completion:
+        # One reasoning field beside a <think> block: both are kept, the field first.
+        return Completion("<think>recall the moon</think>\nThe moon pulls the oceans.", "stop", Usage(5, 6), "fake",
+                          reasoning="the user asks about tides")
+
+    prompts = Prompts("en")
+    engine = DialogueEngine(
+        WorldSector(load_recipe(), prompts),
+        Role(FakeBackend(lambda m, p: "<think>ask something new</think>Why twice a day?"),
+             ModelConfig(backend="fake", model="fake", max_tokens=64)),
+        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", keep_reasoning=True)),
+        prompts, DialogueConfig(), ["a curious tester"])
+    record = await engine.run(_opening(2))
+    assert record["data"][1:] == ["The moon pulls the oceans.", "Why twice a day?", "The moon pulls the oceans."]
+    kept = "the user asks about tides\n\nrecall the moon"
+    # The user role did not ask: its <think> block is gone from its turn and kept nowhere.
+    assert record["meta"]["reasoning"] == [{"turn": 1, "text": kept}, {"turn": 3, "text": kept}]
+    engine.assistant.cfg = ModelConfig(backend="fake", model="fake")
+    assert "reasoning" not in (await engine.run(_opening(2)))["meta"]  # no role asks: meta as before
+
+
+async def test_a_dropped_turns_reasoning_goes_with_it() -> None:
+    replies = iter([Completion("Tides rise twice a day.", "stop", Usage(5, 5), "fake", reasoning="first"),
+                    Completion("Because the", "length", Usage(5, 2), "fake", reasoning="second, cut"),
+                    Completion("Because the", "length", Usage(5, 2), "fake", reasoning="second, cut again")])
+    prompts = Prompts("en")
+    engine = DialogueEngine(
+        WorldSector(load_recipe(), prompts),
+        Role(FakeBackend(lambda m, p: Completion("Why twice?", "stop", Usage(5, 2), "fake", reasoning="ask why")),
+             ModelConfig(backend="fake", model="fake", keep_reasoning=True)),
+        Role(FakeBackend(lambda m, p: next(replies)), ModelConfig(backend="fake", model="fake", keep_reasoning=True)),
+        prompts, DialogueConfig(on_truncated="drop"), ["a curious tester"])
+    record = await engine.run(_opening(2))
+    # Round 2's answer was cut twice: it and the question it answered are gone, with their reasoning.
+    assert record["data"] == ["How do tides work?", "Tides rise twice a day."]
+    assert record["meta"]["reasoning"] == [{"turn": 1, "text": "first"}]

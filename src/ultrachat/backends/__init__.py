@@ -58,6 +58,8 @@ class BackendPool:
         key: tuple[str | None, ...] = (cfg.backend, cfg.model, cfg.base_url)
         if cfg.extra_body:  # other request fields, other replies: its own backend and cache namespace
             key += (json.dumps(cfg.extra_body, sort_keys=True),)
+        if cfg.keep_reasoning:  # its completions carry the reasoning (cached with it)
+            key += ("keep_reasoning",)
         if key not in self._backends:
             backend = make_backend(cfg)
             if self.cache is not None:

@@ -53,6 +53,15 @@ class Completion:
     finish_reason: FinishReason = "stop"
     usage: Usage = field(default_factory=Usage)
     model: str = ""
+    #: a reasoning model's reasoning, where the backend was asked to keep it (``keep_reasoning``)
+    reasoning: str = ""
+
+
+def prompt_tokens_estimate(messages: list[Message]) -> int:
+    """A prompt's tokens, estimated high when no tokenizer is at hand: UTF-8 bytes / 3, plus 4
+    a message for the chat template. English runs about 4 bytes a token (so a third too many);
+    a CJK character is 3 bytes and about one token."""
+    return sum(len(m["content"].encode("utf-8")) // 3 + 4 for m in messages)
 
 
 class BackendError(UserError, RuntimeError):
@@ -81,6 +90,12 @@ class Backend(ABC):
 
     async def close(self) -> None:  # noqa: B027 - optional hook
         """Release resources."""
+
+    async def context_length(self) -> int | None:
+        """The model's context window in tokens, where the backend can tell (``None``: unknown).
+        A wrapper (one with an ``inner`` backend: cache, meter) asks the backend it wraps."""
+        inner = getattr(self, "inner", None)
+        return await inner.context_length() if isinstance(inner, Backend) else None
 
     @abstractmethod
     async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:

@@ -32,6 +32,13 @@ class ModelConfig(Strict):
     # Server-specific request fields merged into every chat request of this role (openai
     # backend), e.g. {top_k = 20, chat_template_kwargs = {enable_thinking = false}}.
     extra_body: dict[str, Any] = Field(default_factory=dict)
+    # Keep a reasoning model's reasoning (``reasoning_content``, ``<think>`` blocks) in each
+    # dialogue's meta.reasoning; it never enters a turn.
+    keep_reasoning: bool = False
+    # The model's context window in tokens: bounds the doubled cap of a cut reply's retry.
+    # Unset: what the backend reports (a local model's config, vLLM's max_model_len, an
+    # endpoint's /v1/models max_model_len), else no bound.
+    context_length: int | None = Field(None, ge=1)
     # Limits for HTTP backends (ignored by in-process ones).
     max_in_flight: int = Field(64, ge=1)
     requests_per_minute: int = Field(0, ge=0)

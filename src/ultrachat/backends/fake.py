@@ -49,5 +49,10 @@ class FakeBackend(Backend):
         words = reply.split()
         finish: FinishReason = "length" if len(words) > params.max_tokens else "stop"
         text = " ".join(words[: params.max_tokens]) if finish == "length" else reply
-        prompt_tokens = sum(len(m["content"].split()) for m in messages)
-        return Completion(text, finish, Usage(prompt_tokens, min(len(words), params.max_tokens)), self.model_name)
+        usage = Usage(prompt_words(messages), min(len(words), params.max_tokens))
+        return Completion(text, finish, usage, self.model_name)
+
+
+def prompt_words(messages: list[Message]) -> int:
+    """The fake backend's (and mock server's) prompt tokens: the messages' words."""
+    return sum(len(str(m.get("content", "")).split()) for m in messages)

@@ -198,14 +198,15 @@ class HttpClient:
     # -- requests --------------------------------------------------------------------
     async def call(self, method: str, path: str, body: bytes | None, parse: Callable[[bytes], T], *,
                    form: dict[str, FormField] | None = None, cost: int = 0, retries: int | None = None,
-                   probe: bool = False, silent_retries: int | None = None) -> T:
+                   probe: bool = False, silent_retries: int | None = None, optional: bool = False) -> T:
         """``parse`` of the body of the first 2xx reply to ``method base_url+path``.
 
         ``body`` is sent as JSON (or ``form`` as multipart); ``cost`` is the estimated tokens
         for the tokens-per-minute limit; ``probe`` makes a refused connection fatal at once;
         ``silent_retries`` bounds the retries after attempts that got no reply at all (a
         timeout, a dropped connection), while a server that answers (429, 5xx, a cut body)
-        gets them all.
+        gets them all; ``optional`` (a request the server may not serve) skips the ``fatal``
+        hook, so its failure is a :class:`RequestFailed` that stops nothing else.
         """
         if self._session is None:
             await self.open()
@@ -226,7 +227,7 @@ class HttpClient:
                     self.stats["ok"] += 1
                     return out
             else:
-                reason = self._failure(status, raw)
+                reason = self._failure(status, raw, optional)
             silent += not status
             hopeless = silent_retries is not None and silent > silent_retries  # a silent endpoint fails fast
             if await self._retry_or_stop(status, reason, attempt, attempt if hopeless else retries, wait, cost):
@@ -304,11 +305,11 @@ class HttpClient:
             return f"no reply within {self.timeout_s:g} s".encode()
         return f"connection dropped ({type(exc).__name__})".encode()
 
-    def _failure(self, status: int, raw: bytes) -> str:
+    def _failure(self, status: int, raw: bytes, optional: bool = False) -> str:
         """The one-line reason of a failed attempt; raises at once on a fatal error."""
         if not status:
             return raw.decode()
-        if self.fatal and (message := self.fatal(status, raw)):
+        if self.fatal and not optional and (message := self.fatal(status, raw)):
             raise self.fail(message)
         return f"HTTP {status}: {one_line(raw)}"
 

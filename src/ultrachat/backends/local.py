@@ -340,6 +340,11 @@ class LocalBackend(Backend):
                 self._thread = threading.Thread(target=self._worker, name="ultrachat-batcher", daemon=True)
                 self._thread.start()
 
+    async def context_length(self) -> int | None:
+        """The model config's ``max_position_embeddings`` (loads the model if it is not yet)."""
+        await self.start()
+        return self._ctx
+
     async def close(self) -> None:
         if self._thread is not None:
             self._queue.put(None)

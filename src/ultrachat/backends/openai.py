@@ -17,7 +17,10 @@ honouring ``Retry-After``. On top of it this backend decides:
   every request is failing, so the run stops and says why instead of retrying forever.
 
 Request bodies come from :func:`chat_body`; ``extra_body`` (a dict) is merged into every
-request's JSON, for server-specific fields.
+request's JSON, for server-specific fields. With ``keep_reasoning`` a reasoning model's
+``reasoning_content`` (or ``reasoning``) field is kept in :attr:`Completion.reasoning`;
+otherwise it is not read. :meth:`OpenAIBackend.context_length` asks ``GET /models`` once for
+the model's ``max_model_len`` (vLLM reports it; a server that does not gives ``None``).
 
 The API key is read from the environment variable the config names and is only ever
 put in the ``Authorization`` header; it is never logged or written.
@@ -44,7 +47,8 @@ from .base import Backend, BackendError, Completion, FinishReason, GenerationPar
 from .config import ModelConfig
 from .http import HttpClient, RequestFailed, normalize_base_url, one_line, retry_after_seconds
 
-__all__ = ["FINISH", "OpenAIBackend", "chat_body", "normalize_base_url", "parse_completion", "retry_after_seconds"]
+__all__ = ["FINISH", "OpenAIBackend", "chat_body", "model_context_length", "normalize_base_url", "parse_completion",
+           "reasoning_of", "retry_after_seconds"]
 
 BREAKER_REQUESTS = 3
 PROBE_RETRIES = 2  # a start probe that gets no reply gives up sooner: a dead endpoint should fail fast
@@ -65,13 +69,36 @@ def chat_body(model: str, messages: list[Message], params: GenerationParams,
     return body
 
 
-def parse_completion(data: dict[str, Any], model: str) -> Completion:
-    """A chat completion's JSON as a :class:`Completion` (raises on a malformed one)."""
+def parse_completion(data: dict[str, Any], model: str, keep_reasoning: bool = False) -> Completion:
+    """A chat completion's JSON as a :class:`Completion` (raises on a malformed one); with
+    ``keep_reasoning`` the message's reasoning field too."""
     choice = data["choices"][0]
     text = choice["message"].get("content") or ""
     u = data.get("usage") or {}
     usage = Usage(int(u.get("prompt_tokens") or 0), int(u.get("completion_tokens") or len(text) // 4))
-    return Completion(text, FINISH.get(choice.get("finish_reason"), "stop"), usage, data.get("model") or model)
+    out = Completion(text, FINISH.get(choice.get("finish_reason"), "stop"), usage, data.get("model") or model)
+    if keep_reasoning:
+        out.reasoning = reasoning_of(choice["message"])
+    return out
+
+
+def reasoning_of(message: Mapping[str, Any]) -> str:
+    """The reasoning a server returns beside the content: ``reasoning_content`` (vLLM's and
+    llama.cpp's reasoning parsers, DeepSeek's API) or ``reasoning`` (newer vLLM, OpenRouter)."""
+    for name in ("reasoning_content", "reasoning"):
+        value = message.get(name)
+        if isinstance(value, str) and value.strip():
+            return value.strip()
+    return ""
+
+
+def model_context_length(listing: dict[str, Any], model: str) -> int | None:
+    """The ``max_model_len`` a ``GET /models`` listing reports for ``model`` (the only model
+    listed counts too: llama.cpp-style servers serve one model whatever name is sent)."""
+    rows = [row for row in listing.get("data") or [] if isinstance(row, dict)]
+    row = next((r for r in rows if r.get("id") == model), rows[0] if len(rows) == 1 else None)
+    value = row.get("max_model_len") if row else None
+    return value if isinstance(value, int) and value > 0 else None
 
 
 class OpenAIBackend(Backend):
@@ -91,6 +118,7 @@ class OpenAIBackend(Backend):
         self._start_lock = asyncio.Lock()
         self._failed_in_a_row = 0
         self._last_error = ""
+        self._context: asyncio.Task[int | None] | None = None
 
     @property
     def stats(self) -> Counter[str]:
@@ -122,6 +150,22 @@ class OpenAIBackend(Backend):
         await self.http.close()
         self._started = False
 
+    async def context_length(self) -> int | None:
+        """The model's ``max_model_len`` from ``GET /models``, asked once (concurrent callers
+        share the request); ``None`` when the server does not say or does not serve the list."""
+        if self._context is None:
+            self._context = asyncio.ensure_future(self._ask_context_length())
+        return await asyncio.shield(self._context)
+
+    async def _ask_context_length(self) -> int | None:
+        def parse(raw: bytes) -> int | None:
+            return model_context_length(orjson.loads(raw), self.cfg.model)
+
+        try:
+            return await self.http.call("GET", "/models", None, parse, retries=1, optional=True)
+        except RequestFailed:
+            return None
+
     # -- calls -----------------------------------------------------------------------
     async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:
         if not self._started:
@@ -143,7 +187,7 @@ class OpenAIBackend(Backend):
         return out
 
     def _parse(self, raw: bytes) -> Completion:
-        return parse_completion(orjson.loads(raw), self.model_name)
+        return parse_completion(orjson.loads(raw), self.model_name, self.cfg.keep_reasoning)
 
     def _fatal_reason(self, status: int, raw: bytes) -> str | None:
         """The message of errors that no retry can fix (they stop every other call)."""

@@ -57,7 +57,10 @@ class ResponseCache:
         return CachedCompletion(text, finish, Usage(prompt, completion), model)  # type: ignore[arg-type]
 
     def put(self, key: str, out: Completion) -> None:
-        self._store.put(key, (out.model, out.text, out.finish_reason, out.usage.prompt_tokens,
+        # Reasoning a backend kept comes back as the <think> block it would have been in the
+        # text: the dialogue engine takes both out of a turn the same way.
+        text = f"<think>{out.reasoning}</think>\n{out.text}" if out.reasoning else out.text
+        self._store.put(key, (out.model, text, out.finish_reason, out.usage.prompt_tokens,
                               out.usage.completion_tokens))
 
     def __len__(self) -> int:

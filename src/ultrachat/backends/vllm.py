@@ -96,6 +96,12 @@ class VLLMBackend(Backend):
                     self._engines.append(AsyncLLMEngine.from_engine_args(args))
             self._tokenizer = await self._engines[0].get_tokenizer()
 
+    async def context_length(self) -> int | None:
+        """The engine's ``max_model_len`` (the ``max_len`` option, else the model's own)."""
+        await self.start()
+        config = await self._engines[0].get_model_config()
+        return int(config.max_model_len)
+
     async def close(self) -> None:
         for engine in self._engines:
             with contextlib.suppress(Exception):

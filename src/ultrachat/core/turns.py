@@ -55,13 +55,30 @@ _ANSWER_LABEL = re.compile(r"\n\s*(?:\*\*)?(?:assistant|ai|answer|response)\s*(?
 _WORD = re.compile(r"\w+")
 
 
-_THINK = re.compile(r"<think>.*?(?:</think>|$)\s*", re.S | re.I)
+_THINK = re.compile(r"<think>(.*?)(?:</think>|$)\s*", re.S | re.I)
+# A chat template that opens the block itself (DeepSeek-R1, Qwen3) leaves only its end in the reply.
+_OPENED_BY_TEMPLATE = re.compile(r"^(?:(?!<think>).)*?</think>\s*", re.S | re.I)
+
+
+def split_think(text: str) -> tuple[str, str]:
+    """``(visible reply, reasoning)`` of a reasoning model's reply: its ``<think>...</think>``
+    blocks (an unclosed one runs to the end: the reply was cut while thinking; a leading
+    ``...</think>`` without an opening tag was opened by the chat template) taken out, their
+    texts joined by blank lines. A reply without them comes back whole, with no reasoning."""
+    low = text.lower()
+    if "<think>" not in low and "</think>" not in low:
+        return text, ""
+    thoughts = []
+    if opened := _OPENED_BY_TEMPLATE.match(text):
+        thoughts.append(opened.group(0).strip()[: -len("</think>")])
+        text = text[opened.end():]
+    thoughts += [m.group(1) for m in _THINK.finditer(text)]
+    return _THINK.sub("", text).strip(), "\n\n".join(t.strip() for t in thoughts if t.strip())
 
 
 def strip_think(text: str) -> str:
-    """A reasoning model's ``<think>...</think>`` blocks removed (an unclosed one runs to
-    the end: the reply was cut while thinking); only the visible reply stays."""
-    return _THINK.sub("", text).strip() if "<think>" in text.lower() else text
+    """A reasoning model's reply without its reasoning (see :func:`split_think`)."""
+    return split_think(text)[0]
 
 
 def strip_role_prefix(text: str) -> str:

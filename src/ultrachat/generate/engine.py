@@ -8,7 +8,12 @@ dialogue ends with that stop reason and keeps its completed rounds. An assistant
 cut off by ``max_tokens`` is recorded in ``meta.truncated_turns``, or ends the dialogue
 after it (``dialogue.on_truncated = "end"``) or before it (``"drop"``: the reply is sampled
 once more, and if that is cut too, it and the question it answered are removed); it is never
-passed off as complete.
+passed off as complete. A ``real`` role's retry asks for twice the cap, within what the
+model's context window leaves after the prompt; with no room left there is no retry.
+
+A reasoning model's reasoning (``<think>`` blocks, a ``reasoning_content`` field) never
+enters a turn; a role with ``keep_reasoning`` has it in ``meta.reasoning`` as
+``[{"turn": index into data, "text": ...}]``, for the turns the dialogue kept.
 """
 
 from __future__ import annotations
@@ -19,9 +24,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
+from ..backends.base import prompt_tokens_estimate
 from ..backends.config import auto_profile
 from ..core.hashing import stable_seed
-from ..core.turns import repair_user_turn, strip_role_prefix, strip_think
+from ..core.turns import repair_user_turn, split_think, strip_role_prefix
 from ..prompts import Prompts
 from ..recipe import DialogueConfig, ModelConfig
 from .sector import Opening, Sector
@@ -39,8 +45,19 @@ class Role:
     backend: Backend
     cfg: ModelConfig
 
-    def params(self, seed: int, cap_factor: int = 1) -> GenerationParams:
-        return GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens * cap_factor, seed)
+    def params(self, seed: int, max_tokens: int | None = None) -> GenerationParams:
+        return GenerationParams(self.cfg.temperature, self.cfg.top_p, max_tokens or self.cfg.max_tokens, seed)
+
+    async def retry_cap(self, cut: Completion, messages: list[Message]) -> int | None:
+        """The cap of a cut reply's retry (same messages): twice the cap, bounded by the context
+        window (the role's ``context_length``, else what the backend reports) less the prompt's
+        tokens (as the cut reply's usage counted them, else estimated); ``None`` when that
+        leaves no more than the cap, so a retry could not finish where the reply was cut."""
+        cap = 2 * self.cfg.max_tokens
+        window = self.cfg.context_length or await self.backend.context_length()
+        if window:
+            cap = min(cap, window - (cut.usage.prompt_tokens or prompt_tokens_estimate(messages)))
+        return cap if cap > self.cfg.max_tokens else None
 
     @property
     def profile(self) -> str:
@@ -118,14 +135,11 @@ class DialogueEngine:
         """Generate one dialogue; returns the output record (``id``, ``data``, ``meta``)."""
         rng = random.Random(opening.seed)
         persona = rng.choice(self.personas) if self.cfg.user_prompts == "persona" and self.personas else None
-        turns = [opening.text]
-        usage = {"user": Usage(), "assistant": Usage()}
-        regen: Counter[str] = Counter()
-        repairs: Counter[str] = Counter()
-        truncated: list[int] = []
+        d = _Dialogue([opening.text])
+        turns = d.turns
         stop = "completed"
         for rnd in range(opening.rounds):
-            reply = await self._assistant_turn(turns, opening, usage, regen)
+            reply = await self._assistant_turn(d, opening)
             if reply is None:
                 stop = "empty_reply"
                 if len(turns) > 1:
@@ -136,30 +150,28 @@ class DialogueEngine:
                 if len(turns) > 1:
                     turns.pop()  # the question it answered goes too: only completed rounds stay
                 break
-            turns.append(reply.text)
+            d.add(reply)
             if reply.finish_reason == "length":
-                truncated.append(len(turns) - 1)
+                d.truncated.append(len(turns) - 1)
                 if self.cfg.on_truncated == "end":
                     stop = "truncated"
                     break
             if rnd == opening.rounds - 1:
                 break
-            user_turn, reason = await self._user_turn(turns, opening, persona, usage, regen, repairs)
+            user_turn, reason = await self._user_turn(d, opening, persona)
             if user_turn is None:
                 stop = reason
                 break
-            turns.append(user_turn)
-        for role, u in usage.items():
+            d.add(user_turn)
+        for role, u in d.usage.items():
             self.stats.usage[role].add(u)
-        record = {"id": opening.id, "data": turns,
-                  "meta": self._meta(opening, persona, len(turns) // 2, stop, regen, repairs, truncated, usage)}
+        record = {"id": opening.id, "data": turns, "meta": self._meta(opening, persona, stop, d)}
         self.stats.record(record)
         return record
 
-    def _meta(self, opening: Opening, persona: str | None, rounds: int, stop: str, regen: Counter[str],
-              repairs: Counter[str], truncated: list[int], usage: dict[str, Usage]) -> dict[str, Any]:
+    def _meta(self, opening: Opening, persona: str | None, stop: str, d: _Dialogue) -> dict[str, Any]:
         """A finished dialogue's ``meta``: where it came from, how it was made, how it ended."""
-        return {
+        meta = {
             "sector": self.sector.name,
             **{k: v for k, v in opening.meta.items() if k not in ("k", "topic_index")},
             "persona": persona,
@@ -171,66 +183,94 @@ class DialogueEngine:
             "user_prompts": self.cfg.user_prompts,
             "seed": opening.seed,
             "rounds_planned": opening.rounds,
-            "rounds": rounds,
+            "rounds": len(d.turns) // 2,
             "stop_reason": stop,
-            "regenerations": dict(regen),
-            "repairs": dict(repairs),
-            "truncated_turns": truncated,
+            "regenerations": dict(d.regen),
+            "repairs": dict(d.repairs),
+            "truncated_turns": d.truncated,
             "tokens": {role: {"prompt": u.prompt_tokens, "completion": u.completion_tokens}
-                       for role, u in usage.items()},
+                       for role, u in d.usage.items()},
         }
+        if self.user.cfg.keep_reasoning or self.assistant.cfg.keep_reasoning:
+            meta["reasoning"] = [{"turn": i, "text": text} for i, text in sorted(d.reasoning.items())
+                                 if i < len(d.turns)]  # a dropped turn's reasoning goes with it
+        return meta
 
     async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage,
-                    cap_factor: int = 1) -> Completion:
-        out = await role.backend.complete(messages, role.params(seed, cap_factor))
-        out.text = strip_think(out.text)
+                    max_tokens: int | None = None) -> Completion:
+        out = await role.backend.complete(messages, role.params(seed, max_tokens))
+        out.text, thought = split_think(out.text)
+        kept = (out.reasoning.strip(), thought) if role.cfg.keep_reasoning else ()
+        out.reasoning = "\n\n".join(t for t in kept if t)
         usage.add(out.usage)
         return out
 
-    async def _assistant_turn(self, turns: list[str], opening: Opening, usage: dict[str, Usage],
-                              regen: Counter[str]) -> Completion | None:
+    async def _assistant_turn(self, d: _Dialogue, opening: Opening) -> Completion | None:
         cut_retries = 1 if self.cfg.on_truncated == "drop" else 0
         # A real model's cut reply is asked again with twice the cap (a small model's, with a new seed).
-        cap_factor = 1
+        max_tokens = None
+        messages = self.assistant_messages(d.turns)
         for attempt in range(self.cfg.max_regenerations + 1):
-            seed = stable_seed(opening.seed, len(turns), "assistant", attempt)
-            out = await self._call(self.assistant, self.assistant_messages(turns), seed, usage["assistant"],
-                                   cap_factor)
+            seed = stable_seed(opening.seed, len(d.turns), "assistant", attempt)
+            out = await self._call(self.assistant, messages, seed, d.usage["assistant"], max_tokens)
             labelled = out.text.lower().startswith(("assistant", "ai:"))
             out.text = strip_role_prefix(out.text) if labelled else out.text.strip()
             if out.text and out.finish_reason == "length" and cut_retries:
                 # A cut reply would be dropped: one more sample (new seed) often finishes within the cap.
                 cut_retries -= 1
-                regen["truncated"] += 1
-                cap_factor = 2 if self.assistant.profile == "real" else 1
+                if self.assistant.profile == "real":
+                    max_tokens = await self.assistant.retry_cap(out, messages)
+                    if max_tokens is None:
+                        return out  # no room in the context for a longer reply: dropped as cut
+                d.regen["truncated"] += 1
                 continue
             if out.text:
                 return out
-            regen["empty_reply"] += 1
+            d.regen["empty_reply"] += 1
         return None
 
-    async def _user_turn(self, turns: list[str], opening: Opening, persona: str | None, usage: dict[str, Usage],
-                         regen: Counter[str], repairs: Counter[str]) -> tuple[str | None, str]:
+    async def _user_turn(self, d: _Dialogue, opening: Opening, persona: str | None) -> tuple[Completion | None, str]:
+        """The next user turn (its text repaired), or ``None`` and why the dialogue ends."""
         reason = "role_confounding"
-        cap_factor = 1
+        max_tokens = None
+        doubled = False
+        messages = self.user_messages(d.turns, opening, persona)
         for attempt in range(self.cfg.max_regenerations + 1):
-            seed = stable_seed(opening.seed, len(turns), "user", attempt)
-            out = await self._call(self.user, self.user_messages(turns, opening, persona), seed, usage["user"],
-                                   cap_factor)
+            seed = stable_seed(opening.seed, len(d.turns), "user", attempt)
+            out = await self._call(self.user, messages, seed, d.usage["user"], max_tokens)
             self.stats.user_attempts += 1
-            if out.finish_reason == "length" and self.user.profile == "real" and cap_factor == 1:
-                cap_factor = 2  # a real model's cut turn: asked again once with twice the cap
-            text, why = repair_user_turn(out.text, out.finish_reason, turns, self.user.profile)
+            if out.finish_reason == "length" and self.user.profile == "real" and not doubled:
+                doubled = True  # a real model's cut turn: asked again once with twice the cap, if it fits
+                max_tokens = await self.user.retry_cap(out, messages)
+            text, why = repair_user_turn(out.text, out.finish_reason, d.turns, self.user.profile)
             if why == "politeness":
-                regen["politeness"] += 1
+                d.regen["politeness"] += 1
                 reason = "politeness"
                 continue
             if why:
                 self.stats.confounded += 1
-                regen["role_confounding"] += 1
+                d.regen["role_confounding"] += 1
                 reason = "role_confounding" if why != "empty" else "empty_reply"
                 continue
             if text != strip_role_prefix(out.text):
-                repairs["question_extracted"] += 1  # kept the question inside a rambling reply
-            return text, "completed"
+                d.repairs["question_extracted"] += 1  # kept the question inside a rambling reply
+            out.text = text
+            return out, "completed"
         return None, reason
+
+
+@dataclass
+class _Dialogue:
+    """A dialogue being generated: its turns and what making them took."""
+
+    turns: list[str]
+    usage: dict[str, Usage] = field(default_factory=lambda: {"user": Usage(), "assistant": Usage()})
+    regen: Counter[str] = field(default_factory=Counter)
+    repairs: Counter[str] = field(default_factory=Counter)
+    truncated: list[int] = field(default_factory=list)
+    reasoning: dict[int, str] = field(default_factory=dict)  # turn index -> the reasoning kept for it
+
+    def add(self, turn: Completion) -> None:
+        self.turns.append(turn.text)
+        if turn.reasoning:
+            self.reasoning[len(self.turns) - 1] = turn.reasoning

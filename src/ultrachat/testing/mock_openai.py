@@ -15,8 +15,15 @@ Faults come from probabilities (``--fault-429 0.1 ...``), from ``--fail-after N`
 request after the first N gets a 500), or from a queue set at run time with
 ``POST /_control {"queue": ["429", "drop"], "reset": true}`` (the next requests take them in order).
 ``GET /_stats`` returns counters and one ``[time, status, tokens]`` row per request, so tests
-can measure the rate a client really sent. With ``--api-key`` requests without that bearer
-token get 401; with ``--models a,b`` other model names get 404.
+can measure the rate a client really sent, and one ``[prompt tokens, max_tokens, finish]`` row
+per chat reply. With ``--api-key`` requests without that bearer token get 401; with
+``--models a,b`` other model names get 404.
+
+Like a reasoning model, ``--reasoning field`` adds a ``reasoning_content`` field to each reply
+(streamed as ``reasoning_content`` deltas first) and ``--reasoning think`` puts the reasoning in
+a ``<think>...</think>`` block before the content. Like vLLM, ``--max-model-len N`` reports
+``max_model_len`` in ``GET /v1/models`` and rejects (400) a request whose prompt plus
+``max_tokens`` exceeds it. Prompt tokens are words (the fake backend's usage).
 
 Run it::
 
@@ -60,6 +67,8 @@ class MockConfig:
     api_key: str | None = None
     models: tuple[str, ...] = ()
     seed: int = 0
+    reasoning: str = ""  # "field": a reasoning_content field; "think": a <think> block in the content
+    max_model_len: int = 0  # reported by /v1/models and enforced, as vLLM does (0: neither)
 
 
 def _reply(body: dict[str, Any], fault: str | None) -> Any:
@@ -70,6 +79,12 @@ def _reply(body: dict[str, Any], fault: str | None) -> Any:
     if fault == "malformed":
         text = text[: len(text) // 2]
     return web.Response(text=text, content_type="application/json")
+
+
+def _words_with_spaces(text: str) -> list[str]:
+    """``text`` in word-sized pieces that join back to it (a stream's chunks)."""
+    words = text.split(" ")
+    return [w + " " for w in words[:-1]] + [words[-1]]
 
 
 def _error(status: int, message: str, kind: str, code: str | None = None) -> Any:
@@ -90,6 +105,7 @@ class MockOpenAI:
         self.queue: deque[str] = deque()
         self.counts: Counter[str] = Counter()
         self.log: list[tuple[float, int, int]] = []  # (monotonic time, status, total tokens)
+        self.replies: list[tuple[int, int, str]] = []  # (prompt tokens, max_tokens, finish reason)
         self.fake = FakeBackend(model_name="mock")
         self.served = 0
         self.active = 0  # requests being handled now; ``max_active`` in the counters
@@ -147,18 +163,43 @@ class MockOpenAI:
         params = GenerationParams(float(body.get("temperature", 0.7)), float(body.get("top_p", 1.0)),
                                   int(body.get("max_tokens") or body.get("max_completion_tokens") or 256),
                                   body.get("seed"))
+        if too_long := self._over_context(messages, params.max_tokens):
+            return self._record(too_long)
         out = await self.fake.complete(messages, params)
         self.fake.calls.clear()  # the mock keeps no history
         self.served += 1
+        self.replies.append((out.usage.prompt_tokens, params.max_tokens, out.finish_reason))
         usage = {"prompt_tokens": out.usage.prompt_tokens, "completion_tokens": out.usage.completion_tokens,
                  "total_tokens": out.usage.total_tokens}
         reply = {"id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
                  "model": model, "usage": usage,
-                 "choices": [{"index": 0, "message": {"role": "assistant", "content": out.text},
+                 "choices": [{"index": 0, "message": self._message(messages, out.text),
                               "finish_reason": out.finish_reason}]}
         if body.get("stream") and fault != "malformed":
             return self._record(await self._stream(request, reply), out.usage.total_tokens)
         return self._record(_reply(reply, fault), out.usage.total_tokens)
+
+    def _over_context(self, messages: list[Any], max_tokens: int) -> Any:
+        """vLLM's 400 for a request that cannot fit the context window, else ``None``."""
+        from ..backends.fake import prompt_words
+
+        prompt = prompt_words(messages)
+        if not self.cfg.max_model_len or prompt + max_tokens <= self.cfg.max_model_len:
+            return None
+        self.counts["over_context"] += 1
+        return _error(400, f"This model's maximum context length is {self.cfg.max_model_len} tokens. However, you "
+                      f"requested {prompt + max_tokens} tokens ({prompt} in the messages, {max_tokens} in the "
+                      "completion). Please reduce the length of the messages or completion.", "BadRequestError")
+
+    def _message(self, messages: list[Any], content: str) -> dict[str, str]:
+        """The reply message, with a reasoning model's reasoning where ``--reasoning`` asks."""
+        if not self.cfg.reasoning:
+            return {"role": "assistant", "content": content}
+        words = str(messages[-1].get("content", "")).split()[:6]
+        thought = f"The user asks: {' '.join(words)}. I should answer clearly."
+        if self.cfg.reasoning == "think":
+            return {"role": "assistant", "content": f"<think>\n{thought}\n</think>\n\n{content}"}
+        return {"role": "assistant", "content": content, "reasoning_content": thought}
 
     async def _fault(self, request: Any) -> tuple[Any, str | None]:
         """Apply the next fault: ``(a reply to send instead, None)``, or ``(None, fault)`` once
@@ -193,11 +234,13 @@ class MockOpenAI:
 
         resp = web.StreamResponse(headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"})
         await resp.prepare(request)
-        text = reply["choices"][0]["message"]["content"]
-        words = [w + " " for w in text.split(" ")[:-1]] + [text.split(" ")[-1]]
+        message = reply["choices"][0]["message"]
         base = {k: reply[k] for k in ("id", "created", "model")} | {"object": "chat.completion.chunk"}
-        for i, word in enumerate(words):
-            delta = {"role": "assistant", "content": word} if i == 0 else {"content": word}
+        # Reasoning first (its own delta field), then the content, as vLLM streams them.
+        pieces = [(name, word) for name in ("reasoning_content", "content") if name in message
+                  for word in _words_with_spaces(message[name])]
+        for i, (name, word) in enumerate(pieces):
+            delta = {"role": "assistant", name: word} if i == 0 else {name: word}
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
         end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply["choices"][0]["finish_reason"]}],
@@ -241,7 +284,8 @@ class MockOpenAI:
         if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
             return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
         names = self.cfg.models or ("mock",)
-        return web.json_response({"object": "list", "data": [{"id": n, "object": "model"} for n in names]})
+        window = {"max_model_len": self.cfg.max_model_len} if self.cfg.max_model_len else {}
+        return web.json_response({"object": "list", "data": [{"id": n, "object": "model", **window} for n in names]})
 
     async def control(self, request: Any) -> Any:
         from aiohttp import web
@@ -250,12 +294,14 @@ class MockOpenAI:
         if body.get("reset"):
             self.counts.clear()
             self.log.clear()
+            self.replies.clear()
             self.queue.clear()
         unknown = [k for k in body.get("queue", []) if k not in (*FAULTS, "ok")]
         if unknown:
             return _error(400, f"unknown fault(s) {unknown}", "invalid_request_error")
         self.queue.extend(body.get("queue", []))
-        for key in ("latency_ms", "retry_after", "retry_after_date", "fail_after", "hang_s"):
+        for key in ("latency_ms", "retry_after", "retry_after_date", "fail_after", "hang_s", "reasoning",
+                    "max_model_len"):
             if key in body:
                 setattr(self.cfg, key, body[key])
         return web.json_response({"ok": True})
@@ -263,7 +309,8 @@ class MockOpenAI:
     async def stats(self, request: Any) -> Any:
         from aiohttp import web
 
-        return web.json_response({"counts": dict(self.counts), "log": self.log, "now": time.monotonic()})
+        return web.json_response({"counts": dict(self.counts), "log": self.log, "replies": self.replies,
+                                  "now": time.monotonic()})
 
     def app(self) -> Any:
         from aiohttp import web
@@ -309,10 +356,15 @@ def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
     ap.add_argument("--api-key", default=None, help="require this bearer token (401 otherwise)")
     ap.add_argument("--models", default="", help="comma-separated model names (others get 404); default: any")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--reasoning", choices=("field", "think"), default="",
+                    help="reply like a reasoning model: a reasoning_content field, or a <think> block")
+    ap.add_argument("--max-model-len", type=int, default=0,
+                    help="context window reported by /v1/models and enforced (400), as vLLM does")
     ns = ap.parse_args(argv)
     rates = {kind: getattr(ns, f"fault_{kind}") for kind in FAULTS}
     cfg = MockConfig(ns.latency_ms, ns.jitter_ms, rates, ns.retry_after, ns.retry_after_date, ns.hang_s,
-                     ns.fail_after, ns.api_key, tuple(m for m in ns.models.split(",") if m), ns.seed)
+                     ns.fail_after, ns.api_key, tuple(m for m in ns.models.split(",") if m), ns.seed,
+                     ns.reasoning, ns.max_model_len)
     return cfg, ns.host, ns.port
 
 
