@@ -116,7 +116,8 @@ def test_dry_run_shows_profiles_and_caps_per_role(tmp_path: Path, ultrachat_exe:
     import subprocess
 
     p = tmp_path / "r.toml"
-    p.write_text("[models.planner]\nmax_retries = 1\n")
+    p.write_text("[models.planner]\nmax_retries = 1\n"
+                 "[models.assistant]\ncontext_length = 32768\nkeep_reasoning = true\n")
     res = subprocess.run([*ultrachat_exe, "generate", "world", "--dry-run", "-r", str(p), "--base-url",
                           "http://127.0.0.1:9/v1", "--model", "qwen2.5-7b", "--dialogues", "10"],
                          capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "200"})
@@ -126,3 +127,5 @@ def test_dry_run_shows_profiles_and_caps_per_role(tmp_path: Path, ultrachat_exe:
     assert rows["user"][3:5] == ["real", "256"] and rows["assistant"][3:5] == ["real", "2048"]
     assert rows["planner"][:5] == ["openai", "qwen2.5-7b", "http://127.0.0.1:9/v1", "real", "1024"]
     assert "user prompts: persona" in res.stdout
+    caption = " ".join(res.stdout.split())  # the caption wraps at the table's width
+    assert "assistant context: 32,768 tokens; reasoning kept in meta: assistant" in caption

@@ -166,21 +166,29 @@ async def test_prompt_sets_render(mode: str) -> None:
     assert "{" not in text  # every placeholder filled
 
 
-async def test_real_profile_retries_a_cut_reply_with_twice_the_cap_then_drops_it() -> None:
+def _always_cut(prompt_tokens: int = 10) -> tuple[Any, list[int]]:
+    """An assistant script whose every reply is cut at its cap, and the caps it was asked for."""
     caps: list[int] = []
 
     def assistant(m: list[Message], p: GenerationParams) -> Completion:
         caps.append(p.max_tokens)
-        return Completion("Spring tides happen when the", "length", Usage(10, p.max_tokens), "fake")
+        return Completion("Spring tides happen when the", "length", Usage(prompt_tokens, p.max_tokens), "fake")
 
-    recipe = load_recipe()
+    return assistant, caps
+
+
+def _real_assistant_engine(assistant: Any, **cfg: Any) -> DialogueEngine:
     prompts = Prompts("en")
-    engine = DialogueEngine(
-        WorldSector(recipe, prompts),
+    return DialogueEngine(
+        WorldSector(load_recipe(), prompts),
         Role(FakeBackend(lambda m, p: "Why?"), ModelConfig(backend="fake", model="fake", max_tokens=64)),
-        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", max_tokens=300, profile="real")),
+        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", profile="real", **cfg)),
         prompts, DialogueConfig(on_truncated="drop"), ["a curious tester"])
-    record = await engine.run(_opening(2))
+
+
+async def test_real_profile_retries_a_cut_reply_with_twice_the_cap_then_drops_it() -> None:
+    assistant, caps = _always_cut()
+    record = await _real_assistant_engine(assistant, max_tokens=300).run(_opening(2))
     assert caps[:2] == [300, 600]  # the retry asks for twice the cap
     # The second cut ends the dialogue before it: no cut turn is kept, no round completed.
     assert record["meta"]["stop_reason"] == "truncated" and record["data"] == ["How do tides work?"]
@@ -218,15 +226,6 @@ async def test_real_profile_asks_a_cut_user_turn_again_with_twice_the_cap() -> N
     assert record["meta"]["rounds"] == 2 and record["meta"]["stop_reason"] == "completed"
 
 
-def _real_assistant_engine(assistant: Any, **cfg: Any) -> DialogueEngine:
-    prompts = Prompts("en")
-    return DialogueEngine(
-        WorldSector(load_recipe(), prompts),
-        Role(FakeBackend(lambda m, p: "Why?"), ModelConfig(backend="fake", model="fake", max_tokens=64)),
-        Role(FakeBackend(assistant), ModelConfig(backend="fake", model="fake", profile="real", **cfg)),
-        prompts, DialogueConfig(on_truncated="drop"), ["a curious tester"])
-
-
 @pytest.mark.parametrize(("context_length", "prompt_tokens", "caps"), [
     (10 + 450, 10, [300, 450]),   # the doubled cap (600) would overflow: what the context leaves
     (10 + 900, 10, [300, 600]),   # room for twice the cap
@@ -235,12 +234,7 @@ def _real_assistant_engine(assistant: Any, **cfg: Any) -> DialogueEngine:
 ])
 async def test_a_cut_replys_retry_cap_is_bounded_by_the_context_length(
         context_length: int | None, prompt_tokens: int, caps: list[int]) -> None:
-    seen: list[int] = []
-
-    def assistant(m: list[Message], p: GenerationParams) -> Completion:
-        seen.append(p.max_tokens)
-        return Completion("Spring tides happen when the", "length", Usage(prompt_tokens, p.max_tokens), "fake")
-
+    assistant, seen = _always_cut(prompt_tokens)
     engine = _real_assistant_engine(assistant, max_tokens=300, context_length=context_length)
     record = await engine.run(_opening(1))
     assert seen == caps
@@ -251,12 +245,7 @@ async def test_a_cut_replys_retry_cap_is_bounded_by_the_context_length(
 async def test_without_a_reported_prompt_size_the_retry_cap_uses_the_estimate() -> None:
     from ultrachat.backends.base import prompt_tokens_estimate
 
-    seen: list[int] = []
-
-    def assistant(m: list[Message], p: GenerationParams) -> Completion:
-        seen.append(p.max_tokens)
-        return Completion("Spring tides happen when the", "length", Usage(0, p.max_tokens), "fake")
-
+    assistant, seen = _always_cut(prompt_tokens=0)  # a server that reports no usage
     engine = _real_assistant_engine(assistant, max_tokens=300, context_length=400)
     await engine.run(_opening(1))
     estimate = prompt_tokens_estimate(engine.assistant_messages(["How do tides work?"]))

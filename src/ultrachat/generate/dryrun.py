@@ -288,5 +288,9 @@ def roles_table(recipe: Recipe) -> Table:
     for name, cfg in roles.items():
         t.add_row(name, cfg.backend, cfg.model, cfg.base_url or "-", profiles[name], str(cfg.max_tokens),
                   f"{cfg.temperature:g}")
-    t.caption = f"user prompts: {recipe.dialogue.user_prompts}; cut replies: {recipe.dialogue.on_truncated}"
+    notes = [f"user prompts: {recipe.dialogue.user_prompts}", f"cut replies: {recipe.dialogue.on_truncated}"]
+    notes += [f"{name} context: {cfg.context_length:,} tokens" for name, cfg in roles.items() if cfg.context_length]
+    if kept := [name for name, cfg in roles.items() if cfg.keep_reasoning]:
+        notes.append(f"reasoning kept in meta: {', '.join(kept)}")
+    t.caption = "; ".join(notes)
     return t
