@@ -57,6 +57,19 @@ def test_filter_rules_repairs_and_report(tmp_path: Path) -> None:
     assert json.loads((tmp_path / "out" / "report.json").read_text())["rules"] == report["rules"]
 
 
+def test_filter_repairs_keep_reasoning_with_its_turn(tmp_path: Path) -> None:
+    dunes = "Dunes store sand and absorb wave energy."
+    src = write(tmp_path / "in.jsonl", [{
+        "id": "r", "data": [GOOD, ANSWER, "Thank you so much!", "You're welcome!", "And how do dunes help?", dunes,
+                            "What about reefs?", "Reefs break the"],
+        "meta": {"truncated_turns": [7], "reasoning": [{"turn": i, "text": f"thought {i}"} for i in (1, 3, 5, 7)]}}])
+    filter_corpus(src, tmp_path / "out", FilterConfig(), progress=False)
+    [kept] = lines(tmp_path / "out" / "kept.jsonl")
+    # The cut round and the thank-you round are gone; the dunes answer moved from turn 5 to 3.
+    assert kept["data"] == [GOOD, ANSWER, "And how do dunes help?", dunes]
+    assert kept["meta"]["reasoning"] == [{"turn": 1, "text": "thought 1"}, {"turn": 3, "text": "thought 5"}]
+
+
 def test_filter_config_from_recipe_table(tmp_path: Path) -> None:
     cfg_file = tmp_path / "recipe.toml"
     cfg_file.write_text('seed = 3\n[filter]\nmin_rounds = 2\nmax_turn_chars = 100\ntruecase = "off"\n')

@@ -143,7 +143,7 @@ class DialogueFilter:
         repairs: list[str] = []
         try:  # the rules in their documented order: the first one that rejects is counted
             turns = self._cut(list(d["data"]), (d.get("meta") or {}).get("truncated_turns") or [], repairs)
-            turns = self._structure(turns, repairs)
+            turns, kept = self._structure(turns, repairs)
             self._check_disclaimers(turns)
             turns = self._truecase(turns, repairs)
             self._check(turns)
@@ -154,6 +154,8 @@ class DialogueFilter:
         if repairs:
             meta = dict(d.get("meta") or {})
             meta["filter"] = {"repairs": repairs}
+            if isinstance(meta.get("reasoning"), list):  # kept reasoning follows its turn to its new index
+                meta["reasoning"] = renumber_turns(meta["reasoning"], kept)
             d = {**d, "data": turns, "meta": meta}
         return d, None, None
 
@@ -168,8 +170,9 @@ class DialogueFilter:
         repairs.append("cut_turns")
         return turns[:keep]
 
-    def _structure(self, turns: list[str], repairs: list[str]) -> list[str]:
-        """Empty turns, a dangling user turn, politeness-only user turns: rejected or repaired."""
+    def _structure(self, turns: list[str], repairs: list[str]) -> tuple[list[str], list[int]]:
+        """Empty turns, a dangling user turn, politeness-only user turns: rejected or repaired;
+        returns the turns left and their indices in ``turns``."""
         cfg = self.cfg
         if cfg.empty_turns:
             empty = [i for i, t in enumerate(turns) if not t.strip()]
@@ -187,9 +190,10 @@ class DialogueFilter:
                     raise _Rejected("polite_turns", f"politeness-only user turn at index {polite[0]}: "
                                                     f"{turns[polite[0]][:60]!r}")
                 # Drop the thank-you and the assistant's reply to it; the round structure stays intact.
-                turns = [t for i, t in enumerate(turns) if i - i % 2 not in polite]
+                kept = [i for i in range(len(turns)) if i - i % 2 not in polite]
                 repairs.append("polite_turns")
-        return turns
+                return [turns[i] for i in kept], kept
+        return turns, list(range(len(turns)))
 
     def _check_disclaimers(self, turns: list[str]) -> None:
         if self.cfg.disclaimers:
@@ -273,3 +277,10 @@ def filter_corpus(path: Path, out_dir: Path, cfg: FilterConfig, skip_invalid: bo
                   "outputs": {name: str(out.file(name)) for name in out.counts}}
         out.write_json("report.json", report)
     return report
+
+
+def renumber_turns(entries: list[Any], kept: list[int]) -> list[Any]:
+    """``meta.reasoning`` entries (``{"turn": i, ...}``) moved to the new index of each kept turn;
+    the entries of removed turns are dropped."""
+    new = {old: i for i, old in enumerate(kept)}
+    return [{**e, "turn": new[e["turn"]]} for e in entries if isinstance(e, dict) and e.get("turn") in new]
