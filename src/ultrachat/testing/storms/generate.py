@@ -49,6 +49,7 @@ _FAKE = '[models.user]\nbackend = "fake"\nmodel = "fake;delay={d}"\n[models.assi
         'model = "fake;delay={d}"\n'
 _STAGE = re.compile(rb'"stage": ?"([^"]+)"')
 _RUN_TIMEOUT_S = 300.0
+_JITTER_S = 0.02  # a kill lands up to this long after its kill point: at a random moment between writes
 
 
 @dataclass
@@ -77,23 +78,23 @@ def world_storm(workdir: Path, kills: int, seed: int | None = None, dialogues: i
 
 def entities_storm(workdir: Path, kills: int, seed: int | None = None, dialogues: int | None = None) -> StormResult:
     """``generate entities`` over the openai backend against the faulty mock server."""
-    return _http_storm("entities", workdir, kills, seed, dialogues or 12 + 3 * kills)
+    return _http_storm("entities", workdir, kills, seed, dialogues or 12 + 5 * kills)
 
 
 def writing_storm(workdir: Path, kills: int, seed: int | None = None, dialogues: int | None = None) -> StormResult:
     """``generate writing`` over the openai backend against the faulty mock server."""
-    return _http_storm("writing", workdir, kills, seed, dialogues or 12 + 3 * kills)
+    return _http_storm("writing", workdir, kills, seed, dialogues or 12 + 5 * kills)
 
 
 def materials_storm(workdir: Path, kills: int, seed: int | None = None, dialogues: int | None = None) -> StormResult:
     """``generate materials`` over the openai backend against the faulty mock server."""
-    return _http_storm("materials", workdir, kills, seed, dialogues or 12 + 3 * kills)
+    return _http_storm("materials", workdir, kills, seed, dialogues or 12 + 5 * kills)
 
 
 def all_storm(workdir: Path, kills: int, seed: int | None = None, dialogues: int | None = None) -> StormResult:
     """``generate all`` (every sector at once, then the merge into ``all.jsonl``) over the
     openai backend against the faulty mock server."""
-    return _http_storm("all", workdir, kills, seed, dialogues or 16 + 4 * kills)
+    return _http_storm("all", workdir, kills, seed, dialogues or 16 + 8 * kills)
 
 
 #: every case, by the name the benchmark and the docs use
@@ -158,8 +159,7 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
         probe.goal = max(goal, now + 1)
         proc = _Forked(case.command(out), workdir / f"run{result.reruns}.stderr")
         result.reruns += 1
-        jitter = 0.06 if key == "dialogues" else 0.02
-        if kill_when(proc, probe.reached, timeout_s=_RUN_TIMEOUT_S, jitter_s=jitter, rng=rng):
+        if kill_when(proc, probe.reached, timeout_s=_RUN_TIMEOUT_S, jitter_s=_JITTER_S, rng=rng):
             result.kills += 1
             total = result.expected if key == "dialogues" else totals[key]
             result.kill_points.append(f"{key} {_Probe(out, case.sectors, key).count()}/{total}")
@@ -174,19 +174,18 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
 def _targets(totals: Counter[str], kills: int, dialogues: int, rng: random.Random,
              written: Callable[[], int], left: Callable[[], int]) -> Iterator[tuple[str, int]]:
     """Kill targets ``(what, count to reach)`` in order: about half the kills in planning
-    stages (every stage when there are kills enough, else a seeded choice of them), the
-    ``left()`` kills at dialogue counts spread over what is left to write once the planning
-    kills are over (``written()`` dialogues), then more dialogue kills while needed."""
+    stages (every stage when there are kills enough, else a seeded choice of them), then
+    dialogue counts: each a random step past the ``written()`` dialogues, a step of one
+    share on average of what is left to write split over the ``left()`` kills and three
+    shares more (the final run's, and the dialogues runs finish between kill point and kill),
+    so the last kill still finds work."""
     stages = [key for key in totals if key != "dialogues" and totals[key]]
     n_plan = min(len(stages), (kills + 1) // 2) if kills > 1 else 0
     for i in sorted(rng.sample(range(len(stages)), n_plan)):
         yield stages[i], 0
-    start = written() + 1
-    n_dialogues = max(0, min(left(), dialogues - start))
-    for goal in sorted(rng.sample(range(start, dialogues), n_dialogues)):
-        yield "dialogues", goal
     while True:
-        yield "dialogues", 0
+        share = (dialogues - written()) / (max(1, left()) + 3)
+        yield "dialogues", written() + rng.randint(1, max(1, round(2 * share) - 1))
 
 
 class _Probe:
