@@ -288,3 +288,18 @@ def test_model_context_length_of_a_listing() -> None:
     assert model_context_length({"data": [{"id": "served", "max_model_len": 4096}]}, "alias") == 4096
     assert model_context_length({"data": [{"id": "a"}]}, "a") is None  # OpenAI's own listing says nothing
     assert model_context_length({"object": "list"}, "a") is None
+
+
+async def test_a_prompt_is_counted_by_the_servers_tokenize_until_it_has_none(mock: MockServer) -> None:
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do the tides work?"}]
+    b = backend(mock.url)
+    try:
+        assert await b.count_tokens(messages) == 7  # vLLM's POST /tokenize; the mock counts words
+        assert mock.stats()["counts"]["tokenize"] == 1
+        mock.control(tokenize=False)  # a server without it (OpenAI, llama.cpp): 404
+        assert await b.count_tokens(messages) is None
+        before = b.stats["attempts"]
+        assert await b.count_tokens(messages) is None and b.stats["attempts"] == before  # not asked again
+    finally:
+        mock.control(tokenize=True)
+        await b.close()

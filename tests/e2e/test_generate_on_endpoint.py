@@ -240,3 +240,51 @@ def test_a_cut_replys_retry_fits_the_servers_context(room: int | None, own: int 
     finished = caps[-1] >= 15  # the mock's answer is 15 words
     assert record["meta"]["stop_reason"] == ("completed" if finished else "truncated")
     assert len(record["data"]) == (2 if finished else 1) and record["meta"]["truncated_turns"] == []
+
+
+@pytest.mark.parametrize("usage", ["counted", "estimated"])
+def test_a_long_dialogue_ends_when_the_context_is_full_never_on_a_refused_request(tmp_path: Path, usage: str) -> None:
+    """12 planned rounds in a 250-token window (the mock counts words): each call asks for what
+    the window leaves, and the dialogue ends on an answer before a round it has no room for.
+    ``counted``: the server reports each prompt's tokens and counts one near the edge (vLLM's
+    /tokenize); ``estimated``: it does neither, so every prompt's size is the high estimate."""
+    from ultrachat.generate.runner import generate_async
+    from ultrachat.recipe import load_recipe
+
+    caps = {"user": 32, "assistant": 64, "planner": 200}
+    blind = ["--no-usage", "--no-tokenize"] if usage == "estimated" else []
+    with MockServer("--max-model-len", "250", *blind) as srv:
+        overrides = {"dialogues": 4, "out": str(tmp_path / "out"), "dialogue.min_rounds": 12,
+                     "dialogue.max_rounds": 12, **{f"models.{role}.max_tokens": cap for role, cap in caps.items()}}
+        for role in ("user", "assistant"):
+            overrides.update({f"models.{role}.backend": "openai", f"models.{role}.base_url": srv.url,
+                              f"models.{role}.model": "mock"})
+        summary = asyncio.run(generate_async("world", load_recipe(None, overrides), progress=False))
+        stats = srv.stats()
+    # No request went over the window: the mock refused none (vLLM's 400) and nothing failed.
+    assert "over_context" not in stats["counts"] and set(stats["counts"]) >= {"200"}, stats["counts"]
+    assert stats["counts"]["200"] == stats["counts"]["requests"]
+    assert all(prompt + max_tokens <= 250 for prompt, max_tokens, _ in stats["replies"])
+    assert summary.stats.stop_reasons == {"context_full": 4}
+    dialogues = list(iter_jsonl(tmp_path / "out" / "dialogues.jsonl"))
+    for d in dialogues:
+        meta = d["meta"]
+        assert meta["stop_reason"] == "context_full" and 1 <= meta["rounds"] < 12
+        assert len(d["data"]) == 2 * meta["rounds"] and meta["truncated_turns"] == []  # ends on a whole answer
+    if usage == "counted":  # the server's counts let the dialogues run up to the window
+        assert min(d["meta"]["rounds"] for d in dialogues) >= 5 and stats["counts"]["tokenize"] > 0
+        assert any(max_tokens < caps["user"] and prompt + max_tokens == 250  # bounded, to the last token
+                   for prompt, max_tokens, _ in stats["replies"])
+    else:
+        assert "tokenize" not in stats["counts"]
+
+
+def test_a_planner_without_room_in_its_context_is_a_one_line_error(tmp_path: Path, ultrachat_exe: list[str]) -> None:
+    # The planner's real-profile cap is 1,024: it needs 256 tokens of room, more than the window.
+    with MockServer("--api-key", SECRET, "--max-model-len", "200") as srv:
+        res = run_cli(ultrachat_exe, "--base-url", srv.url, "--dialogues", "2", "--out", str(tmp_path / "out"))
+        counts = srv.stats()["counts"]
+    err = res.stderr.strip()
+    assert res.returncode != 0 and len(err.splitlines()) == 1, err
+    assert err.startswith("error: planner: a prompt of about ") and "context_length of 200 tokens" in err, err
+    assert "max_tokens 1,024" in err and "over_context" not in counts  # refused here, not by the server

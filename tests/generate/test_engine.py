@@ -298,3 +298,75 @@ async def test_a_dropped_turns_reasoning_goes_with_it() -> None:
     # Round 2's answer was cut twice: it and the question it answered are gone, with their reasoning.
     assert record["data"] == ["How do tides work?", "Tides rise twice a day."]
     assert record["meta"]["reasoning"] == [{"turn": 1, "text": "first"}]
+
+
+def _bounded_engine(window: int | None, seen: list[tuple[str, int, int]]) -> DialogueEngine:
+    """Fake user and assistant (usage counts the prompt's words, as the mock server does) with
+    one context window; ``seen`` gets (role, prompt tokens, max_tokens) per call."""
+    from ultrachat.backends.fake import prompt_words
+    from ultrachat.backends.shaped import default_reply
+
+    def recording(role: str) -> Any:
+        def script(m: list[Message], p: GenerationParams) -> str:
+            seen.append((role, prompt_words(m), p.max_tokens))
+            return default_reply(m, p)
+        return script
+
+    prompts = Prompts("en")
+    return DialogueEngine(
+        WorldSector(load_recipe(), prompts),
+        Role(FakeBackend(recording("user")), ModelConfig(backend="fake", model="fake", max_tokens=32,
+                                                         context_length=window)),
+        Role(FakeBackend(recording("assistant")), ModelConfig(backend="fake", model="fake", max_tokens=64,
+                                                              context_length=window)),
+        prompts, DialogueConfig(), ["a curious tester"])
+
+
+async def test_every_call_fits_the_context_and_a_full_one_ends_the_dialogue_on_an_answer() -> None:
+    seen: list[tuple[str, int, int]] = []
+    record = await _bounded_engine(400, seen).run(_opening(20))
+    meta = record["meta"]
+    assert meta["stop_reason"] == "context_full" and 2 <= meta["rounds"] < 20
+    assert len(record["data"]) == 2 * meta["rounds"]  # the last turn is an answer
+    assert all(prompt + max_tokens <= 400 for _, prompt, max_tokens in seen)  # no request a server would refuse
+    # Calls near the end asked for what the window left, less than the cap but at least a quarter of it.
+    bounded = [(role, cap) for role, _, cap in seen if cap < {"user": 32, "assistant": 64}[role]]
+    assert bounded and all(cap >= {"user": 8, "assistant": 16}[role] for role, cap in bounded)
+    # The dialogue ended before a round it had no room for: every call made a kept turn.
+    assert len(seen) == len(record["data"]) - 1
+
+
+@pytest.mark.parametrize("window", [None, 10**6])
+async def test_an_unknown_or_ample_window_changes_nothing(window: int | None) -> None:
+    seen: list[tuple[str, int, int]] = []
+    record = await _bounded_engine(window, seen).run(_opening(20))
+    unbounded: list[tuple[str, int, int]] = []
+    assert record == await _bounded_engine(None, unbounded).run(_opening(20))
+    assert record["meta"]["stop_reason"] == "completed" and record["meta"]["rounds"] == 20
+    assert {cap for _, _, cap in seen} == {32, 64} and seen == unbounded
+
+
+async def test_an_opening_too_long_for_the_window_gets_no_call() -> None:
+    seen: list[tuple[str, int, int]] = []
+    engine = _bounded_engine(60, seen)  # the assistant needs 16 tokens of room at least
+    opening = _opening(3)
+    opening.text = "How do tides work? " * 12  # 48 words, estimated higher still
+    record = await engine.run(opening)
+    assert seen == [] and record["data"] == [opening.text]
+    assert record["meta"]["stop_reason"] == "context_full" and record["meta"]["rounds"] == 0
+
+
+def test_a_prompts_size_is_the_servers_count_plus_an_estimate_of_what_was_added() -> None:
+    from ultrachat.backends.base import prompt_tokens_estimate
+    from ultrachat.generate.engine import _Dialogue
+
+    d = _Dialogue(["How do tides work?"])
+    first = [{"role": "user", "content": "How do tides work?"}]
+    assert d.prompt_tokens("assistant", first) == prompt_tokens_estimate(first)  # nothing counted yet
+    d.counted["assistant"] = (31, prompt_tokens_estimate(first))  # e.g. a template's default system prompt
+    longer = [*first, {"role": "assistant", "content": "The moon pulls the oceans."},
+              {"role": "user", "content": "Why twice a day?"}]
+    added = prompt_tokens_estimate(longer) - prompt_tokens_estimate(first)
+    assert d.prompt_tokens("assistant", longer) == 31 + added
+    assert d.prompt_tokens("assistant", []) == 31  # a shorter transcript is counted as long as the last
+    assert d.prompt_tokens("user", longer) == prompt_tokens_estimate(longer)  # counts are per role

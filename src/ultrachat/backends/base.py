@@ -64,6 +64,35 @@ def prompt_tokens_estimate(messages: list[Message]) -> int:
     return sum(len(m["content"].encode("utf-8")) // 3 + 4 for m in messages)
 
 
+def min_room(cap: int) -> int:
+    """The fewest tokens worth a call capped at ``cap``: a quarter of it (at least 1). Caps are
+    sized to hold a whole reply with room to spare (the ``real`` profile's 2,048 for answers
+    that run a few hundred tokens); under a quarter most replies would come back cut, so the
+    call would spend its prompt on a turn the dialogue cannot keep."""
+    return max(1, -(-cap // 4))
+
+
+async def fitted_cap(backend: Backend, cap: int, window: int | None, messages: list[Message],
+                     estimate: int) -> int | None:
+    """:func:`context_cap` for ``messages`` whose size is ``estimate`` (erring high); where that
+    bounds the call, the backend's own count (:meth:`Backend.count_tokens`) decides, if it has one,
+    so a call near the end of the window gets all the room there is and no more."""
+    out = context_cap(cap, window, estimate)
+    if window and out != cap and (counted := await backend.count_tokens(messages)) is not None:
+        out = context_cap(cap, window, counted)
+    return out
+
+
+def context_cap(cap: int, window: int | None, prompt_tokens: int) -> int | None:
+    """A call's ``max_tokens``: ``min(cap, window - prompt_tokens)``, so prompt plus reply fit
+    the context window (a server such as vLLM refuses a request that does not, HTTP 400);
+    ``cap`` when the window is unknown; ``None`` when the room left is under :func:`min_room`."""
+    if not window:
+        return cap
+    room = window - prompt_tokens
+    return min(cap, room) if room >= min_room(cap) else None
+
+
 class BackendError(UserError, RuntimeError):
     """A failure the run cannot recover from (bad key, missing model, endpoint down)."""
 
@@ -96,6 +125,12 @@ class Backend(ABC):
         A wrapper (one with an ``inner`` backend: cache, meter) asks the backend it wraps."""
         inner = getattr(self, "inner", None)
         return await inner.context_length() if isinstance(inner, Backend) else None
+
+    async def count_tokens(self, messages: list[Message]) -> int | None:
+        """The tokens of a prompt of ``messages``, chat template included, as the model counts
+        them, where the backend can tell (``None``: unknown; wrappers ask the backend they wrap)."""
+        inner = getattr(self, "inner", None)
+        return await inner.count_tokens(messages) if isinstance(inner, Backend) else None
 
     @abstractmethod
     async def complete(self, messages: list[Message], params: GenerationParams) -> Completion:

@@ -199,7 +199,8 @@ class HttpClient:
     async def call(self, method: str, path: str, body: bytes | None, parse: Callable[[bytes], T], *,
                    form: dict[str, FormField] | None = None, cost: int = 0, retries: int | None = None,
                    probe: bool = False, silent_retries: int | None = None, optional: bool = False) -> T:
-        """``parse`` of the body of the first 2xx reply to ``method base_url+path``.
+        """``parse`` of the body of the first 2xx reply to ``method base_url+path`` (a ``path``
+        that is a whole URL, ``http://...``, is used as it is: a server's root endpoints).
 
         ``body`` is sent as JSON (or ``form`` as multipart); ``cost`` is the estimated tokens
         for the tokens-per-minute limit; ``probe`` makes a refused connection fatal at once;
@@ -210,7 +211,7 @@ class HttpClient:
         """
         if self._session is None:
             await self.open()
-        url = self.base_url + path
+        url = path if path.startswith(("http://", "https://")) else self.base_url + path
         retries = self.max_retries if retries is None else retries
         silent = 0  # attempts that got no reply
         for attempt in range(retries + 1):

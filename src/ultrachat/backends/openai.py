@@ -20,7 +20,9 @@ Request bodies come from :func:`chat_body`; ``extra_body`` (a dict) is merged in
 request's JSON, for server-specific fields. With ``keep_reasoning`` a reasoning model's
 ``reasoning_content`` (or ``reasoning``) field is kept in :attr:`Completion.reasoning`;
 otherwise it is not read. :meth:`OpenAIBackend.context_length` asks ``GET /models`` once for
-the model's ``max_model_len`` (vLLM reports it; a server that does not gives ``None``).
+the model's ``max_model_len`` (vLLM reports it; a server that does not gives ``None``), and
+:meth:`OpenAIBackend.count_tokens` asks vLLM's ``POST /tokenize`` (at the server's root) how
+many tokens a prompt is; a server without it is not asked again.
 
 The API key is read from the environment variable the config names and is only ever
 put in the ``Authorization`` header; it is never logged or written.
@@ -119,6 +121,7 @@ class OpenAIBackend(Backend):
         self._failed_in_a_row = 0
         self._last_error = ""
         self._context: asyncio.Task[int | None] | None = None
+        self._tokenize = True  # until the server shows it has no /tokenize
 
     @property
     def stats(self) -> Counter[str]:
@@ -152,7 +155,10 @@ class OpenAIBackend(Backend):
 
     async def context_length(self) -> int | None:
         """The model's ``max_model_len`` from ``GET /models``, asked once (concurrent callers
-        share the request); ``None`` when the server does not say or does not serve the list."""
+        share the request); ``None`` when the server does not say or does not serve the list.
+        The backend starts first, so an unreachable endpoint fails on its probe, as a call would."""
+        if not self._started:
+            await self.start()
         if self._context is None:
             self._context = asyncio.ensure_future(self._ask_context_length())
         return await asyncio.shield(self._context)
@@ -164,6 +170,31 @@ class OpenAIBackend(Backend):
         try:
             return await self.http.call("GET", "/models", None, parse, retries=1, optional=True)
         except RequestFailed:
+            return None
+
+    async def count_tokens(self, messages: list[Message]) -> int | None:
+        """The prompt's tokens as the server counts them (chat template and generation prompt
+        included): vLLM's ``POST /tokenize``; ``None`` from a server that does not serve it."""
+        if not self._tokenize:
+            return None
+        if not self._started:
+            await self.start()
+        body: dict[str, Any] = {"model": self.cfg.model, "messages": messages, "add_generation_prompt": True}
+        if "chat_template_kwargs" in self.extra_body:  # e.g. enable_thinking: it changes the template
+            body["chat_template_kwargs"] = self.extra_body["chat_template_kwargs"]
+
+        def parse(raw: bytes) -> int:
+            count = orjson.loads(raw)["count"]
+            if not isinstance(count, int):
+                raise TypeError("count is not an integer")
+            return count
+
+        root = self.http.base_url.removesuffix("/v1")
+        try:
+            return await self.http.call("POST", f"{root}/tokenize", orjson.dumps(body), parse, retries=0,
+                                        optional=True)
+        except RequestFailed:
+            self._tokenize = False  # OpenAI, llama.cpp (another body): the estimate it is
             return None
 
     # -- calls -----------------------------------------------------------------------

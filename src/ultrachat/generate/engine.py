@@ -11,6 +11,12 @@ once more, and if that is cut too, it and the question it answered are removed);
 passed off as complete. A ``real`` role's retry asks for twice the cap, within what the
 model's context window leaves after the prompt; with no room left there is no retry.
 
+Every call fits the context window (the role's ``context_length``, else what its backend
+reports): its ``max_tokens`` is ``min(cap, window - prompt tokens)``. When that room is under
+a quarter of the cap (:func:`~ultrachat.backends.base.min_room`) the dialogue ends before the
+round with stop reason ``context_full``, keeping its completed rounds: the whole history is
+sent each round, so a long dialogue would otherwise end in a request the server refuses.
+
 A reasoning model's reasoning (``<think>`` blocks, a ``reasoning_content`` field) never
 enters a turn; a role with ``keep_reasoning`` has it in ``meta.reasoning`` as
 ``[{"turn": index into data, "text": ...}]``, for the turns the dialogue kept.
@@ -24,7 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..backends import Backend, Completion, GenerationParams, Message, Usage
-from ..backends.base import prompt_tokens_estimate
+from ..backends.base import fitted_cap, prompt_tokens_estimate
 from ..backends.config import auto_profile
 from ..core.hashing import stable_seed
 from ..core.turns import repair_user_turn, split_think, strip_role_prefix
@@ -44,19 +50,32 @@ def _clip(text: str) -> str:
 class Role:
     backend: Backend
     cfg: ModelConfig
+    _reported: list[int | None] = field(default_factory=list, init=False, repr=False)  # the backend's window
 
     def params(self, seed: int, max_tokens: int | None = None) -> GenerationParams:
         return GenerationParams(self.cfg.temperature, self.cfg.top_p, max_tokens or self.cfg.max_tokens, seed)
 
-    async def retry_cap(self, cut: Completion, messages: list[Message]) -> int | None:
+    async def window(self) -> int | None:
+        """The model's context window: the role's ``context_length``, else what the backend
+        reports (asked once), else ``None``."""
+        if self.cfg.context_length:
+            return self.cfg.context_length
+        if not self._reported:
+            self._reported.append(await self.backend.context_length())
+        return self._reported[0]
+
+    async def cap(self, messages: list[Message], estimate: int) -> int | None:
+        """A call's ``max_tokens`` for a prompt of ``messages`` (``None``: no room worth a call)."""
+        return await fitted_cap(self.backend, self.cfg.max_tokens, await self.window(), messages, estimate)
+
+    async def retry_cap(self, prompt_tokens: int) -> int | None:
         """The cap of a cut reply's retry (same messages): twice the cap, bounded by the context
-        window (the role's ``context_length``, else what the backend reports) less the prompt's
-        tokens (as the cut reply's usage counted them, else estimated); ``None`` when that
-        leaves no more than the cap, so a retry could not finish where the reply was cut."""
+        window less the prompt's tokens; ``None`` when that leaves no more than the cap, so a
+        retry could not finish where the reply was cut."""
         cap = 2 * self.cfg.max_tokens
-        window = self.cfg.context_length or await self.backend.context_length()
+        window = await self.window()
         if window:
-            cap = min(cap, window - (cut.usage.prompt_tokens or prompt_tokens_estimate(messages)))
+            cap = min(cap, window - prompt_tokens)
         return cap if cap > self.cfg.max_tokens else None
 
     @property
@@ -139,16 +158,9 @@ class DialogueEngine:
         turns = d.turns
         stop = "completed"
         for rnd in range(opening.rounds):
-            reply = await self._assistant_turn(d, opening)
+            reply, stop = await self._answer(d, opening)
             if reply is None:
-                stop = "empty_reply"
-                if len(turns) > 1:
-                    turns.pop()  # keep only completed rounds
-                break
-            if reply.finish_reason == "length" and self.cfg.on_truncated == "drop":
-                stop = "truncated"
-                if len(turns) > 1:
-                    turns.pop()  # the question it answered goes too: only completed rounds stay
+                d.drop_question()  # only completed rounds stay: a question without its answer goes
                 break
             d.add(reply)
             if reply.finish_reason == "length":
@@ -158,9 +170,8 @@ class DialogueEngine:
                     break
             if rnd == opening.rounds - 1:
                 break
-            user_turn, reason = await self._user_turn(d, opening, persona)
+            user_turn, stop = await self._ask(d, opening, persona)
             if user_turn is None:
-                stop = reason
                 break
             d.add(user_turn)
         for role, u in d.usage.items():
@@ -196,32 +207,64 @@ class DialogueEngine:
                                  if i < len(d.turns)]  # a dropped turn's reasoning goes with it
         return meta
 
-    async def _call(self, role: Role, messages: list[Message], seed: int, usage: Usage,
-                    max_tokens: int | None = None) -> Completion:
+    async def _answer(self, d: _Dialogue, opening: Opening) -> tuple[Completion | None, str]:
+        """The next assistant reply, or ``None`` and why the dialogue ends before it: no room
+        in the context, no usable reply, or a reply cut (twice) that ``"drop"`` removes."""
+        messages = self.assistant_messages(d.turns)
+        cap = await self.assistant.cap(messages, d.prompt_tokens("assistant", messages))
+        if cap is None:
+            return None, "context_full"
+        reply = await self._assistant_turn(d, opening, messages, cap)
+        if reply is None:
+            return None, "empty_reply"
+        if reply.finish_reason == "length" and self.cfg.on_truncated == "drop":
+            return None, "truncated"
+        return reply, "completed"
+
+    async def _ask(self, d: _Dialogue, opening: Opening, persona: str | None) -> tuple[Completion | None, str]:
+        """The next user turn, or ``None`` and why the dialogue ends after the last answer."""
+        messages = self.user_messages(d.turns, opening, persona)
+        cap = await self.user.cap(messages, d.prompt_tokens("user", messages))
+        if cap is None or await self._no_room_to_answer(d):
+            return None, "context_full"  # before the round: no question its answer could not follow
+        return await self._user_turn(d, opening, messages, cap)
+
+    async def _no_room_to_answer(self, d: _Dialogue) -> bool:
+        """Whether the answer after the next question would find no room, even were the
+        question empty (so the question is not asked only to be removed)."""
+        messages = self.assistant_messages([*d.turns, ""])
+        return await self.assistant.cap(messages, d.prompt_tokens("assistant", messages)) is None
+
+    async def _call(self, name: str, messages: list[Message], seed: int, d: _Dialogue,
+                    max_tokens: int) -> Completion:
+        role = self.user if name == "user" else self.assistant
         out = await role.backend.complete(messages, role.params(seed, max_tokens))
         out.text, thought = split_think(out.text)
         kept = (out.reasoning.strip(), thought) if role.cfg.keep_reasoning else ()
         out.reasoning = "\n\n".join(t for t in kept if t)
-        usage.add(out.usage)
+        d.usage[name].add(out.usage)
+        if out.usage.prompt_tokens:
+            d.counted[name] = (out.usage.prompt_tokens, prompt_tokens_estimate(messages))
         return out
 
-    async def _assistant_turn(self, d: _Dialogue, opening: Opening) -> Completion | None:
+    async def _assistant_turn(self, d: _Dialogue, opening: Opening, messages: list[Message],
+                              cap: int) -> Completion | None:
         cut_retries = 1 if self.cfg.on_truncated == "drop" else 0
         # A real model's cut reply is asked again with twice the cap (a small model's, with a new seed).
-        max_tokens = None
-        messages = self.assistant_messages(d.turns)
+        max_tokens = cap
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(d.turns), "assistant", attempt)
-            out = await self._call(self.assistant, messages, seed, d.usage["assistant"], max_tokens)
+            out = await self._call("assistant", messages, seed, d, max_tokens)
             labelled = out.text.lower().startswith(("assistant", "ai:"))
             out.text = strip_role_prefix(out.text) if labelled else out.text.strip()
             if out.text and out.finish_reason == "length" and cut_retries:
                 # A cut reply would be dropped: one more sample (new seed) often finishes within the cap.
                 cut_retries -= 1
                 if self.assistant.profile == "real":
-                    max_tokens = await self.assistant.retry_cap(out, messages)
-                    if max_tokens is None:
+                    retry = await self.assistant.retry_cap(d.prompt_tokens("assistant", messages))
+                    if retry is None:
                         return out  # no room in the context for a longer reply: dropped as cut
+                    max_tokens = retry
                 d.regen["truncated"] += 1
                 continue
             if out.text:
@@ -229,19 +272,19 @@ class DialogueEngine:
             d.regen["empty_reply"] += 1
         return None
 
-    async def _user_turn(self, d: _Dialogue, opening: Opening, persona: str | None) -> tuple[Completion | None, str]:
+    async def _user_turn(self, d: _Dialogue, opening: Opening, messages: list[Message],
+                         cap: int) -> tuple[Completion | None, str]:
         """The next user turn (its text repaired), or ``None`` and why the dialogue ends."""
         reason = "role_confounding"
-        max_tokens = None
+        max_tokens = cap
         doubled = False
-        messages = self.user_messages(d.turns, opening, persona)
         for attempt in range(self.cfg.max_regenerations + 1):
             seed = stable_seed(opening.seed, len(d.turns), "user", attempt)
-            out = await self._call(self.user, messages, seed, d.usage["user"], max_tokens)
+            out = await self._call("user", messages, seed, d, max_tokens)
             self.stats.user_attempts += 1
             if out.finish_reason == "length" and self.user.profile == "real" and not doubled:
                 doubled = True  # a real model's cut turn: asked again once with twice the cap, if it fits
-                max_tokens = await self.user.retry_cap(out, messages)
+                max_tokens = await self.user.retry_cap(d.prompt_tokens("user", messages)) or cap
             text, why = repair_user_turn(out.text, out.finish_reason, d.turns, self.user.profile)
             if why == "politeness":
                 d.regen["politeness"] += 1
@@ -269,6 +312,25 @@ class _Dialogue:
     repairs: Counter[str] = field(default_factory=Counter)
     truncated: list[int] = field(default_factory=list)
     reasoning: dict[int, str] = field(default_factory=dict)  # turn index -> the reasoning kept for it
+    # role -> (the server's count of its latest prompt, our estimate of that same prompt)
+    counted: dict[str, tuple[int, int]] = field(default_factory=dict)
+
+    def prompt_tokens(self, role: str, messages: list[Message]) -> int:
+        """The tokens of ``role``'s prompt ``messages``, erring high: the server's count of the
+        role's latest prompt plus an estimate of what was added since (so a chat template's own
+        tokens, a default system prompt, are counted as the server counts them); nothing is taken
+        off for a transcript that dropped old turns. Before any count, an estimate of the whole."""
+        estimate = prompt_tokens_estimate(messages)
+        if role not in self.counted:
+            return estimate
+        counted, estimated = self.counted[role]
+        return counted + max(0, estimate - estimated)
+
+    def drop_question(self) -> None:
+        """Remove the last question (one the dialogue ends without answering; never the opening:
+        a dialogue with no completed round keeps it)."""
+        if len(self.turns) > 1:
+            self.turns.pop()
 
     def add(self, turn: Completion) -> None:
         self.turns.append(turn.text)

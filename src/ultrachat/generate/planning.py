@@ -15,7 +15,9 @@ from collections import Counter, deque
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any, TypeVar
 
-from ..backends import Backend, GenerationParams
+from ..backends import Backend, GenerationParams, Message
+from ..backends.base import fitted_cap, min_room, prompt_tokens_estimate
+from ..core.errors import UserError
 from ..core.hashing import HashIndex, TextSpool, hash64, hexdigest
 from ..core.progress import RunProgress
 from ..core.text import normalize
@@ -172,7 +174,7 @@ class PlanContext:
         async with self._sem:
             if self.budget.exhausted:
                 raise BudgetExhausted("token budget reached while planning")
-            params = GenerationParams(self.cfg.temperature, self.cfg.top_p, self.cfg.max_tokens, seed)
+            params = GenerationParams(self.cfg.temperature, self.cfg.top_p, await self._cap(messages), seed)
             out = await self.backend.complete(messages, params)
         self.budget.add(out.usage)
         record = {"key": key, "stage": stage, "text": out.text, "finish": out.finish_reason,
@@ -180,6 +182,21 @@ class PlanContext:
         self.store.save_call(record)
         self.progress.advance(stage, 1, out.usage.total_tokens)
         return whole_lines(out.text, out.finish_reason)
+
+    async def _cap(self, messages: list[Message]) -> int:
+        """The call's ``max_tokens``: the planner's cap within what its context window leaves
+        after the prompt; a window too small for a list is the recipe's to fix."""
+        window = self.cfg.context_length or await self.backend.context_length()
+        prompt = prompt_tokens_estimate(messages)
+        cap = await fitted_cap(self.backend, self.cfg.max_tokens, window, messages, prompt)
+        if cap is None:
+            cfg = self.cfg
+            prompt = await self.backend.count_tokens(messages) or prompt
+            raise UserError(f"planner: a prompt of about {prompt:,} tokens and a list of at least "
+                            f"{min_room(cfg.max_tokens):,} (a quarter of its max_tokens {cfg.max_tokens:,}) do not fit "
+                            f"its context_length of {window:,} tokens; use a model with a longer context "
+                            "or lower [models.planner] max_tokens")
+        return cap
 
 
 def whole_lines(text: str, finish_reason: str) -> str:

@@ -23,7 +23,10 @@ Like a reasoning model, ``--reasoning field`` adds a ``reasoning_content`` field
 (streamed as ``reasoning_content`` deltas first) and ``--reasoning think`` puts the reasoning in
 a ``<think>...</think>`` block before the content. Like vLLM, ``--max-model-len N`` reports
 ``max_model_len`` in ``GET /v1/models`` and rejects (400) a request whose prompt plus
-``max_tokens`` exceeds it. Prompt tokens are words (the fake backend's usage).
+``max_tokens`` exceeds it. Prompt tokens are words (the fake backend's usage). With
+``--no-usage`` replies carry no ``usage`` (as some proxies and older servers send them).
+``POST /tokenize`` (at the root, as vLLM serves it) counts a chat prompt's tokens (its words);
+``--no-tokenize`` answers it 404, as servers without it do.
 
 Run it::
 
@@ -69,6 +72,8 @@ class MockConfig:
     seed: int = 0
     reasoning: str = ""  # "field": a reasoning_content field; "think": a <think> block in the content
     max_model_len: int = 0  # reported by /v1/models and enforced, as vLLM does (0: neither)
+    usage: bool = True  # replies report token usage
+    tokenize: bool = True  # POST /tokenize counts a prompt's tokens
 
 
 def _reply(body: dict[str, Any], fault: str | None) -> Any:
@@ -172,7 +177,7 @@ class MockOpenAI:
         usage = {"prompt_tokens": out.usage.prompt_tokens, "completion_tokens": out.usage.completion_tokens,
                  "total_tokens": out.usage.total_tokens}
         reply = {"id": f"chatcmpl-{self.served}", "object": "chat.completion", "created": int(time.time()),
-                 "model": model, "usage": usage,
+                 "model": model, **({"usage": usage} if self.cfg.usage else {}),
                  "choices": [{"index": 0, "message": self._message(messages, out.text),
                               "finish_reason": out.finish_reason}]}
         if body.get("stream") and fault != "malformed":
@@ -244,7 +249,7 @@ class MockOpenAI:
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
             await resp.write(f"data: {json.dumps(chunk)}\n\n".encode())
         end = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": reply["choices"][0]["finish_reason"]}],
-               "usage": reply["usage"]}
+               **{k: v for k, v in reply.items() if k == "usage"}}
         await resp.write(f"data: {json.dumps(end)}\n\ndata: [DONE]\n\n".encode())
         await resp.write_eof()
         self.counts["streamed"] += 1
@@ -287,6 +292,20 @@ class MockOpenAI:
         window = {"max_model_len": self.cfg.max_model_len} if self.cfg.max_model_len else {}
         return web.json_response({"object": "list", "data": [{"id": n, "object": "model", **window} for n in names]})
 
+    async def tokenize(self, request: Any) -> Any:
+        """vLLM's ``POST /tokenize`` for chat messages: ``{"count", "max_model_len", "tokens"}``."""
+        from aiohttp import web
+
+        from ..backends.fake import prompt_words
+
+        if not self.cfg.tokenize:
+            return _error(404, "Not Found", "NotFoundError")
+        if self.cfg.api_key and request.headers.get("Authorization") != f"Bearer {self.cfg.api_key}":
+            return _error(401, "Incorrect API key provided.", "invalid_request_error", "invalid_api_key")
+        self.counts["tokenize"] += 1
+        count = prompt_words((await request.json())["messages"])
+        return web.json_response({"count": count, "max_model_len": self.cfg.max_model_len, "tokens": [0] * count})
+
     async def control(self, request: Any) -> Any:
         from aiohttp import web
 
@@ -301,7 +320,7 @@ class MockOpenAI:
             return _error(400, f"unknown fault(s) {unknown}", "invalid_request_error")
         self.queue.extend(body.get("queue", []))
         for key in ("latency_ms", "retry_after", "retry_after_date", "fail_after", "hang_s", "reasoning",
-                    "max_model_len"):
+                    "max_model_len", "usage", "tokenize"):
             if key in body:
                 setattr(self.cfg, key, body[key])
         return web.json_response({"ok": True})
@@ -320,6 +339,7 @@ class MockOpenAI:
             app.router.add_post(f"{prefix}/chat/completions", self.chat)
             app.router.add_get(f"{prefix}/models", self.list_models)
             app.router.add_post(f"{prefix}/embeddings", self.embeddings)
+        app.router.add_post("/tokenize", self.tokenize)
         app.router.add_post("/_control", self.control)
         app.router.add_get("/_stats", self.stats)
         return app
@@ -360,11 +380,13 @@ def parse_args(argv: list[str] | None = None) -> tuple[MockConfig, str, int]:
                     help="reply like a reasoning model: a reasoning_content field, or a <think> block")
     ap.add_argument("--max-model-len", type=int, default=0,
                     help="context window reported by /v1/models and enforced (400), as vLLM does")
+    ap.add_argument("--no-usage", action="store_true", help="replies carry no token usage")
+    ap.add_argument("--no-tokenize", action="store_true", help="no POST /tokenize (404), as most servers")
     ns = ap.parse_args(argv)
     rates = {kind: getattr(ns, f"fault_{kind}") for kind in FAULTS}
     cfg = MockConfig(ns.latency_ms, ns.jitter_ms, rates, ns.retry_after, ns.retry_after_date, ns.hang_s,
                      ns.fail_after, ns.api_key, tuple(m for m in ns.models.split(",") if m), ns.seed,
-                     ns.reasoning, ns.max_model_len)
+                     ns.reasoning, ns.max_model_len, not ns.no_usage, not ns.no_tokenize)
     return cfg, ns.host, ns.port
 
 
