@@ -266,6 +266,7 @@ def test_a_long_dialogue_ends_when_the_context_is_full_never_on_a_refused_reques
     assert stats["counts"]["200"] == stats["counts"]["requests"]
     assert all(prompt + max_tokens <= 250 for prompt, max_tokens, _ in stats["replies"])
     assert summary.stats.stop_reasons == {"context_full": 4}
+    assert any(note.startswith("4 dialogue(s) ended before their planned rounds") for note in summary.notes)
     dialogues = list(iter_jsonl(tmp_path / "out" / "dialogues.jsonl"))
     for d in dialogues:
         meta = d["meta"]

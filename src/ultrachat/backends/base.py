@@ -7,6 +7,7 @@ embedded model, an HTTP endpoint or a cluster engine plug in without touching it
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -57,11 +58,18 @@ class Completion:
     reasoning: str = ""
 
 
+#: pieces no tokenizer merges across: a digit (Qwen and Llama 2 split numbers into digits), a
+#: run of letters, a punctuation mark (code and tables are dense with them)
+_PIECES = re.compile(r"\d|[^\W\d]+|[^\w\s]")
+
+
 def prompt_tokens_estimate(messages: list[Message]) -> int:
-    """A prompt's tokens, estimated high when no tokenizer is at hand: UTF-8 bytes / 3, plus 4
-    a message for the chat template. English runs about 4 bytes a token (so a third too many);
-    a CJK character is 3 bytes and about one token."""
-    return sum(len(m["content"].encode("utf-8")) // 3 + 4 for m in messages)
+    """A prompt's tokens, estimated high when no tokenizer is at hand: UTF-8 bytes / 3, or the
+    text's pieces (digits, letter runs, punctuation marks) where there are more, plus 4 a
+    message for the chat template. English runs about 4 bytes a token (so a third too many); a
+    CJK character is 3 bytes and about one token; digits and code run up to a token a byte."""
+    return sum(max(len(m["content"].encode("utf-8")) // 3, len(_PIECES.findall(m["content"]))) + 4
+               for m in messages)
 
 
 def min_room(cap: int) -> int:
@@ -74,13 +82,13 @@ def min_room(cap: int) -> int:
 
 async def fitted_cap(backend: Backend, cap: int, window: int | None, messages: list[Message],
                      estimate: int) -> int | None:
-    """:func:`context_cap` for ``messages`` whose size is ``estimate`` (erring high); where that
-    bounds the call, the backend's own count (:meth:`Backend.count_tokens`) decides, if it has one,
-    so a call near the end of the window gets all the room there is and no more."""
-    out = context_cap(cap, window, estimate)
-    if window and out != cap and (counted := await backend.count_tokens(messages)) is not None:
-        out = context_cap(cap, window, counted)
-    return out
+    """:func:`context_cap` for ``messages`` whose size is ``estimate`` (erring high). Unless the
+    call would fit even were the prompt twice the estimate, the backend's own count
+    (:meth:`Backend.count_tokens`) decides where it has one: a call near the end of the window
+    gets all the room there is, and a prompt the estimate got wrong no more than there is."""
+    if window and 2 * estimate + cap > window and (counted := await backend.count_tokens(messages)) is not None:
+        return context_cap(cap, window, counted)
+    return context_cap(cap, window, estimate)
 
 
 def context_cap(cap: int, window: int | None, prompt_tokens: int) -> int | None:

@@ -197,6 +197,10 @@ async def generate_async(sector_name: str, recipe: Recipe, progress: bool = True
     if summary.budget_stopped:
         summary.notes.append(f"stopped at the token budget ({recipe.max_total_tokens:,}); rerun with a larger "
                              "--max-total-tokens to continue")
+    if full := stats.stop_reasons["context_full"]:
+        summary.notes.append(f"{full:,} dialogue(s) ended before their planned rounds with the model's context "
+                             "window full (stop reason context_full); a longer context_length or fewer rounds "
+                             "keep more of them")
     summary.seconds = time.monotonic() - started
     return summary
 
