@@ -11,9 +11,11 @@ Cases (each ``(workdir, kills, seed=None, dialogues=None) -> StormResult``):
   mixes in 429s, 500s, dropped connections and malformed bodies; the kills land in the
   sector's planning stages and in dialogues.
 
-The run grows with ``kills`` (``dialogues`` overrides it) so the last kill still leaves work.
+The run grows with ``kills`` (``dialogues`` overrides it) so the last kill still leaves work
+(materials reads the bundled sample passages: at most 90 dialogues, enough for 20 kills).
 The uninterrupted run goes first, into ``workdir/reference``; the storm runs in
-``workdir/killed``. Example::
+``workdir/killed``; ``detail`` holds the seconds taken and, over HTTP, the faults the server
+injected during the storm by class. Example::
 
     from ultrachat.testing.storms.generate import materials_storm
 
