@@ -49,6 +49,25 @@ def test_context_length_is_the_engines_max_model_len() -> None:
     assert asyncio.run(backend.context_length()) == 2048
 
 
+def test_a_prompt_is_counted_as_the_engine_encodes_it() -> None:
+    """The chat template's text, encoded with the tokenizer's defaults (special tokens added, as
+    ``generate`` encodes a text prompt); a stand-in tokenizer here, the real one in the GPU test."""
+
+    class Tokenizer:
+        def apply_chat_template(self, messages: list[dict[str, str]], add_generation_prompt: bool,
+                                tokenize: bool) -> str:
+            assert add_generation_prompt and not tokenize
+            return "".join(f"<{m['role']}> {m['content']} " for m in messages) + "<assistant>"
+
+        def encode(self, text: str) -> list[int]:
+            return [0, *range(len(text.split()))]  # a BOS token, then a token a word
+
+    backend = VLLMBackend(ModelConfig(backend="vllm", model="/m"))
+    backend._engines, backend._tokenizer = [object()], Tokenizer()  # started
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "How do tides work?"}]
+    assert asyncio.run(backend.count_tokens(messages)) == 1 + 3 + 5 + 1
+
+
 def _gpu_reason() -> str | None:
     if importlib.util.find_spec("vllm") is None:
         return "vLLM is not installed (GPU nodes: pip install vllm)"
@@ -83,3 +102,17 @@ def test_vllm_generation_hits_the_prefix_cache(tmp_path: Path, embedded_model_di
             await backend.close()
 
     assert asyncio.run(window()) == 2048  # max_len, as the engine reports it
+
+    async def counted() -> tuple[int | None, int]:
+        from ultrachat.backends.base import GenerationParams
+
+        backend = VLLMBackend(ModelConfig(backend="vllm", model=model))
+        messages = [{"role": "user", "content": "How do the tides of the ocean work?"}]
+        try:
+            out = await backend.complete(messages, GenerationParams(max_tokens=4, seed=1))
+            return await backend.count_tokens(messages), out.usage.prompt_tokens
+        finally:
+            await backend.close()
+
+    count, used = asyncio.run(counted())
+    assert count == used > 0  # the count the context bound uses is the engine's own

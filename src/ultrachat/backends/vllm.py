@@ -102,6 +102,15 @@ class VLLMBackend(Backend):
         config = await self._engines[0].get_model_config()
         return int(config.max_model_len)
 
+    async def count_tokens(self, messages: list[Message]) -> int | None:
+        """The prompt's tokens as the engine will see them: the chat template's text, encoded as
+        ``generate`` encodes a text prompt (so the count equals its ``prompt_token_ids``)."""
+        await self.start()
+        return len(self._tokenizer.encode(self._render(messages)))
+
+    def _render(self, messages: list[Message]) -> str:
+        return self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+
     async def close(self) -> None:
         for engine in self._engines:
             with contextlib.suppress(Exception):
@@ -116,7 +125,7 @@ class VLLMBackend(Backend):
         from vllm import SamplingParams
 
         await self.start()
-        prompt = self._tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt = self._render(messages)
         sampling = SamplingParams(temperature=params.temperature, top_p=params.top_p, max_tokens=params.max_tokens,
                                   seed=params.seed, stop=list(params.stop) or None)
         replica = self._replica()
