@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import importlib
 import json
-import multiprocessing
 import os
 import random
 import re
@@ -41,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import StormResult, kill_when, storm_seed
+from . import Forked, StormResult, kill_when, storm_seed
 
 #: faults the mock server mixes into its replies during the HTTP storms (rates per request)
 FAULTS = ("--fault-429", "0.04", "--fault-500", "0.04", "--fault-drop", "0.03", "--fault-malformed", "0.03",
@@ -159,7 +158,8 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
         if key != "dialogues" and now >= totals[key]:
             continue  # an earlier run finished that stage
         probe.goal = max(goal, now + 1)
-        proc = _Forked(case.command(out), workdir / f"run{result.reruns}.stderr")
+        stderr_path = workdir / f"run{result.reruns}.stderr"
+        proc = Forked.start(_cli_child, case.command(out), str(stderr_path))
         result.reruns += 1
         if kill_when(proc, probe.reached, timeout_s=_RUN_TIMEOUT_S, jitter_s=_JITTER_S, rng=rng):
             result.kills += 1
@@ -167,7 +167,7 @@ def _kill(case: _Case, workdir: Path, kills: int, totals: Counter[str], result: 
             result.kill_points.append(f"{key} {_Probe(out, case.sectors, key).count()}/{total}")
             result.invalid += _invalid_lines(out, case.sectors)
         elif proc.poll() != 0:
-            failures.append(f"run {result.reruns} exited {proc.poll()}: {proc.error()}")
+            failures.append(f"run {result.reruns} exited {proc.poll()}: {_last_error(stderr_path)}")
         else:
             break  # it finished before the kill point: no work is left for more kills
     return failures
@@ -235,36 +235,13 @@ def _cli_child(argv: list[str], stderr_path: str) -> None:
     app(argv)
 
 
-class _Forked:
-    """The command line in a forked child, with the ``Popen`` methods :func:`kill_when` uses."""
-
-    def __init__(self, argv: list[str], stderr_path: Path) -> None:
-        self.stderr_path = stderr_path
-        self.proc = multiprocessing.get_context("fork").Process(target=_cli_child, args=(argv, str(stderr_path)))
-        self.proc.start()
-        assert self.proc.pid is not None
-        self.pid: int = self.proc.pid
-
-    def poll(self) -> int | None:
-        return self.proc.exitcode
-
-    def wait(self, timeout: float | None = None) -> int | None:
-        self.proc.join(timeout)
-        return self.proc.exitcode
-
-    def kill(self) -> None:
-        self.proc.kill()
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def error(self) -> str:
-        text = self.stderr_path.read_text(encoding="utf-8", errors="replace").strip()
-        return text.splitlines()[-1][:300] if text else ""
+def _last_error(stderr_path: Path) -> str:
+    text = stderr_path.read_text(encoding="utf-8", errors="replace").strip()
+    return text.splitlines()[-1][:300] if text else ""
 
 
 def _run_to_end(argv: list[str], stderr_path: Path) -> tuple[int, str]:
-    proc = _Forked(argv, stderr_path)
+    proc = Forked.start(_cli_child, argv, str(stderr_path))
     code = proc.wait(_RUN_TIMEOUT_S)
     if code is None:
         proc.send_signal(signal.SIGKILL)

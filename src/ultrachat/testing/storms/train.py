@@ -52,7 +52,7 @@ from multiprocessing.sharedctypes import Synchronized
 from pathlib import Path
 from typing import Any
 
-from . import StormResult, kill_when, storm_seed
+from . import Forked, StormResult, kill_when, storm_seed
 
 POINTS = ("mid-step", "mid-save")
 STEPS = 12
@@ -94,30 +94,14 @@ class _Shared:
         self.saving: Synchronized[int] = ctx.Value("i", 0, lock=False)
 
 
-class _Child:
-    """A forked run seen through the part of ``subprocess.Popen`` that ``kill_when`` uses."""
-
-    def __init__(self, proc: multiprocessing.process.BaseProcess) -> None:
-        assert proc.pid is not None, "start the process first"
-        self.proc = proc
-        self.pid: int = proc.pid
-
-    def poll(self) -> int | None:
-        return self.proc.exitcode
-
-    def send_signal(self, sig: int) -> None:
-        os.kill(self.pid, sig)
-
-    def kill(self) -> None:
-        self.send_signal(signal.SIGKILL)
-
-    def wait(self, timeout: float | None = _RUN_TIMEOUT_S) -> int:
-        self.proc.join(timeout)
-        if self.proc.exitcode is None:
-            self.kill()
-            self.proc.join()
-            raise TimeoutError(f"a training run took over {timeout:.0f} s")
-        return self.proc.exitcode
+def _wait(child: Forked) -> int:
+    """The exit code of a forked run; a run stuck past the timeout is killed and an error."""
+    code = child.wait(_RUN_TIMEOUT_S)
+    if code is None:
+        child.kill()
+        child.wait()
+        raise TimeoutError(f"a training run took over {_RUN_TIMEOUT_S:.0f} s")
+    return code
 
 
 def train_storm(workdir: Path, kills: int, seed: int | None = None, point: str = "mid-step") -> StormResult:
@@ -173,7 +157,7 @@ def _import_training() -> None:
 def _run(ctx: Any, target: Any, args: tuple[Any, ...], log: Path) -> int:
     child = ctx.Process(target=_in_child, args=(target, args, log))
     child.start()
-    return _Child(child).wait()
+    return _wait(Forked(child))
 
 
 def _in_child(target: Any, args: tuple[Any, ...], log: Path) -> None:
@@ -200,7 +184,7 @@ def _reference(ctx: Any, workdir: Path, out: Path, shared: _Shared) -> float:
         if shared.step.value in (2, STEPS):
             marks.setdefault(shared.step.value, time.monotonic())
         time.sleep(0.001)
-    _check_exit(_Child(proc).wait(), log)
+    _check_exit(_wait(Forked(proc)), log)
     return (marks[STEPS] - marks[2]) / (STEPS - 2) if len(marks) == 2 else 0.05
 
 
@@ -254,9 +238,9 @@ def _run_with_kill(ctx: Any, workdir: Path, out: Path, plan: _Plan | None, share
     in_child = plan if plan is not None and plan.stage else None
     proc = ctx.Process(target=_in_child, args=(_train_child, (_argv(workdir, out), in_child, shared), log))
     proc.start()
-    child = _Child(proc)
+    child = Forked(proc)
     if plan is None or plan.stage:
-        code = child.wait()
+        code = _wait(child)
         if plan is None:
             return code, "", resumed
         if plan.step == 0:
@@ -267,7 +251,7 @@ def _run_with_kill(ctx: Any, workdir: Path, out: Path, plan: _Plan | None, share
         return shared.step.value >= plan.step and not shared.saving.value
 
     kill_when(child, ready, timeout_s=_RUN_TIMEOUT_S, jitter_s=step_s, rng=rng)
-    code = child.wait()
+    code = _wait(child)
     step = shared.step.value  # its save (if "in a save") is the one cut short
     landed = f"step {step}" + (" (in a save)" if shared.saving.value else "")
     return code, f"{landed} (from {resumed})", max(resumed, (step - 1) // SAVE_STEPS * SAVE_STEPS)
