@@ -45,7 +45,7 @@ def _row(name: str, label: str, result: StormResult, seconds: float) -> str:
     verdict = "yes" if result.ok else "**NO**"
     return (f"| {name} | {label} | {result.kills} | {result.reruns} | {result.expected} | {result.lost} | "
             f"{result.duplicated} | {result.invalid} | {'yes' if result.equal else 'no'} | {verdict} | "
-            f"{seconds:.0f} s | {result.detail} |")
+            f"{seconds:.0f} s | {result.detail.replace('|', chr(92) + '|')} |")  # a cell's own bars escaped
 
 
 def run() -> str:
