@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from ultrachat.backends import BackendError, GenerationParams
-from ultrachat.backends.local import INSTALL_HINT, LocalBackend, resolve_dtype, resolve_model_dir
+from ultrachat.backends.local import INSTALL_HINT, LocalBackend, pack_linears, resolve_dtype, resolve_model_dir
 from ultrachat.core.corpus import iter_jsonl
 from ultrachat.generate.runner import generate
 from ultrachat.recipe import load_recipe
@@ -52,7 +52,41 @@ def backend(request: pytest.FixtureRequest, embedded_model_dir: Path) -> LocalBa
     b = LocalBackend(max_batch=8, batch_wait_s=0.05, dtype=request.param)
     b.load()
     assert str(b._model.dtype) == f"torch.{request.param}"
+    packed = type(b._model.lm_head).__name__ == "PackedLinear"
+    assert packed == (request.param == "bfloat16")  # this CPU runs bfloat16 natively (oneDNN packs there)
     return b
+
+
+def test_packed_linears_give_the_plain_models_logits(tmp_path: Path) -> None:
+    """Every linear of a bfloat16 model (the tied output head included) swapped for a packed one:
+    same logits as the plain model, for one row and for a padded batch; nothing swapped where oneDNN cannot."""
+    import torch
+    from transformers import AutoModelForCausalLM
+
+    from ultrachat.testing.tiny_model import make_tiny_model
+
+    folder = make_tiny_model(tmp_path / "tiny", ["The moon pulls the water of the oceans."] * 20, vocab_size=300)
+    plain = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    packed = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.bfloat16).eval()
+    assert pack_linears(packed) == 2 * 7 + 1  # q k v o gate up down per layer, and the head
+    assert not any(isinstance(m, torch.nn.Linear) for m in packed.modules())
+    ids = torch.randint(0, plain.config.vocab_size, (3, 9))
+    mask = torch.ones_like(ids)
+    mask[1, :4] = 0
+    with torch.inference_mode():
+        for rows in (ids[:1], ids):
+            want = plain(input_ids=rows, attention_mask=mask[: len(rows)]).logits
+            got = packed(input_ids=rows, attention_mask=mask[: len(rows)]).logits
+            assert got.dtype == torch.bfloat16 and got.shape == want.shape
+            torch.testing.assert_close(got, want, rtol=0.02, atol=0.02)
+
+
+def test_nothing_is_packed_where_onednn_cannot_run_bfloat16(monkeypatch: pytest.MonkeyPatch) -> None:
+    import torch
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 8)).to(torch.bfloat16)
+    monkeypatch.setattr(torch.backends.mkldnn, "is_available", lambda: False)
+    assert pack_linears(model) == 0 and isinstance(model[0], torch.nn.Linear)
 
 
 def test_micro_batcher_batches_concurrent_calls_and_seeds_rows(backend: LocalBackend) -> None:

@@ -11,7 +11,9 @@ max_tokens and random generator, so a seeded call samples from its own stream wh
 else shares its batch.
 
 Weights run in bfloat16 where the CPU has native bfloat16 instructions (AVX512-BF16 or
-AMX), float32 otherwise; ``ULTRACHAT_DTYPE`` (auto, bfloat16, float32) overrides it.
+AMX), float32 otherwise; ``ULTRACHAT_DTYPE`` (auto, bfloat16, float32) overrides it. In
+bfloat16 every linear's weight is packed for oneDNN once, at load (``pack_linears``): a plain
+bfloat16 matmul re-packs its weight on every call, which cost more than the product at few rows.
 """
 
 from __future__ import annotations
@@ -104,6 +106,49 @@ def resolve_dtype(setting: str | None = None) -> str:
     if choice == "auto":
         return "bfloat16" if cpu_has_native_bf16() else "float32"
     return choice
+
+
+PACK_BATCH_HINT = 8  # packed layouts are tuned for this many rows; any count works
+
+
+def pack_linears(model: Any) -> int:
+    """Swap every ``nn.Linear`` of ``model`` for one holding its weight pre-packed by oneDNN.
+
+    A plain bfloat16 matmul re-packs the weight on every call, which costs more than the
+    product itself at a few rows (decode): packing once made a step's linears about 1.7x
+    faster at batch 1 and 2x at batch 8. Returns how many were swapped (0 where oneDNN
+    cannot run bfloat16 here). Inference only: the packed weights have no gradient.
+    """
+    import torch
+
+    if not (torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()):
+        return 0
+    linear_cls = _packed_linear_class()
+    targets = [(parent, name, child) for parent in model.modules()
+               for name, child in parent.named_children() if isinstance(child, torch.nn.Linear)]
+    for parent, name, child in targets:
+        setattr(parent, name, linear_cls(child))
+    return len(targets)
+
+
+@functools.cache
+def _packed_linear_class() -> type:
+    import torch
+
+    class PackedLinear(torch.nn.Module):
+        """``nn.Linear`` with its weight held in oneDNN's packed layout (see ``pack_linears``)."""
+
+        def __init__(self, linear: torch.nn.Linear) -> None:
+            super().__init__()
+            self.in_features, self.out_features = linear.in_features, linear.out_features
+            with torch.no_grad():
+                self.packed = torch.ops.mkldnn._reorder_linear_weight(linear.weight.detach(), PACK_BATCH_HINT)
+            self.bias = linear.bias
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")
+
+    return PackedLinear
 
 
 @dataclass
@@ -327,6 +372,8 @@ class LocalBackend(Backend):
         if self._tok.pad_token is None:
             self._tok.pad_token = self._tok.eos_token
         self._model = AutoModelForCausalLM.from_pretrained(path, dtype=getattr(torch, self.dtype)).eval()
+        if self.dtype == "bfloat16":
+            pack_linears(self._model)
         eos = self._model.generation_config.eos_token_id
         eos_ids = set(eos if isinstance(eos, list) else [eos]) if eos is not None else set()
         eos_ids.add(self._tok.eos_token_id)
